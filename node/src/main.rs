@@ -1,0 +1,3 @@
+fn main() {
+    println!("shoal {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,19 @@
+//! shoal's protocol: every decision the mesh makes, as deterministic state
+//! machines with no I/O, no clock reads and no global randomness.
+//!
+//! Each machine follows the quinn-proto convention: `handle_*(now, ..)` feeds
+//! an input, `poll_*()` drains outputs (transmits, the next timeout, events
+//! for the host). The `shoal` node and the `shoal-sim` simulator are the two
+//! hosts of these machines; anything decided outside this crate cannot be
+//! tested by the simulator.
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+
+pub mod gossip;
+pub mod id;
+pub mod membership;
+pub mod time;
+pub mod wire;
+
+pub use id::NodeId;
+pub use time::Instant;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("shoal-sim {}", env!("CARGO_PKG_VERSION"));
+}
