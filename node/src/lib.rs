@@ -1,0 +1,4 @@
+//! The `shoal` node: a thin host around the protocol machines. It moves
+//! bytes between QUIC and the machines, persists what they ask, runs
+//! processes and serves the API; it makes no protocol decision itself.
+#![forbid(unsafe_code)]
