@@ -398,3 +398,44 @@ fn node_state_newer_version_wins() {
         .count();
     assert!(updates >= 1);
 }
+
+#[test]
+fn a_paused_node_refutes_as_soon_as_it_runs_again() {
+    let mut c = Cluster::converged(6, Config::local(), 12);
+    let before = c.machine(3).incarnation();
+    // Nothing reaches it during or right after the pause, so no buddy ping
+    // can be what makes it refute.
+    for i in 0..6 {
+        c.blocked.insert((i, 3));
+    }
+    // Longer than two probe intervals, shorter than the suspicion timeout.
+    c.pause(3, ms(300));
+    let resumed = c.run_until(secs(2), |c| c.nodes[3].paused_until.is_none());
+    assert!(resumed.is_some());
+    assert_eq!(c.machine(3).stats().stalls, 1);
+    assert!(c.machine(3).incarnation() > before);
+    assert!(c.machine(3).local_health() >= 1);
+    c.heal();
+    let alive = c.run_until(secs(3), |c| c.all_see_alive(&[0, 1, 2, 3, 4, 5]));
+    assert!(alive.is_some());
+    assert_eq!(c.transitions_to(3, MemberState::Down), 0);
+}
+
+#[test]
+fn dissemination_quiesces_when_nothing_changes() {
+    let mut c = Cluster::converged(8, Config::local(), 13);
+    c.nodes[2]
+        .machine
+        .set_local_state(c.now, NodeState::default());
+    c.drain(2);
+    c.run_for(secs(10));
+    for i in 0..8 {
+        assert_eq!(
+            c.machine(i).pending_updates(),
+            0,
+            "node {i} still gossiping"
+        );
+    }
+    let version = c.machine(2).local_state().unwrap().version;
+    assert_eq!(version, 1, "own state echoed back bumped the version");
+}

@@ -59,6 +59,8 @@ pub const MAX_QUEUED_EVENTS: usize = 65_536;
 /// Down members considered for a reconnecting push-pull (the oldest are
 /// the first candidates: they were down the longest).
 pub const MAX_RECONNECT_CANDIDATES: usize = 1024;
+/// Passes over the timer table in one `handle_timeout`.
+const MAX_TIMER_PASSES: usize = 4;
 /// Most updates applied from one message.
 pub const MAX_UPDATES_PER_MESSAGE: usize = 256;
 
@@ -200,6 +202,9 @@ pub struct Stats {
     pub transmits: u64,
     /// Bytes handed to the host.
     pub bytes_out: u64,
+    /// Times this node found itself far behind its own probe timer (paused
+    /// or starved) and refuted pre-emptively.
+    pub stalls: u64,
 }
 
 /// The membership machine of one node.
@@ -313,12 +318,25 @@ impl Membership {
 
     /// The timer fired. Harmless when called early: only expired timers run.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in Timer::VALUES {
-            if self.timers.is_expired(timer, now) {
-                self.on_timer(timer, now);
+        if self.timers.is_expired(Timer::Probe, now) {
+            self.detect_stall(now);
+        }
+        // One handler can pull another deadline into the past (our own
+        // failed probe confirms a suspicion), so run until none is due.
+        // Every handler re-arms its timer after `now`, so a few passes do.
+        for _ in 0..MAX_TIMER_PASSES {
+            let mut ran = false;
+            for timer in Timer::VALUES {
+                if self.timers.is_expired(timer, now) {
+                    self.on_timer(timer, now);
+                    self.refresh_derived_timers();
+                    ran = true;
+                }
+            }
+            if !ran {
+                break;
             }
         }
-        self.refresh_derived_timers();
     }
 
     /// Announces a graceful leave; the host should drain transmits, wait a
@@ -534,6 +552,27 @@ impl Membership {
             .first()
             .map(|(since, _)| *since + self.config.down_retention);
         self.timers.set_opt(Timer::Reap, reap);
+    }
+
+    /// Lifeguard: a node that falls behind its own timers was paused or
+    /// starved, and was very likely suspected meanwhile. It slows down and
+    /// refutes at once instead of waiting to be told (a paused node's
+    /// refutation must beat the suspicion timeout).
+    fn detect_stall(&mut self, now: Instant) {
+        let Some(deadline) = self.timers.get(Timer::Probe) else {
+            return;
+        };
+        let late = now.saturating_duration_since(deadline);
+        if late <= self.config.probe_interval || self.has_left || self.live_count == 0 {
+            return;
+        }
+        self.stats.stalls += 1;
+        self.bump_local_health();
+        self.incarnation = self.incarnation.saturating_add(1);
+        self.push_event(Event::SelfRefuted {
+            incarnation: self.incarnation,
+        });
+        self.broadcast_self_alive();
     }
 
     fn expire_suspicions(&mut self, now: Instant) {
