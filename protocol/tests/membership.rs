@@ -439,3 +439,50 @@ fn dissemination_quiesces_when_nothing_changes() {
     let version = c.machine(2).local_state().unwrap().version;
     assert_eq!(version, 1, "own state echoed back bumped the version");
 }
+
+#[test]
+fn a_member_held_down_is_told_when_it_speaks() {
+    let mut m = machine_knowing(4, Config::lan());
+    let down = Update::Down {
+        id: id_of(3),
+        incarnation: 0,
+        by: id_of(2),
+    };
+    let now = Instant::from_millis(5);
+    m.handle_datagram(
+        now,
+        addr_of(2),
+        id_of(2),
+        &message(2, SwimBody::Gossip, vec![down.clone()]),
+    )
+    .unwrap();
+    while m.poll_transmit().is_some() {}
+    assert_eq!(m.member(&id_of(3)).unwrap().state, MemberState::Down);
+    // Node 3 is running after all: it pings us.
+    let ping = message(
+        3,
+        SwimBody::Ping {
+            seq: 9,
+            suspected_at: None,
+        },
+        vec![],
+    );
+    m.handle_datagram(now, addr_of(3), id_of(3), &ping).unwrap();
+    let told = std::iter::from_fn(|| m.poll_transmit())
+        .filter(|t| t.dst == addr_of(3))
+        .filter_map(|t| shoal_protocol::wire::decode::<SwimMessage>(&t.payload, 1200).ok())
+        .any(|msg| {
+            msg.updates
+                .iter()
+                .any(|u| matches!(u, Update::Down { id, .. } if *id == id_of(3)))
+        });
+    assert!(told, "a member held down was not told so");
+    // Its refutation brings it back.
+    let refute = message(3, SwimBody::Gossip, vec![alive(3, 1)]);
+    m.handle_datagram(now, addr_of(3), id_of(3), &refute)
+        .unwrap();
+    assert_eq!(
+        m.member(&id_of(3)).map(|x| (x.state, x.incarnation)),
+        Some((MemberState::Alive, 1))
+    );
+}

@@ -205,6 +205,8 @@ pub struct Stats {
     /// Times this node found itself far behind its own probe timer (paused
     /// or starved) and refuted pre-emptively.
     pub stalls: u64,
+    /// Periodic push-pull rounds started (joins not counted).
+    pub push_pulls_started: u64,
 }
 
 /// The membership machine of one node.
@@ -236,6 +238,9 @@ pub struct Membership {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    created_at: Instant,
+    /// This node's random phase in the push-pull cycle, in per mille.
+    push_pull_phase_permille: u32,
 }
 
 impl Membership {
@@ -278,6 +283,8 @@ impl Membership {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            created_at: now,
+            push_pull_phase_permille: 0,
         };
         // Random phases keep the nodes of a cluster started together from
         // probing and exchanging in lockstep.
@@ -521,11 +528,19 @@ impl Membership {
                 self.timers.set(Timer::Gossip, next);
             }
             Timer::PushPull => {
+                let interval = self.config.push_pull_interval_for(self.cluster_size());
+                let first_at = self.first_push_pull_at(interval);
+                if self.stats.push_pulls_started == 0 && first_at > now {
+                    // The cluster grew since we armed it: keep our phase
+                    // in the longer cycle so the first exchanges of a
+                    // cluster started together do not come all at once.
+                    self.timers.set(Timer::PushPull, first_at);
+                    return;
+                }
+                self.stats.push_pulls_started += 1;
                 self.push_pull_with_random_member();
                 self.push_pull_with_random_down_member();
-                let interval = self.config.push_pull_interval_for(self.cluster_size());
-                let next = now + interval;
-                self.timers.set(Timer::PushPull, next);
+                self.timers.set(Timer::PushPull, now + interval);
             }
             Timer::Join => {
                 if self.joined {
@@ -608,6 +623,12 @@ impl Membership {
                 });
             }
         }
+    }
+
+    /// When this node's first push-pull is due in a cycle of `interval`.
+    fn first_push_pull_at(&self, interval: Duration) -> Instant {
+        let phase = interval.mul_f64(f64::from(self.push_pull_phase_permille) / 1000.0);
+        self.created_at + phase.max(Duration::from_millis(1))
     }
 
     /// `d` stretched by the Lifeguard local health multiplier.
