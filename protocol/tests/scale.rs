@@ -152,6 +152,30 @@ fn lan_preset_at_scale_report() {
         .sum();
     println!("false positives (down events about live nodes): {false_positives}");
     println!("suspect events about live nodes: {suspicions}");
-    println!("steps {}", c.steps);
     assert_eq!(false_positives, 0);
+
+    // A tenth of the cluster cut off long enough to be given up, then healed.
+    let live: Vec<usize> = (0..n).filter(|x| !crashed.contains(x)).collect();
+    let (minority, majority): (Vec<usize>, Vec<usize>) = live.iter().partition(|&&x| x % 10 == 7);
+    c.partition(&minority, &majority);
+    c.run_for(Duration::from_secs(15));
+    let given_up = majority.iter().take(20).all(|&o| {
+        minority
+            .iter()
+            .all(|&x| c.view(o, x).is_some_and(|v| v.0 == MemberState::Down))
+    });
+    println!(
+        "minority of {} given up by the majority: {given_up}",
+        minority.len()
+    );
+    c.heal();
+    let healed_at = c.now;
+    let healed = c.run_until(Duration::from_secs(120), |c| {
+        c.steps % 64 == 0 && c.all_see_alive(&live)
+    });
+    println!(
+        "partition healed: {:?}",
+        healed.map(|t| t.saturating_duration_since(healed_at))
+    );
+    println!("steps {}", c.steps);
 }
