@@ -71,3 +71,13 @@ fn smoke_sweep_with_foca_keeps_the_safety_invariants() {
 fn chaos_sweep_with_foca_keeps_the_safety_invariants() {
     sweep(&reduced_chaos(), 1..11, Impl::Foca, FOCA_TOLERATED);
 }
+
+#[test]
+fn smoke_sweep_with_shoal_has_no_violations() {
+    sweep(&load("smoke.toml"), 1..11, Impl::Shoal, &[]);
+}
+
+#[test]
+fn chaos_sweep_with_shoal_has_no_violations() {
+    sweep(&reduced_chaos(), 1..11, Impl::Shoal, &[]);
+}
