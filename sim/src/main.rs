@@ -1,3 +1,6 @@
-fn main() {
-    println!("shoal-sim {}", env!("CARGO_PKG_VERSION"));
+//! The `shoal-sim` binary: see `shoal-sim --help`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    shoal_sim::cli::main()
 }
