@@ -55,9 +55,11 @@ impl CheckSpec {
         match (&self.command, &self.http) {
             (Some(cmd), None) if !cmd.is_empty() => {}
             (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {}
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "{what}: give exactly one of `command` (non-empty list) or `http` (an http:// URL)"
-            )),
+            ))
+            }
         }
         if self.interval_ms < MIN_INTERVAL_MS {
             return Err(format!(

@@ -271,8 +271,7 @@ impl Driver {
                     state = crate::metrics::state_name(state),
                     incarnation,
                     reason = %why,
-                    "member {name} is {}: {why}",
-                    crate::metrics::state_name(state)
+                    "membership change"
                 );
             }
             Event::NodeStateUpdated { id } => {
