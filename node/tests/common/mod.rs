@@ -184,12 +184,17 @@ impl AgentSpec {
             spec: self.clone(),
             child: Some(child),
         };
-        let up = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-            agent
-                .get("/healthz")
-                .filter(|b| b.starts_with("ok"))
-                .map(|_| ())
-        });
+        let up = wait_for(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || match self.netns {
+                Some(_) => agent.members().map(|_| ()),
+                None => agent
+                    .get("/healthz")
+                    .filter(|b| b.starts_with("ok"))
+                    .map(|_| ()),
+            },
+        );
         assert!(
             up.is_some(),
             "agent {} did not come up; log:\n{}",
@@ -250,9 +255,25 @@ impl Agent {
         http_get(self.spec.api, path, self.spec.api_token.as_deref())
     }
 
-    /// `GET /v1/members` as JSON values.
+    /// `GET /v1/members` as JSON values (inside a namespace, through
+    /// `shoal members --json` run there, since its API is on its loopback).
     pub fn members(&self) -> Option<Vec<Value>> {
-        serde_json::from_str(&self.get("/v1/members")?).ok()
+        let body = match &self.spec.netns {
+            Some(ns) => {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", ns, SHOAL, "members", "--json", "--api"])
+                    .arg(format!("http://{}", self.spec.api))
+                    .stderr(Stdio::null())
+                    .output()
+                    .ok()?;
+                if !out.status.success() {
+                    return None;
+                }
+                String::from_utf8(out.stdout).ok()?
+            }
+            None => self.get("/v1/members")?,
+        };
+        serde_json::from_str(&body).ok()
     }
 
     /// The state this agent's view gives `name`, if listed.
