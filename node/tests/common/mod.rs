@@ -105,6 +105,7 @@ impl Party {
             log: self.dir.path().join(format!("{name}.log")),
             netns: None,
             api_token: None,
+            config: None,
         }
     }
 
@@ -134,6 +135,7 @@ pub struct AgentSpec {
     pub log: PathBuf,
     pub netns: Option<String>,
     pub api_token: Option<String>,
+    pub config: Option<PathBuf>,
 }
 
 impl AgentSpec {
@@ -172,6 +174,9 @@ impl AgentSpec {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
         if let Some(token) = &self.api_token {
             cmd.args(["--api-token", token]);
         }
