@@ -2,3 +2,12 @@
 //! bytes between QUIC and the machines, persists what they ask, runs
 //! processes and serves the API; it makes no protocol decision itself.
 #![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod tls;
+pub mod transport;

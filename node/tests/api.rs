@@ -1,0 +1,166 @@
+//! End-to-end tests of the agent's API, CLI and health reporting.
+
+mod common;
+
+use common::{http_get, wait_for, Party, SHOAL};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(100);
+
+#[test]
+fn members_cli_fails_clearly_when_the_api_is_unreachable() {
+    let port = common::free_tcp_port();
+    let out = Command::new(SHOAL)
+        .args([
+            "members",
+            "--json",
+            "--api",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach the shoal API"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn members_cli_prints_the_same_array_as_the_api() {
+    let party = Party::new();
+    let agents = party.mesh(2);
+    let ok = wait_for(Duration::from_secs(20), POLL, || {
+        (agents[0].names_in_state("alive")?.len() == 2).then_some(())
+    });
+    assert!(ok.is_some());
+    let out = Command::new(SHOAL)
+        .args([
+            "members",
+            "--json",
+            "--api",
+            &format!("http://{}", agents[0].spec.api),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cli: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = cli.iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names.len(), 2);
+    for m in &cli {
+        for key in ["name", "id", "addr", "state", "incarnation"] {
+            assert!(!m[key].is_null(), "{key} missing in {m}");
+        }
+    }
+    let table = Command::new(SHOAL)
+        .args([
+            "members",
+            "--api",
+            &format!("http://{}", agents[0].spec.api),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("ID"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("alive")).count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn api_off_loopback_requires_a_token_and_checks_it() {
+    let party = Party::new();
+    let mut spec = party.spec("n1");
+    // Off loopback without a token: refused at start with a clear message.
+    spec.api = format!("0.0.0.0:{}", common::free_tcp_port())
+        .parse()
+        .unwrap();
+    let out = Command::new(SHOAL)
+        .args([
+            "agent",
+            "--name",
+            "n1",
+            "--listen",
+            &spec.listen.to_string(),
+        ])
+        .args(["--api", &spec.api.to_string()])
+        .arg("--data")
+        .arg(&spec.data)
+        .arg("--tls-dir")
+        .arg(&spec.tls)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--api-token"));
+
+    spec.api_token = Some("s3cret".into());
+    let agent = spec.start(&[]);
+    let loopback = format!("127.0.0.1:{}", spec.api.port()).parse().unwrap();
+    assert!(
+        http_get(loopback, "/v1/members", None).is_none(),
+        "no token must be refused"
+    );
+    assert!(http_get(loopback, "/v1/members", Some("wrong")).is_none());
+    assert!(http_get(loopback, "/v1/members", Some("s3cret")).is_some());
+    assert!(
+        http_get(loopback, "/healthz", None).is_some(),
+        "liveness stays open"
+    );
+    drop(agent);
+}
+
+#[test]
+fn a_failing_configured_check_is_gossiped_with_its_reason() {
+    let party = Party::new();
+    let config = party.path().join("n1.toml");
+    std::fs::write(
+        &config,
+        r#"
+slots = 3
+[labels]
+zone = "a"
+[[check]]
+name = "db"
+command = ["sh", "-c", "echo db unreachable; exit 2"]
+interval_ms = 200
+timeout_ms = 1000
+failure_threshold = 2
+"#,
+    )
+    .unwrap();
+    let mut first = party.spec("n1");
+    first.config = Some(config);
+    let sick = first.start(&[]);
+    let watcher = party.spec("n2").start(&[sick.spec.listen]);
+
+    let node = wait_for(Duration::from_secs(15), POLL, || {
+        let node: serde_json::Value = serde_json::from_str(&sick.get("/v1/node")?).ok()?;
+        (node["member"]["health"] == "critical").then_some(node)
+    })
+    .expect("n1 never reported itself critical");
+    let reason = node["member"]["health_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("db") && reason.contains("db unreachable"),
+        "{reason}"
+    );
+    let db = node["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "db")
+        .unwrap();
+    assert_eq!(db["status"], "critical");
+    assert!(db["consecutive_failures"].as_u64().unwrap() >= 2);
+
+    let seen = wait_for(Duration::from_secs(15), POLL, || {
+        let members = watcher.members()?;
+        let n1 = members.into_iter().find(|m| m["name"] == "n1")?;
+        (n1["health"] == "critical" && n1["state"] == "alive").then_some(n1)
+    })
+    .expect("n2 never saw n1's critical health");
+    assert_eq!(seen["slots_total"], 3);
+    assert_eq!(seen["labels"]["zone"], "a");
+}
