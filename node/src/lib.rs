@@ -2,3 +2,6 @@
 //! bytes between QUIC and the machines, persists what they ask, runs
 //! processes and serves the API; it makes no protocol decision itself.
 #![forbid(unsafe_code)]
+
+pub mod exec;
+pub mod store;
