@@ -242,3 +242,41 @@ async fn mock_driver_is_fenced_cancelled_and_timed_out_like_a_command() {
     assert_eq!(seen["mock-cancel"], AttemptOutcome::Cancelled);
     assert_eq!(exec.slots_free(), 3);
 }
+
+/// Prints attempts per second for `true` commands (each through its own
+/// supervisor process) and for zero-length mock attempts, 16 at a time.
+/// Not asserted beyond correctness: speed is for reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_throughput_report() {
+    let data = tempfile::tempdir().unwrap();
+    let slots = 16;
+    let (exec, mut exits) = executor(data.path(), slots);
+    for (label, total) in [("true", 300u64), ("mock", 20_000u64)] {
+        let started = Instant::now();
+        let mut next = 0u64;
+        let mut done = 0u64;
+        while done < total {
+            while next < total && exec.slots_free() > 0 {
+                let mut spec = if label == "true" {
+                    sh(&format!("{label}-{next}"), 1, "true", data.path())
+                } else {
+                    mock(&format!("{label}-{next}"), 1, Duration::ZERO, 0)
+                };
+                if label == "true" {
+                    spec.driver = Driver::Command {
+                        program: "/bin/true".into(),
+                        args: vec![],
+                    };
+                }
+                exec.start(spec, LONG_LEASE).unwrap();
+                next += 1;
+            }
+            let exit = next_exit(&mut exits, EXIT_WAIT).await;
+            assert_eq!(exit.outcome, AttemptOutcome::Exited { code: 0 }, "{exit:?}");
+            done += 1;
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        println!("executor {label}: {total} attempts, {rate:.0}/s with {slots} slots");
+    }
+    assert_eq!(exec.slots_free(), slots);
+}

@@ -238,3 +238,13 @@ fn full_disk_gives_disk_full_and_keeps_acked_writes() {
         Err(e) => assert!(matches!(e, StoreError::DiskFull { .. }), "got {e:?}"),
     }
 }
+
+#[test]
+fn garbage_store_file_is_reported_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(dir.path().join(shoal_node::store::STORE_FILE_NAME), bytes).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "got {err:?}");
+    assert!(err.to_string().contains("corrupt"), "message: {err}");
+}

@@ -69,8 +69,10 @@ pub fn read_status(dir: &Path) -> std::io::Result<AttemptStatus> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Replaces `status.json` atomically and durably (temp file, fsync,
-/// rename, fsync of the directory).
+/// Replaces `status.json` atomically (temp file, rename). No fsync: the
+/// file serves an agent that restarts on a machine that kept running (the
+/// page cache suffices); after a power loss every attempt process is dead
+/// anyway, and an unreadable status is skipped by `recover`.
 pub fn write_status(dir: &Path, status: &AttemptStatus) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(status)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
@@ -78,8 +80,6 @@ pub fn write_status(dir: &Path, status: &AttemptStatus) -> std::io::Result<()> {
     {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&bytes)?;
-        file.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(STATUS_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, dir.join(STATUS_FILE))
 }

@@ -102,6 +102,13 @@ pub(crate) fn from_redb(path: &std::path::Path, e: impl Into<redb::Error>) -> St
                 source: Arc::new(io),
             }
         }
+        // redb reports a foreign file (bad magic number) as InvalidData.
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt {
+                path,
+                reason: io.to_string(),
+            }
+        }
         redb::Error::Corrupted(reason) => StoreError::Corrupt { path, reason },
         redb::Error::DatabaseAlreadyOpen => StoreError::Locked { path },
         redb::Error::ValueTooLarge(len) => StoreError::TooLarge { len },
