@@ -23,7 +23,7 @@ const AGENT_DATA_ENV: &str = "SHOAL_TEST_AGENT_DATA";
 const AGENT_WORK_ENV: &str = "SHOAL_TEST_AGENT_WORK";
 const AGENT_MODE_ENV: &str = "SHOAL_TEST_AGENT_MODE";
 /// In `extend` mode the child agent holds a short lease and renews it.
-const CHILD_LEASE: Duration = Duration::from_millis(600);
+const CHILD_LEASE: Duration = Duration::from_millis(1500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_deadline_without_extension_kills_the_whole_group() {
@@ -52,12 +52,12 @@ async fn extensions_keep_the_attempt_alive_until_they_stop() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (exec, mut exits) = executor(data.path(), 1);
-    let lease = Duration::from_millis(500);
+    let lease = Duration::from_millis(1000);
     exec.start(sh("fence-2", 1, TREE_SCRIPT, work.path()), lease)
         .unwrap();
     let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
-    // 15 renewals every 100 ms: 1.5 s, three times the lease.
-    for _ in 0..15 {
+    // 30 renewals every 100 ms: 3 s, three times the lease.
+    for _ in 0..30 {
         exec.extend("fence-2", 1, lease).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(exits.try_recv().is_err(), "attempt ended despite renewals");
@@ -236,14 +236,14 @@ fn frozen_agent_is_fenced_by_the_supervisor_deadline() {
     assert!(alive(agent.grandchild), "renewed attempt died");
     agent.signal(Signal::SIGSTOP);
     let frozen = Instant::now();
-    let took = wait_dead(agent.grandchild, Duration::from_secs(5));
+    let took = wait_dead(agent.grandchild, CHILD_LEASE + Duration::from_secs(5));
     println!("agent frozen -> grandchild dead after {took:?} (lease {CHILD_LEASE:?})");
     agent.signal(Signal::SIGCONT);
     assert!(
         took.is_some(),
         "the frozen agent's attempt outlived its lease"
     );
-    assert!(frozen.elapsed() <= CHILD_LEASE + Duration::from_secs(3));
+    assert!(frozen.elapsed() <= CHILD_LEASE + Duration::from_secs(5));
 }
 
 #[test]
@@ -304,4 +304,25 @@ fn recover_kills_the_group_when_agent_and_supervisor_both_died() {
             outcome: AttemptOutcome::AgentLost
         }
     ));
+}
+
+#[test]
+fn supervisor_refuses_a_bad_spec_with_a_message() {
+    let mut sup = Command::new(SHOAL_BIN)
+        .arg("__supervise")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sup.stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"not\": \"a spec\"}\n")
+        .unwrap();
+    let out = sup.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad spec line"), "stderr: {stderr}");
 }

@@ -76,3 +76,28 @@ pub fn kill_pid(pid: i32) {
 pub fn pid_exists(pid: i32) -> bool {
     pid > 0 && !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_found_in_its_group_and_as_a_child() {
+        let me = std::process::id() as i32;
+        let pgid = nix::unistd::getpgrp().as_raw();
+        assert!(group_members(pgid).contains(&me));
+        let parent = nix::unistd::getppid().as_raw();
+        assert!(children_of(parent).contains(&me));
+        assert!(pid_exists(me));
+    }
+
+    #[test]
+    fn stat_parsing_survives_parentheses_in_the_name() {
+        // /proc/self/stat of a thread named with ") (" would break naive
+        // parsing; our own entry must parse with the right ppid.
+        let me = std::process::id() as i32;
+        let (pid, ppid, _) = stat_of(me).expect("own stat parses");
+        assert_eq!(pid, me);
+        assert_eq!(ppid, nix::unistd::getppid().as_raw());
+    }
+}

@@ -192,3 +192,33 @@ pub fn validate_task_id(task_id: &str) -> Result<(), ExecError> {
         Err(ExecError::BadTaskId(task_id.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_that_could_escape_the_attempt_dir_are_refused() {
+        for bad in ["", ".", "..", "a/b", "/abs", "a\0b", "sp ace"] {
+            assert!(validate_task_id(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_task_id(&"x".repeat(TASK_ID_LEN_MAX + 1)).is_err());
+        for good in ["t-1", "0191b2c3.d4_e5", &"x".repeat(TASK_ID_LEN_MAX)] {
+            assert!(validate_task_id(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn fenced_outcomes_are_never_successes() {
+        let fenced = [
+            AttemptOutcome::Fenced,
+            AttemptOutcome::AgentLost,
+            AttemptOutcome::SupervisorLost,
+        ];
+        for o in fenced {
+            assert!(o.is_fenced() && !o.is_success() && o.exit_code().is_none());
+        }
+        assert!(AttemptOutcome::Exited { code: 0 }.is_success());
+        assert!(!AttemptOutcome::Exited { code: 1 }.is_success());
+    }
+}
