@@ -248,3 +248,27 @@ fn garbage_store_file_is_reported_corrupt() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "got {err:?}");
     assert!(err.to_string().contains("corrupt"), "message: {err}");
 }
+
+#[test]
+fn oversized_writes_are_refused_without_touching_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let huge = WriteOp::PutAcceptor {
+        shard: 0,
+        key: b"k".to_vec(),
+        value: vec![0; shoal_node::store::VALUE_LEN_MAX + 1],
+    };
+    let err = store
+        .commit_blocking(vec![put(0, "ok-in-same-batch", "v"), huge])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "got {err:?}");
+    let long_key = "k".repeat(shoal_node::store::KEY_LEN_MAX + 1);
+    assert!(matches!(
+        store.commit_blocking(vec![put(0, &long_key, "v")]),
+        Err(StoreError::TooLarge { .. })
+    ));
+    // The refused batch wrote nothing, and the store still works.
+    assert_eq!(store.get_acceptor(0, b"ok-in-same-batch").unwrap(), None);
+    store.commit_blocking(vec![put(0, "after", "v")]).unwrap();
+    assert!(store.get_acceptor(0, b"after").unwrap().is_some());
+}

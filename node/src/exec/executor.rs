@@ -157,20 +157,8 @@ impl Executor {
         validate_task_id(&spec.task_id)?;
         let lease_deadline_boot_ms = boot_deadline_ms(lease_remaining);
         let key = (spec.task_id.clone(), spec.attempt);
-        let mut state = self.lock();
-        if state.running.contains_key(&key) {
-            return Err(ExecError::AlreadyRunning {
-                task_id: spec.task_id,
-                attempt: spec.attempt,
-            });
-        }
-        if spec.slots > state.slots_free {
-            return Err(ExecError::NoSlots {
-                needed: spec.slots,
-                free: state.slots_free,
-            });
-        }
         let (control, control_rx) = mpsc::unbounded_channel();
+        self.reserve(&key, spec.slots, control)?;
         let weak = Arc::downgrade(&self.inner);
         let dir = match &spec.driver {
             Driver::Mock {
@@ -179,7 +167,7 @@ impl Executor {
             } => {
                 tokio::spawn(drive_mock(
                     weak,
-                    key.clone(),
+                    key,
                     *duration,
                     *exit_code,
                     lease_deadline_boot_ms,
@@ -205,30 +193,58 @@ impl Executor {
                         .timeout
                         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
                 };
-                let child = self.spawn_supervisor(&dir)?;
-                tokio::spawn(drive_supervisor(
-                    weak,
-                    key.clone(),
-                    child,
-                    sup_spec,
-                    control_rx,
-                ));
+                // Spawned outside the lock so that starts do not serialise on fork.
+                let child = match self.spawn_supervisor(&dir) {
+                    Ok(child) => child,
+                    Err(e) => {
+                        self.release(&key);
+                        return Err(e);
+                    }
+                };
+                tokio::spawn(drive_supervisor(weak, key, child, sup_spec, control_rx));
                 Some(dir)
             }
         };
-        state.slots_free -= spec.slots;
-        state.running.insert(
-            key,
-            Running {
-                control,
-                slots: spec.slots,
-            },
-        );
         Ok(AttemptHandle {
             task_id: spec.task_id,
             attempt: spec.attempt,
             dir,
         })
+    }
+
+    /// Takes the slots and registers the attempt, or says why not.
+    fn reserve(
+        &self,
+        key: &Key,
+        slots: u32,
+        control: mpsc::UnboundedSender<Control>,
+    ) -> Result<(), ExecError> {
+        let mut state = self.lock();
+        if state.running.contains_key(key) {
+            return Err(ExecError::AlreadyRunning {
+                task_id: key.0.clone(),
+                attempt: key.1,
+            });
+        }
+        if slots > state.slots_free {
+            return Err(ExecError::NoSlots {
+                needed: slots,
+                free: state.slots_free,
+            });
+        }
+        state.slots_free -= slots;
+        state
+            .running
+            .insert(key.clone(), Running { control, slots });
+        Ok(())
+    }
+
+    /// Undoes `reserve` for an attempt that never started.
+    fn release(&self, key: &Key) {
+        let mut state = self.lock();
+        if let Some(running) = state.running.remove(key) {
+            state.slots_free += running.slots;
+        }
     }
 
     /// Moves the attempt's lease deadline to `lease_remaining` from now.

@@ -41,11 +41,19 @@ pub enum StoreError {
         /// The store file.
         path: PathBuf,
     },
-    /// A value or batch exceeds a limit of the store.
-    #[error("value too large for the store: {len} bytes")]
+    /// A key or value exceeds [`KEY_LEN_MAX`](super::KEY_LEN_MAX) or
+    /// [`VALUE_LEN_MAX`](super::VALUE_LEN_MAX); nothing was written.
+    #[error("key or value too large for the store: {len} bytes")]
     TooLarge {
         /// The offending length in bytes.
         len: usize,
+    },
+    /// A batch holds more writes than one transaction takes; nothing was
+    /// written.
+    #[error("batch of {ops} writes exceeds the store's limit")]
+    TooManyOps {
+        /// Writes in the batch.
+        ops: usize,
     },
     /// Any other storage failure (I/O error, poisoned transaction after an
     /// earlier I/O error).

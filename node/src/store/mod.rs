@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
 pub use stats::{CommitSample, StoreStatsSnapshot, COMMIT_LATENCY_BUCKETS_US};
-pub use tables::WriteOp;
+pub use tables::{WriteOp, KEY_LEN_MAX, VALUE_LEN_MAX};
 pub use writer::CommitObserver;
 
 use error::{from_dir_io, from_redb};
@@ -110,6 +110,7 @@ impl Store {
 
     /// Writes `ops` atomically; resolves once they are durable.
     pub async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        check_batch(&ops)?;
         let (done, wait) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
         queue
@@ -122,6 +123,7 @@ impl Store {
     /// Blocking variant of [`Store::commit`], for threads outside the tokio
     /// runtime. Must not be called from inside an async context.
     pub fn commit_blocking(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        check_batch(&ops)?;
         let (done, wait) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
         queue
@@ -208,6 +210,13 @@ impl Drop for Store {
             let _ = handle.join();
         }
     }
+}
+
+fn check_batch(ops: &[WriteOp]) -> Result<(), StoreError> {
+    if ops.len() > writer::MAX_OPS_PER_TRANSACTION {
+        return Err(StoreError::TooManyOps { ops: ops.len() });
+    }
+    ops.iter().try_for_each(WriteOp::check)
 }
 
 /// Checks that the directory exists (creating it) and takes a synced write,

@@ -55,7 +55,36 @@ pub enum WriteOp {
     },
 }
 
+/// Longest key (register key, meta name, task id) a write may carry.
+pub const KEY_LEN_MAX: usize = 64 * 1024;
+/// Longest value a write may carry.
+pub const VALUE_LEN_MAX: usize = 16 * 1024 * 1024;
+
 impl WriteOp {
+    /// (key length, value length) of this write.
+    fn lens(&self) -> (usize, usize) {
+        match self {
+            WriteOp::PutAcceptor { key, value, .. } => (key.len(), value.len()),
+            WriteOp::DeleteAcceptor { key, .. } => (key.len(), 0),
+            WriteOp::PutMeta { key, value } => (key.len(), value.len()),
+            WriteOp::PutAttempt { task, record, .. } => (task.len(), record.len()),
+            WriteOp::DeleteAttempt { task, .. } => (task.len(), 0),
+        }
+    }
+
+    /// Refuses a write over the limits before it reaches the writer, so one
+    /// bad batch never fails the transaction it would share with others.
+    pub(crate) fn check(&self) -> Result<(), super::StoreError> {
+        let (key, value) = self.lens();
+        if key > KEY_LEN_MAX {
+            return Err(super::StoreError::TooLarge { len: key });
+        }
+        if value > VALUE_LEN_MAX {
+            return Err(super::StoreError::TooLarge { len: value });
+        }
+        Ok(())
+    }
+
     pub(crate) fn apply(&self, txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
         match self {
             WriteOp::PutAcceptor { shard, key, value } => {

@@ -56,23 +56,28 @@ impl Writer {
 
     fn commit_group(&self, group: Vec<Batch>, ops: usize) {
         let started = Instant::now();
-        let result = self.write(&group).map_err(|e| from_redb(&self.path, e));
-        let sample = CommitSample {
-            latency: started.elapsed(),
-            batches: group.len(),
-            ops,
-            ok: result.is_ok(),
-        };
-        self.stats.record(&sample);
-        if let Some(observer) = &self.observer {
-            observer(sample);
-        }
+        let result = self.write(&group);
+        let result = result.map_err(|e| from_redb(&self.path, e));
+        self.record(started, group.len(), ops, result.is_ok());
         if let Err(e) = &result {
             tracing::error!(error = %e, batches = group.len(), "store group commit failed");
         }
         for batch in group {
             // A caller that stopped waiting is not an error of the store.
             let _ = batch.done.send(result.clone());
+        }
+    }
+
+    fn record(&self, started: Instant, batches: usize, ops: usize, ok: bool) {
+        let sample = CommitSample {
+            latency: started.elapsed(),
+            batches,
+            ops,
+            ok,
+        };
+        self.stats.record(&sample);
+        if let Some(observer) = &self.observer {
+            observer(sample);
         }
     }
 
