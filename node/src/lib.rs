@@ -11,3 +11,5 @@ pub mod health;
 pub mod metrics;
 pub mod tls;
 pub mod transport;
+pub mod exec;
+pub mod store;

@@ -60,6 +60,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Hidden mode: the per-attempt supervisor (see shoal_node::exec::supervisor).
+    if std::env::args().nth(1).as_deref() == Some(shoal_node::exec::supervisor::SUPERVISE_ARG) {
+        std::process::exit(shoal_node::exec::supervisor::main());
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli) {

@@ -1,0 +1,314 @@
+//! The per-attempt supervisor: `shoal __supervise`, a small process between
+//! the agent and the command, like a container shim. It keeps the fence
+//! when the agent cannot: it kills the attempt's whole process group when
+//! the lease deadline passes without an extension (it reads its own clock,
+//! so a frozen agent changes nothing), and at once when the agent's end of
+//! the pipe closes (agent killed or restarted). Belt and braces: the agent's
+//! death also sends it SIGTERM (PR_SET_PDEATHSIG), which it treats the same.
+//!
+//! It is a child subreaper, so grandchildren that leave the group still come
+//! back to it and are killed before it reports the attempt finished.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{getppid, Pid};
+
+use super::clock::boot_now_ms;
+use super::procs::{children_of, kill_group, kill_pid};
+use super::status::{boot_id, write_status, AttemptState, AttemptStatus};
+use super::types::{AttemptOutcome, KillReason};
+use super::wire::{FromSupervisor, SupervisorSpec, ToSupervisor, LINE_LEN_MAX};
+
+/// First argument that selects supervisor mode in the `shoal` binary.
+pub const SUPERVISE_ARG: &str = "__supervise";
+/// Longest wait between two looks at the clock (deadlines are checked at
+/// least this often even without events).
+const TICK_MAX: Duration = Duration::from_millis(50);
+/// After SIGKILL, how long to wait for the command to be reaped before
+/// reporting anyway (a process stuck in uninterruptible sleep).
+const REAP_AFTER_KILL_MAX: Duration = Duration::from_secs(30);
+/// After the command is reaped, how long to keep killing and reaping
+/// stragglers (grandchildren) before reporting.
+const STRAGGLERS_MAX: Duration = Duration::from_secs(5);
+
+enum Event {
+    Control(ToSupervisor),
+    AgentGone,
+    CommandExited(AttemptOutcome),
+    AllReaped,
+}
+
+/// Entry point of `shoal __supervise`; returns the process exit code. The
+/// spec comes as the first line on stdin.
+pub fn main() -> i32 {
+    match run() {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("shoal supervisor: {message}");
+            2
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    // Signals that would otherwise kill the supervisor and orphan the group
+    // (Ctrl-C to the agent's terminal, the parent-death signal) are blocked
+    // here and read by a thread. The command gets a clean mask: std resets
+    // the signal mask in the child before exec.
+    let parent = getppid();
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("cannot become a child subreaper: {e}"))?;
+
+    let mut stdin = BufReader::new(std::io::stdin());
+    let spec = read_spec(&mut stdin)?;
+    std::fs::create_dir_all(&spec.attempt_dir)
+        .map_err(|e| format!("cannot create {}: {e}", spec.attempt_dir.display()))?;
+    let mut status = AttemptStatus {
+        task_id: spec.task_id.clone(),
+        attempt: spec.attempt,
+        boot_id: boot_id(),
+        supervisor_pid: std::process::id(),
+        state: AttemptState::Starting,
+    };
+    write_status(&spec.attempt_dir, &status).map_err(|e| format!("cannot write status: {e}"))?;
+
+    let mut report = std::io::stdout();
+    let outcome = match spawn(&spec) {
+        Err(reason) => AttemptOutcome::SpawnFailed { reason },
+        Ok(pid) => {
+            status.state = AttemptState::Running { pgid: pid };
+            if let Err(e) = write_status(&spec.attempt_dir, &status) {
+                // Without a status the restart path cannot find the group:
+                // refuse to run rather than risk an unfenced orphan.
+                kill_group(pid);
+                return Err(format!("cannot write status: {e}"));
+            }
+            let _ = send(&mut report, &FromSupervisor::Started { pid: pid as u32 });
+            supervise(&spec, pid, stdin, (signals, parent))
+        }
+    };
+    status.state = AttemptState::Finished {
+        outcome: outcome.clone(),
+    };
+    if let Err(e) = write_status(&spec.attempt_dir, &status) {
+        eprintln!("shoal supervisor: cannot write final status: {e}");
+    }
+    // The agent may be gone; the status file then tells its successor.
+    let _ = send(&mut report, &FromSupervisor::Finished { outcome });
+    Ok(())
+}
+
+fn read_spec(stdin: &mut impl BufRead) -> Result<SupervisorSpec, String> {
+    let mut line = String::new();
+    stdin
+        .take(LINE_LEN_MAX as u64)
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the spec: {e}"))?;
+    serde_json::from_str(&line).map_err(|e| format!("bad spec line: {e}"))
+}
+
+fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
+    let open = |name: &str| {
+        std::fs::File::create(spec.attempt_dir.join(name)).map_err(|e| {
+            format!(
+                "cannot create {name} in {}: {e}",
+                spec.attempt_dir.display()
+            )
+        })
+    };
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .envs(&spec.env)
+        .env("SHOAL_TASK_ID", &spec.task_id)
+        .env("SHOAL_ATTEMPT", spec.attempt.to_string())
+        .env("SHOAL_PARTY", &spec.party)
+        .env("SHOAL_NODE", &spec.node)
+        .stdin(Stdio::null())
+        .stdout(open("stdout")?)
+        .stderr(open("stderr")?)
+        .process_group(0);
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", spec.program))?;
+    // Reaped by the waiter thread through waitpid(-1), not through `child`.
+    i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())
+}
+
+fn supervise(
+    spec: &SupervisorSpec,
+    pid: i32,
+    stdin: BufReader<std::io::Stdin>,
+    (signals, parent): (SigSet, Pid),
+) -> AttemptOutcome {
+    let (tx, rx) = mpsc::channel();
+    spawn_control_reader(stdin, tx.clone());
+    spawn_reaper(pid, tx.clone());
+    spawn_signal_waiter(signals, parent, tx);
+
+    let started_ms = boot_now_ms();
+    let timeout_deadline_ms = spec.timeout_ms.map(|t| started_ms.saturating_add(t));
+    let mut lease_deadline_ms = spec.lease_deadline_boot_ms;
+    let mut killed: Option<(AttemptOutcome, Instant)> = None;
+    let mut exited: Option<AttemptOutcome> = None;
+
+    // Phase 1: until the command itself is reaped.
+    let outcome = loop {
+        let now = boot_now_ms();
+        if killed.is_none() {
+            if now >= lease_deadline_ms {
+                killed = Some((AttemptOutcome::Fenced, Instant::now()));
+            } else if timeout_deadline_ms.is_some_and(|t| now >= t) {
+                killed = Some((AttemptOutcome::TimedOut, Instant::now()));
+            }
+            if killed.is_some() {
+                kill_group(pid);
+            }
+        }
+        if let Some((reason, at)) = &killed {
+            if at.elapsed() > REAP_AFTER_KILL_MAX {
+                break reason.clone();
+            }
+        }
+        let next_ms = timeout_deadline_ms.map_or(lease_deadline_ms, |t| t.min(lease_deadline_ms));
+        let wait = Duration::from_millis(next_ms.saturating_sub(now)).min(TICK_MAX);
+        match rx.recv_timeout(wait) {
+            Ok(Event::Control(ToSupervisor::Extend {
+                lease_deadline_boot_ms,
+            })) => lease_deadline_ms = lease_deadline_boot_ms,
+            Ok(Event::Control(ToSupervisor::Kill { reason })) => {
+                kill_now(&mut killed, pid, AttemptOutcome::from_kill(reason))
+            }
+            Ok(Event::AgentGone) => kill_now(&mut killed, pid, AttemptOutcome::AgentLost),
+            Ok(Event::CommandExited(by_itself)) => {
+                exited = Some(by_itself.clone());
+                break killed.map_or(by_itself, |(reason, _)| reason);
+            }
+            Ok(Event::AllReaped) => break killed.map_or(AttemptOutcome::SupervisorLost, |k| k.0),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break killed.map_or(AttemptOutcome::SupervisorLost, |k| k.0)
+            }
+        }
+    };
+    tracing::debug!(?outcome, ?exited, "command ended");
+
+    // Phase 2: nothing of the attempt may outlive its report.
+    let until = Instant::now() + STRAGGLERS_MAX;
+    loop {
+        kill_group(pid);
+        for child in children_of(std::process::id() as i32) {
+            kill_pid(child);
+        }
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .min(TICK_MAX);
+        if wait.is_zero() {
+            break;
+        }
+        match rx.recv_timeout(wait) {
+            Ok(Event::AllReaped) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            _ => {}
+        }
+    }
+    outcome
+}
+
+fn kill_now(killed: &mut Option<(AttemptOutcome, Instant)>, pid: i32, reason: AttemptOutcome) {
+    if killed.is_none() {
+        *killed = Some((reason, Instant::now()));
+    }
+    kill_group(pid);
+}
+
+fn spawn_control_reader(mut stdin: BufReader<std::io::Stdin>, tx: mpsc::Sender<Event>) {
+    std::thread::spawn(move || loop {
+        let mut line = String::new();
+        match (&mut stdin).take(LINE_LEN_MAX as u64).read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Event::AgentGone);
+                return;
+            }
+            Ok(_) => match serde_json::from_str::<ToSupervisor>(&line) {
+                Ok(msg) => {
+                    if tx.send(Event::Control(msg)).is_err() {
+                        return;
+                    }
+                }
+                // A bad line from our own agent is a bug; killing is the
+                // safe side of it.
+                Err(e) => {
+                    eprintln!("shoal supervisor: bad control line: {e}");
+                    let _ = tx.send(Event::Control(ToSupervisor::Kill {
+                        reason: KillReason::Fenced,
+                    }));
+                }
+            },
+        }
+    });
+}
+
+fn spawn_reaper(command_pid: i32, tx: mpsc::Sender<Event>) {
+    std::thread::spawn(move || loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == command_pid => {
+                let _ = tx.send(Event::CommandExited(AttemptOutcome::Exited { code }));
+            }
+            Ok(WaitStatus::Signaled(p, signal, _)) if p.as_raw() == command_pid => {
+                let _ = tx.send(Event::CommandExited(AttemptOutcome::Signaled {
+                    signal: signal as i32,
+                }));
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => {
+                // ECHILD: no child left, the whole attempt is reaped.
+                let _ = tx.send(Event::AllReaped);
+                return;
+            }
+        }
+    });
+}
+
+/// Most signals the waiter examines before it stops listening.
+const SIGNALS_MAX: usize = 10_000;
+
+fn spawn_signal_waiter(signals: SigSet, parent: Pid, tx: mpsc::Sender<Event>) {
+    std::thread::spawn(move || {
+        for _ in 0..SIGNALS_MAX {
+            let Ok(signal) = signals.wait() else { return };
+            // PDEATHSIG fires when the agent *thread* that spawned us ends,
+            // which a live agent may do; only a changed parent means the
+            // agent process is gone.
+            if getppid() != parent {
+                let _ = tx.send(Event::AgentGone);
+                return;
+            }
+            eprintln!("shoal supervisor: ignoring {signal:?}: the agent is alive");
+        }
+    });
+}
+
+fn send(out: &mut impl Write, msg: &FromSupervisor) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
