@@ -9,11 +9,18 @@
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 
+pub mod bugs;
+pub mod coordinator;
 pub mod gossip;
 pub mod id;
 pub mod membership;
+pub mod paxos;
+pub mod sched;
+pub mod shard;
+pub mod tasks;
 pub mod time;
 pub mod wire;
 
+pub use bugs::{Bug, Bugs};
 pub use id::NodeId;
 pub use time::Instant;

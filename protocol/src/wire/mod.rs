@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod swim;
+pub mod paxos;
 
 pub use codec::{decode, encode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 

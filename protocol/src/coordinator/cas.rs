@@ -1,0 +1,392 @@
+//! The proposer of CASPaxos register operations (Rystsov 2018).
+//!
+//! One operation: choose a ballot above any seen, `Prepare` on the group,
+//! and on a majority of promises take the value with the highest accepted
+//! ballot, apply the change, and `Accept` the result on a majority. A
+//! refused change still writes the current value back, so that every
+//! completed operation, reads included, is linearizable. A rejected ballot
+//! or a silent majority retries with a higher ballot after a random pause;
+//! a sealed or stale group redirects the operation to the newer one.
+
+use super::{Coordinator, Effect, InFlight, RequestId};
+use crate::paxos::{Ballot, RegisterKey, Slot, Value};
+use crate::shard::ShardConfig;
+use crate::tasks::{self, Mutation, Refusal, TaskId, TaskRecord};
+use crate::time::Instant;
+use crate::wire::paxos::{GroupRefusal, Header, PaxosMessage};
+use crate::NodeId;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a register operation did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OpError {
+    /// No majority answered in `op_max_tries` rounds; the change may or may
+    /// not have been applied.
+    #[error("no majority of the shard group answered")]
+    NoQuorum,
+    /// The change was refused by the register's current value.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+}
+
+/// What an operation does to its register.
+#[derive(Debug, Clone)]
+pub(super) enum Change {
+    Task(Mutation),
+    JobWrite(Option<Vec<u8>>),
+    JobRead,
+    Successor(ShardConfig),
+}
+
+/// Who waits for the operation.
+#[derive(Debug, Clone)]
+pub(super) enum Purpose {
+    Submit { request: RequestId, task: TaskId },
+    Cancel { request: RequestId, task: TaskId },
+    Claim { task: TaskId, attempt: u64 },
+    Start,
+    Finish { task: TaskId, attempt: u64 },
+    Gc,
+    Job { request: RequestId },
+    Successor,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Prepare {
+        promises: BTreeMap<NodeId, Slot>,
+    },
+    Accept {
+        acks: BTreeSet<NodeId>,
+        value: Option<Value>,
+    },
+    Pause,
+}
+
+pub(super) struct CasOp {
+    config: ShardConfig,
+    key: RegisterKey,
+    change: Change,
+    purpose: Purpose,
+    ballot: Ballot,
+    phase: Phase,
+    nays: BTreeSet<NodeId>,
+    outcome: Option<Result<Option<Value>, Refusal>>,
+    tries: u32,
+    pub(super) deadline: Instant,
+}
+
+fn apply_change(
+    change: &Change,
+    current: Option<&Value>,
+    config: &ShardConfig,
+    bugs: &crate::Bugs,
+) -> Result<Option<Value>, Refusal> {
+    match change {
+        Change::Task(m) => {
+            let rec = Coordinator::value_as_record(current);
+            if current.is_some() && rec.is_none() {
+                return Err(Refusal::Missing);
+            }
+            tasks::apply(rec, m, bugs).map(|r| r.map(|r| Value::Task(Box::new(r))))
+        }
+        Change::JobWrite(v) => Ok(v.clone().map(Value::Job)),
+        Change::JobRead => Ok(current.cloned()),
+        Change::Successor(proposed) => match current {
+            // Someone chose already: keep theirs (anyone finishes it).
+            Some(Value::Config(c)) if c.epoch == config.epoch + 1 => {
+                Ok(Some(Value::Config(c.clone())))
+            }
+            _ => Ok(Some(Value::Config(proposed.clone()))),
+        },
+    }
+}
+
+impl Coordinator {
+    pub(super) fn start_cas(
+        &mut self,
+        now: Instant,
+        config: ShardConfig,
+        key: RegisterKey,
+        change: Change,
+        purpose: Purpose,
+    ) -> u64 {
+        let id = self.next_id();
+        let ballot = self.next_ballot();
+        let op = CasOp {
+            config,
+            key,
+            change,
+            purpose,
+            ballot,
+            phase: Phase::Prepare {
+                promises: BTreeMap::new(),
+            },
+            nays: BTreeSet::new(),
+            outcome: None,
+            tries: 1,
+            deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
+        };
+        self.send_prepare(id, &op);
+        self.ops.insert(id, InFlight::Cas(Box::new(op)));
+        id
+    }
+
+    fn send_prepare(&mut self, id: u64, op: &CasOp) {
+        let msg = PaxosMessage::Prepare {
+            hdr: Header {
+                shard: op.config.shard,
+                epoch: op.config.epoch,
+                req: id,
+            },
+            key: op.key,
+            ballot: op.ballot,
+        };
+        let members = op.config.members.clone();
+        self.broadcast(&members, &msg);
+    }
+
+    /// A reply for a register operation.
+    pub(super) fn cas_reply(&mut self, now: Instant, from: NodeId, id: u64, msg: PaxosMessage) {
+        let Some(InFlight::Cas(mut op)) = self.ops.remove(&id) else {
+            return;
+        };
+        if !op.config.contains(&from) {
+            self.ops.insert(id, InFlight::Cas(op));
+            return;
+        }
+        let quorum = op.config.quorum();
+        let n = op.config.members.len();
+        match (&mut op.phase, msg) {
+            (Phase::Prepare { promises }, PaxosMessage::Promise { slot, .. }) => {
+                promises.insert(from, slot);
+                if promises.len() >= quorum {
+                    let current = promises
+                        .values()
+                        .max_by_key(|s| s.accepted)
+                        .and_then(|s| s.value.clone());
+                    let result =
+                        apply_change(&op.change, current.as_ref(), &op.config, &self.cfg.bugs);
+                    let value = match &result {
+                        Ok(v) => v.clone(),
+                        Err(_) => current,
+                    };
+                    op.outcome = Some(result);
+                    op.nays.clear();
+                    op.phase = Phase::Accept {
+                        acks: BTreeSet::new(),
+                        value: value.clone(),
+                    };
+                    op.deadline = now + Duration::from_millis(self.cfg.op_timeout_ms);
+                    let msg = PaxosMessage::Accept {
+                        hdr: Header {
+                            shard: op.config.shard,
+                            epoch: op.config.epoch,
+                            req: id,
+                        },
+                        key: op.key,
+                        ballot: op.ballot,
+                        value,
+                    };
+                    let members = op.config.members.clone();
+                    self.broadcast(&members, &msg);
+                }
+            }
+            (Phase::Accept { acks, value }, PaxosMessage::Accepted { .. }) => {
+                acks.insert(from);
+                if acks.len() >= quorum {
+                    let _ = value;
+                    self.cas_done(now, *op);
+                    return;
+                }
+            }
+            (_, PaxosMessage::Refused { reason, .. }) => match reason {
+                GroupRefusal::Sealed(succ) | GroupRefusal::Stale(succ)
+                    if succ.epoch > op.config.epoch =>
+                {
+                    if matches!(op.purpose, Purpose::Successor) {
+                        // The old group moved on: the reconfiguration learns
+                        // its successor from the directory.
+                        self.successor_decided(now, op.config.shard, None);
+                        return;
+                    }
+                    let newest = self
+                        .directory
+                        .get(&op.config.shard)
+                        .cloned()
+                        .unwrap_or(succ);
+                    op.config = newest;
+                    self.retry(now, id, op, false);
+                    return;
+                }
+                GroupRefusal::NotActive | GroupRefusal::NotMember => {
+                    self.needs_reconfig.insert(op.config.shard);
+                    op.nays.insert(from);
+                }
+                _ => {
+                    op.nays.insert(from);
+                }
+            },
+            _ => {}
+        }
+        if op.nays.len() > n - quorum && !matches!(op.phase, Phase::Pause) {
+            self.retry(now, id, op, true);
+            return;
+        }
+        self.ops.insert(id, InFlight::Cas(op));
+    }
+
+    /// Starts a new round with a higher ballot, after a random pause when
+    /// `pause` (dueling proposers back off).
+    fn retry(&mut self, now: Instant, id: u64, mut op: Box<CasOp>, pause: bool) {
+        if op.tries >= self.cfg.op_max_tries {
+            self.cas_failed(now, *op);
+            return;
+        }
+        op.nays.clear();
+        op.outcome = None;
+        if pause {
+            let ms = self.rng.gen_range(1..=self.cfg.op_timeout_ms / 3 + 1);
+            op.phase = Phase::Pause;
+            op.deadline = now + Duration::from_millis(ms);
+            self.ops.insert(id, InFlight::Cas(op));
+            return;
+        }
+        self.restart(now, id, op);
+    }
+
+    fn restart(&mut self, now: Instant, id: u64, mut op: Box<CasOp>) {
+        op.tries += 1;
+        op.ballot = self.next_ballot();
+        op.phase = Phase::Prepare {
+            promises: BTreeMap::new(),
+        };
+        op.deadline = now + Duration::from_millis(self.cfg.op_timeout_ms);
+        if let Some(newest) = self.directory.get(&op.config.shard) {
+            if newest.epoch > op.config.epoch && !matches!(op.purpose, Purpose::Successor) {
+                op.config = newest.clone();
+            }
+        }
+        self.send_prepare(id, &op);
+        self.ops.insert(id, InFlight::Cas(op));
+    }
+
+    /// A register operation's deadline passed.
+    pub(super) fn cas_timeout(&mut self, now: Instant, id: u64, op: Box<CasOp>) {
+        match op.phase {
+            Phase::Pause => self.restart(now, id, op),
+            _ => self.retry(now, id, op, true),
+        }
+    }
+
+    fn cas_done(&mut self, now: Instant, op: CasOp) {
+        self.stats.ops_done += 1;
+        let result = op.outcome.unwrap_or(Err(Refusal::Missing));
+        let res = result.map_err(super::OpError::Refused);
+        self.cas_finished(now, op.purpose, op.config, res);
+    }
+
+    fn cas_failed(&mut self, now: Instant, op: CasOp) {
+        self.stats.ops_failed += 1;
+        self.cas_finished(now, op.purpose, op.config, Err(OpError::NoQuorum));
+    }
+
+    fn cas_finished(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        config: ShardConfig,
+        res: Result<Option<Value>, OpError>,
+    ) {
+        let record = |v: &Option<Value>| -> Option<TaskRecord> {
+            match v {
+                Some(Value::Task(r)) => Some((**r).clone()),
+                _ => None,
+            }
+        };
+        match purpose {
+            Purpose::Submit { request, task } => match res {
+                Ok(v) => {
+                    self.effects
+                        .push_back(Effect::SubmitAcked { request, task });
+                    if let Some(r) = record(&v) {
+                        self.offer(now, config, r);
+                    }
+                }
+                Err(error) => self.effects.push_back(Effect::SubmitFailed {
+                    request,
+                    task,
+                    error,
+                }),
+            },
+            Purpose::Cancel { request, task } => {
+                if let Ok(Some(Value::Task(_))) = &res {
+                    // The holder learns it at its next renewal anyway; tell
+                    // every live node that might hold it now.
+                    self.notify_cancel(task);
+                }
+                self.effects.push_back(Effect::CancelDone {
+                    request,
+                    task,
+                    result: res.map(|_| ()),
+                });
+            }
+            Purpose::Claim { task, attempt } => {
+                self.claim_done(now, task, attempt, res.map(|v| record(&v)))
+            }
+            Purpose::Start | Purpose::Gc => {}
+            Purpose::Finish { task, attempt } => {
+                self.finish_done(now, task, attempt, res.map(|v| record(&v)))
+            }
+            Purpose::Job { request } => {
+                let result = res.map(|v| match v {
+                    Some(Value::Job(b)) => Some(b),
+                    _ => None,
+                });
+                self.effects.push_back(Effect::JobDone { request, result });
+            }
+            Purpose::Successor => {
+                let succ = match res {
+                    Ok(Some(Value::Config(c))) => Some(c),
+                    _ => None,
+                };
+                self.successor_decided(now, config.shard, succ);
+            }
+        }
+    }
+
+    /// Routes a reply by request id.
+    pub(super) fn op_reply(&mut self, now: Instant, from: NodeId, id: u64, msg: PaxosMessage) {
+        match self.ops.get(&id) {
+            Some(InFlight::Cas(_)) => self.cas_reply(now, from, id, msg),
+            Some(InFlight::Lease(_)) => self.lease_reply(now, from, id, msg),
+            Some(InFlight::Pull { .. }) => self.pull_reply(now, id, msg),
+            None => {}
+        }
+    }
+
+    /// Deadlines of operations, lease rounds and pulls.
+    pub(super) fn tick_ops(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| match op {
+                InFlight::Cas(c) => c.deadline <= now,
+                InFlight::Lease(l) => l.deadline <= now,
+                InFlight::Pull { deadline, .. } => *deadline <= now,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            match self.ops.remove(&id) {
+                Some(InFlight::Cas(op)) => self.cas_timeout(now, id, op),
+                Some(InFlight::Lease(round)) => self.lease_round_over(now, id, round),
+                Some(InFlight::Pull { .. }) | None => {}
+            }
+        }
+        self.tick_reconfigs(now);
+    }
+}

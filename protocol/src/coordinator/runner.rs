@@ -1,0 +1,840 @@
+//! The holder side: claims, lease rounds, renewals, self-fencing, finishing,
+//! and the scheduling inputs that start claims (offers, pulls, sweeps).
+//!
+//! An attempt of this node goes through
+//! `Leasing -> Claiming -> Running -> (Killing) -> Finishing -> gone`.
+//! Its lease is valid until `valid_until` on this host's clock: the send
+//! time of the last round a majority granted, plus `lease_ms` (the holder's
+//! timer starts before it asks). If renewals fail, the attempt is killed
+//! `fence_margin_ms` before that instant and reported as fenced.
+
+use super::cas::{Change, Purpose};
+use super::{Coordinator, Effect, InFlight, KillReason, OpError, MAX_ATTEMPTS};
+use crate::paxos::{Ballot, RegisterKey};
+use crate::sched;
+use crate::shard::{ShardConfig, ShardId};
+use crate::tasks::{Mutation, Outcome, TaskId, TaskRecord, TaskSpec, TaskState};
+use crate::time::Instant;
+use crate::wire::paxos::{Header, LeaseAsk, LeaseVerdict, PaxosMessage};
+use crate::{Bug, NodeId};
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// How long an offered task is not offered again by the same node.
+const REOFFER_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Leasing,
+    Claiming,
+    Running,
+    Killing(KillReason),
+    Finishing,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Attempt {
+    pub(super) task: TaskId,
+    pub(super) shard: ShardId,
+    pub(super) attempt: u64,
+    spec: TaskSpec,
+    ballot: Ballot,
+    pub(super) valid_until: Option<Instant>,
+    phase: Phase,
+    timeout_at: Option<Instant>,
+    next_renew: Instant,
+    renewing: bool,
+}
+
+impl Attempt {
+    fn uses_slots(&self) -> bool {
+        !matches!(self.phase, Phase::Finishing)
+    }
+
+    fn fence_at(&self, margin_ms: u64) -> Option<Instant> {
+        self.valid_until
+            .map(|v| v.saturating_sub(Duration::from_millis(margin_ms)))
+    }
+
+    fn needs_lease(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Claiming | Phase::Running | Phase::Killing(_)
+        )
+    }
+
+    pub(super) fn next_deadline(&self, cfg: &super::Config) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut add = |t: Instant| d = Some(d.map_or(t, |x: Instant| x.min(t)));
+        if self.needs_lease() {
+            if !self.renewing {
+                add(self.next_renew);
+            }
+            if let Some(f) = self.fence_at(cfg.fence_margin_ms) {
+                if self.phase == Phase::Running || self.phase == Phase::Claiming {
+                    add(f);
+                }
+            }
+        }
+        if let (Some(t), Phase::Running) = (self.timeout_at, self.phase) {
+            add(t);
+        }
+        d
+    }
+}
+
+/// One lease round: a claim (one ask) or a renewal batch for one group.
+pub(super) struct LeaseRound {
+    config: ShardConfig,
+    sent_at: Instant,
+    asks: Vec<LeaseAsk>,
+    grants: Vec<BTreeSet<NodeId>>,
+    nays: Vec<BTreeSet<NodeId>>,
+    finals: Vec<usize>,
+    /// Longest time left on a lease held by a node that is not live.
+    orphan_wait_ms: Vec<Option<u64>>,
+    resolved: Vec<bool>,
+    claim: bool,
+    pub(super) deadline: Instant,
+}
+
+impl Coordinator {
+    pub(super) fn slots_used(&self) -> u32 {
+        self.attempts
+            .values()
+            .filter(|a| a.uses_slots())
+            .map(|a| a.spec.slots)
+            .sum()
+    }
+
+    fn can_take(&self, spec: &TaskSpec) -> bool {
+        self.attempts.len() < MAX_ATTEMPTS
+            && self.slots_free() >= spec.slots
+            && spec.fits_labels(&self.cfg.labels)
+    }
+
+    /// Starts a claim of attempt `from + 1` if this node has room.
+    pub(super) fn try_claim(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        task: TaskId,
+        from: u64,
+        spec: TaskSpec,
+    ) {
+        if self.attempts.contains_key(&task) || !self.can_take(&spec) {
+            return;
+        }
+        let Some(config) = self.directory.get(&shard).cloned() else {
+            return;
+        };
+        let ballot = self.next_ballot();
+        let attempt = from + 1;
+        self.stats.claims_started += 1;
+        self.attempts.insert(
+            task,
+            Attempt {
+                task,
+                shard,
+                attempt,
+                spec,
+                ballot,
+                valid_until: None,
+                phase: Phase::Leasing,
+                timeout_at: None,
+                next_renew: now,
+                renewing: false,
+            },
+        );
+        let ask = LeaseAsk {
+            task,
+            attempt,
+            ballot,
+        };
+        self.start_lease_round(now, config, vec![ask], true);
+    }
+
+    fn start_lease_round(
+        &mut self,
+        now: Instant,
+        config: ShardConfig,
+        asks: Vec<LeaseAsk>,
+        claim: bool,
+    ) {
+        let id = self.next_id();
+        let n = asks.len();
+        let msg = PaxosMessage::LeaseRequest {
+            hdr: Header {
+                shard: config.shard,
+                epoch: config.epoch,
+                req: id,
+            },
+            lease_ms: self.cfg.lease_ms,
+            asks: asks.clone(),
+        };
+        let members = config.members.clone();
+        // The holder's timer starts now, before anyone is asked.
+        let round = LeaseRound {
+            config,
+            sent_at: now,
+            asks,
+            grants: vec![BTreeSet::new(); n],
+            nays: vec![BTreeSet::new(); n],
+            finals: vec![0; n],
+            orphan_wait_ms: vec![None; n],
+            resolved: vec![false; n],
+            claim,
+            deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
+        };
+        self.ops.insert(id, InFlight::Lease(round));
+        self.broadcast(&members, &msg);
+    }
+
+    pub(super) fn lease_reply(&mut self, now: Instant, from: NodeId, id: u64, msg: PaxosMessage) {
+        let Some(InFlight::Lease(mut round)) = self.ops.remove(&id) else {
+            return;
+        };
+        if !round.config.contains(&from) {
+            self.ops.insert(id, InFlight::Lease(round));
+            return;
+        }
+        let quorum = round.config.quorum();
+        let n = round.config.members.len();
+        match msg {
+            PaxosMessage::LeaseReply { verdicts, .. } => {
+                for (i, v) in verdicts.iter().enumerate().take(round.asks.len()) {
+                    match v {
+                        LeaseVerdict::Granted => {
+                            round.grants[i].insert(from);
+                        }
+                        LeaseVerdict::Final => {
+                            round.finals[i] += 1;
+                            round.nays[i].insert(from);
+                        }
+                        LeaseVerdict::Held {
+                            owner,
+                            remaining_ms,
+                            ..
+                        } if !self.live.contains(owner) => {
+                            let w = &mut round.orphan_wait_ms[i];
+                            *w = Some(w.unwrap_or(0).max(*remaining_ms));
+                            round.nays[i].insert(from);
+                        }
+                        _ => {
+                            round.nays[i].insert(from);
+                        }
+                    }
+                }
+            }
+            PaxosMessage::Refused { reason, .. } => {
+                if matches!(
+                    reason,
+                    crate::wire::paxos::GroupRefusal::NotActive
+                        | crate::wire::paxos::GroupRefusal::NotMember
+                ) {
+                    self.needs_reconfig.insert(round.config.shard);
+                }
+                if matches!(reason, crate::wire::paxos::GroupRefusal::Sealed(_)) {
+                    // Renew on the successor at once.
+                    for a in self.attempts.values_mut() {
+                        if a.shard == round.config.shard {
+                            a.next_renew = now;
+                        }
+                    }
+                }
+                for nays in round.nays.iter_mut() {
+                    nays.insert(from);
+                }
+            }
+            _ => {}
+        }
+        for i in 0..round.asks.len() {
+            if round.resolved[i] {
+                continue;
+            }
+            if round.grants[i].len() >= quorum {
+                round.resolved[i] = true;
+                let (ask, sent_at, claim) = (round.asks[i], round.sent_at, round.claim);
+                self.lease_granted(now, ask, sent_at, claim, &round.config);
+            } else if round.nays[i].len() > n - quorum {
+                round.resolved[i] = true;
+                let ask = round.asks[i];
+                let fin = round.finals[i] > 0;
+                let granted: Vec<NodeId> = round.grants[i].iter().copied().collect();
+                if round.claim {
+                    self.retry_claim_later(now, ask, round.orphan_wait_ms[i], &round.config);
+                }
+                self.lease_refused(now, ask, round.claim, fin, &round.config, &granted);
+            }
+        }
+        if round.resolved.iter().all(|r| *r) {
+            self.renew_round_closed(&round);
+            return;
+        }
+        self.ops.insert(id, InFlight::Lease(round));
+    }
+
+    pub(super) fn lease_round_over(&mut self, now: Instant, _id: u64, round: LeaseRound) {
+        for i in 0..round.asks.len() {
+            if !round.resolved[i] {
+                let granted: Vec<NodeId> = round.grants[i].iter().copied().collect();
+                self.lease_refused(
+                    now,
+                    round.asks[i],
+                    round.claim,
+                    false,
+                    &round.config,
+                    &granted,
+                );
+            }
+        }
+        self.renew_round_closed(&round);
+    }
+
+    fn renew_round_closed(&mut self, round: &LeaseRound) {
+        for ask in &round.asks {
+            if let Some(a) = self.attempts.get_mut(&ask.task) {
+                if a.attempt == ask.attempt {
+                    a.renewing = false;
+                }
+            }
+        }
+    }
+
+    fn lease_granted(
+        &mut self,
+        now: Instant,
+        ask: LeaseAsk,
+        sent_at: Instant,
+        claim: bool,
+        config: &ShardConfig,
+    ) {
+        let lease = Duration::from_millis(self.cfg.lease_ms);
+        let Some(a) = self.attempts.get_mut(&ask.task) else {
+            self.release(config, ask.task, ask.attempt);
+            return;
+        };
+        if a.attempt != ask.attempt {
+            return;
+        }
+        let until = sent_at + lease;
+        // A grant that arrives after the lease it gives ran out is worth nothing.
+        if until <= now {
+            return;
+        }
+        if claim {
+            if a.phase != Phase::Leasing {
+                return;
+            }
+            a.valid_until = Some(until);
+            a.phase = Phase::Claiming;
+            a.next_renew = sent_at + Duration::from_millis(self.cfg.renew_ms);
+            let (task, from) = (a.task, a.attempt - 1);
+            let mutation = Mutation::Claim {
+                from,
+                holder: self.me,
+                holder_name: self.cfg.name.clone(),
+            };
+            self.start_cas(
+                now,
+                config.clone(),
+                RegisterKey::Task(task),
+                Change::Task(mutation),
+                Purpose::Claim {
+                    task,
+                    attempt: ask.attempt,
+                },
+            );
+        } else if a.valid_until.is_some() {
+            // A renewal only extends a lease still valid when it was asked
+            // for; otherwise the attempt was already fenced.
+            if a.valid_until.is_some_and(|v| v > sent_at && v < until) {
+                a.valid_until = Some(until);
+                if a.phase == Phase::Running && !self.cfg.bugs.has(Bug::NoSelfFence) {
+                    self.effects.push_back(Effect::LeaseExtended {
+                        task: a.task,
+                        attempt: a.attempt,
+                        valid_until: until,
+                    });
+                }
+            }
+        }
+    }
+
+    fn lease_refused(
+        &mut self,
+        now: Instant,
+        ask: LeaseAsk,
+        claim: bool,
+        fin: bool,
+        config: &ShardConfig,
+        granted: &[NodeId],
+    ) {
+        if claim {
+            let ours = self
+                .attempts
+                .get(&ask.task)
+                .is_some_and(|a| a.attempt == ask.attempt && a.phase == Phase::Leasing);
+            if ours {
+                self.attempts.remove(&ask.task);
+            }
+            for g in granted {
+                let msg = PaxosMessage::LeaseRelease {
+                    hdr: Header {
+                        shard: config.shard,
+                        epoch: config.epoch,
+                        req: 0,
+                    },
+                    task: ask.task,
+                    attempt: ask.attempt,
+                };
+                self.send(*g, msg);
+            }
+        } else if fin {
+            // The record is final (cancelled): stop the attempt at once.
+            self.cancel_notice(now, ask.task);
+        }
+    }
+
+    /// A claim lost to a lease whose owner is down: try again the moment
+    /// that lease runs out instead of waiting for the next sweep.
+    fn retry_claim_later(
+        &mut self,
+        now: Instant,
+        ask: LeaseAsk,
+        wait_ms: Option<u64>,
+        config: &ShardConfig,
+    ) {
+        let (Some(wait), Some(a)) = (wait_ms, self.attempts.get(&ask.task)) else {
+            return;
+        };
+        if a.phase != Phase::Leasing
+            || wait > self.params.acceptor_lease_ms
+            || self.retries.len() >= MAX_ATTEMPTS
+        {
+            return;
+        }
+        let at = now + Duration::from_millis(wait + 2);
+        self.retries.insert(
+            ask.task,
+            (at, config.shard, ask.attempt - 1, a.spec.clone()),
+        );
+    }
+
+    /// Claims postponed by [`Coordinator::retry_claim_later`] that are due.
+    pub(super) fn retry_claims(&mut self, now: Instant) {
+        let due: Vec<TaskId> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.0 <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            if let Some((_, shard, from, spec)) = self.retries.remove(&t) {
+                self.try_claim(now, shard, t, from, spec);
+            }
+        }
+    }
+
+    fn release(&mut self, config: &ShardConfig, task: TaskId, attempt: u64) {
+        let msg = PaxosMessage::LeaseRelease {
+            hdr: Header {
+                shard: config.shard,
+                epoch: config.epoch,
+                req: 0,
+            },
+            task,
+            attempt,
+        };
+        let members = config.members.clone();
+        self.broadcast(&members, &msg);
+    }
+
+    pub(super) fn claim_done(
+        &mut self,
+        now: Instant,
+        task: TaskId,
+        attempt: u64,
+        res: Result<Option<TaskRecord>, OpError>,
+    ) {
+        let margin = self.cfg.fence_margin_ms;
+        let Some(a) = self.attempts.get_mut(&task) else {
+            return;
+        };
+        if a.attempt != attempt || a.phase != Phase::Claiming {
+            return;
+        }
+        let won = matches!(&res, Ok(Some(r)) if r.state == TaskState::Claimed { attempt, holder: self.me });
+        let in_time = a.fence_at(margin).is_some_and(|f| now < f);
+        let shard = a.shard;
+        if won && in_time {
+            self.stats.claims_won += 1;
+            a.phase = Phase::Running;
+            a.timeout_at = a.spec.timeout_ms.map(|ms| now + Duration::from_millis(ms));
+            let (spec, mut until) = (a.spec.clone(), a.valid_until.unwrap_or(now));
+            if self.cfg.bugs.has(Bug::NoSelfFence) {
+                // The planted bug: nothing will ever stop this attempt.
+                until = Instant::from_millis(u64::MAX);
+            }
+            self.effects.push_back(Effect::StartAttempt {
+                task,
+                attempt,
+                spec: Box::new(spec),
+                lease_valid_until: until,
+            });
+            if let Some(config) = self.directory.get(&shard).cloned() {
+                self.start_cas(
+                    now,
+                    config,
+                    RegisterKey::Task(task),
+                    Change::Task(Mutation::Start { attempt }),
+                    Purpose::Start,
+                );
+            }
+        } else if won {
+            // Won the record but the lease lapsed meanwhile: never start;
+            // give the attempt back so that the next claim is quick.
+            a.phase = Phase::Killing(KillReason::Fenced);
+            self.attempt_exited(now, task, attempt, -1);
+        } else {
+            // Lost the race (or the task is final): let the lease go.
+            self.attempts.remove(&task);
+            if let Some(config) = self.directory.get(&shard).cloned() {
+                self.release(&config, task, attempt);
+            }
+        }
+    }
+
+    pub(super) fn attempt_exited(
+        &mut self,
+        now: Instant,
+        task: TaskId,
+        attempt: u64,
+        exit_code: i32,
+    ) {
+        let Some(a) = self.attempts.get_mut(&task) else {
+            return;
+        };
+        if a.attempt != attempt {
+            return;
+        }
+        let past_fence = a
+            .fence_at(self.cfg.fence_margin_ms)
+            .is_some_and(|f| now >= f);
+        let outcome = match a.phase {
+            // Ended after its lease could no longer be trusted (a watchdog
+            // of the host fenced it): not the task's fault.
+            Phase::Running if past_fence => Outcome::Fenced,
+            Phase::Running => Outcome::Exited(exit_code),
+            Phase::Killing(KillReason::Timeout) => Outcome::TimedOut,
+            Phase::Killing(KillReason::Fenced) => Outcome::Fenced,
+            Phase::Killing(KillReason::Cancelled) => {
+                // The record is final already; nothing to commit.
+                let shard = a.shard;
+                a.valid_until = None;
+                self.attempts.remove(&task);
+                if let Some(config) = self.directory.get(&shard).cloned() {
+                    self.release(&config, task, attempt);
+                }
+                return;
+            }
+            Phase::Leasing | Phase::Claiming | Phase::Finishing => return,
+        };
+        a.phase = Phase::Finishing;
+        let shard = a.shard;
+        let Some(config) = self.directory.get(&shard).cloned() else {
+            return;
+        };
+        self.start_cas(
+            now,
+            config,
+            RegisterKey::Task(task),
+            Change::Task(Mutation::Finish {
+                attempt,
+                outcome,
+                tail: String::new(),
+            }),
+            Purpose::Finish { task, attempt },
+        );
+    }
+
+    pub(super) fn finish_done(
+        &mut self,
+        now: Instant,
+        task: TaskId,
+        attempt: u64,
+        res: Result<Option<TaskRecord>, OpError>,
+    ) {
+        let Some(a) = self.attempts.get(&task) else {
+            return;
+        };
+        if a.attempt != attempt {
+            return;
+        }
+        let shard = a.shard;
+        self.attempts.remove(&task);
+        match res {
+            Ok(Some(r)) => {
+                self.effects.push_back(Effect::AttemptCommitted {
+                    task,
+                    attempt,
+                    state: r.state.clone(),
+                });
+                if let Some(config) = self.directory.get(&shard).cloned() {
+                    // Our belief ended when the attempt was removed; only
+                    // now may the acceptors let the lease go.
+                    self.release(&config, task, attempt);
+                    if r.state == TaskState::Pending && r.backoff_ms() == 0 {
+                        self.offer(now, config, r);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(error) => self.effects.push_back(Effect::AttemptRefused {
+                task,
+                attempt,
+                error,
+            }),
+        }
+    }
+
+    /// The task was cancelled: kill its attempt here, if any.
+    pub(super) fn cancel_notice(&mut self, _now: Instant, task: TaskId) {
+        let Some(a) = self.attempts.get_mut(&task) else {
+            return;
+        };
+        if a.phase == Phase::Running {
+            a.phase = Phase::Killing(KillReason::Cancelled);
+            self.effects.push_back(Effect::KillAttempt {
+                task,
+                attempt: a.attempt,
+                reason: KillReason::Cancelled,
+            });
+        }
+    }
+
+    pub(super) fn notify_cancel(&mut self, task: TaskId) {
+        let peers: Vec<NodeId> = self.live.iter().copied().collect();
+        for p in peers {
+            self.send(p, PaxosMessage::CancelNotice { task });
+        }
+    }
+
+    /// Fences, timeouts and renewals that are due.
+    pub(super) fn tick_attempts(&mut self, now: Instant) {
+        let margin = self.cfg.fence_margin_ms;
+        let no_fence = self.cfg.bugs.has(Bug::NoSelfFence);
+        let mut kills = Vec::new();
+        let mut give_back = Vec::new();
+        for a in self.attempts.values_mut() {
+            let fenced = a.fence_at(margin).is_some_and(|f| now >= f);
+            match a.phase {
+                Phase::Running if fenced && !no_fence => {
+                    a.phase = Phase::Killing(KillReason::Fenced);
+                    kills.push((a.task, a.attempt, KillReason::Fenced));
+                }
+                Phase::Running if a.timeout_at.is_some_and(|t| now >= t) => {
+                    a.phase = Phase::Killing(KillReason::Timeout);
+                    kills.push((a.task, a.attempt, KillReason::Timeout));
+                }
+                Phase::Claiming if fenced => give_back.push(a.task),
+                _ => {}
+            }
+        }
+        for (task, attempt, reason) in kills {
+            if reason == KillReason::Fenced {
+                self.stats.fenced += 1;
+            }
+            self.effects.push_back(Effect::KillAttempt {
+                task,
+                attempt,
+                reason,
+            });
+        }
+        // A claim whose lease lapsed before its CAS finished is abandoned
+        // when the CAS answers (see `claim_done`).
+        let _ = give_back;
+        self.retry_claims(now);
+        self.renew_due(now);
+    }
+
+    fn renew_due(&mut self, now: Instant) {
+        let mut by_shard: BTreeMap<ShardId, Vec<LeaseAsk>> = BTreeMap::new();
+        for a in self.attempts.values_mut() {
+            let valid = a.valid_until.is_some_and(|v| v > now);
+            if a.needs_lease() && valid && !a.renewing && now >= a.next_renew {
+                a.renewing = true;
+                a.next_renew = now + Duration::from_millis(self.cfg.renew_ms);
+                by_shard.entry(a.shard).or_default().push(LeaseAsk {
+                    task: a.task,
+                    attempt: a.attempt,
+                    ballot: a.ballot,
+                });
+            }
+        }
+        for (shard, asks) in by_shard {
+            let Some(config) = self.directory.get(&shard).cloned() else {
+                continue;
+            };
+            for chunk in asks.chunks(crate::wire::paxos::MAX_LEASES_PER_MESSAGE) {
+                self.start_lease_round(now, config.clone(), chunk.to_vec(), false);
+            }
+        }
+    }
+
+    /// Offers a pending task to the best of `d` candidates (or claims it
+    /// here when this node is the choice).
+    pub(super) fn offer(&mut self, now: Instant, config: ShardConfig, r: TaskRecord) {
+        if r.state != TaskState::Pending {
+            return;
+        }
+        let mut view: BTreeMap<NodeId, crate::gossip::NodeState> = self
+            .view
+            .iter()
+            .filter(|(id, _)| self.live.contains(id))
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
+        let mut mine = view.remove(&self.me).unwrap_or_default();
+        mine.slots_free = self.slots_free();
+        mine.slots_total = self.cfg.slots_total;
+        mine.labels = self.cfg.labels.clone();
+        view.insert(self.me, mine);
+        let Some(to) = sched::choose(&r.spec, &view, self.cfg.offer_choices, &mut self.rng) else {
+            return;
+        };
+        self.offered.insert(r.id, now);
+        // Assume the offer is taken until gossip says otherwise, so that a
+        // burst of submits does not herd onto one node.
+        if let Some(s) = self.view.get_mut(&to) {
+            s.slots_free = s.slots_free.saturating_sub(r.spec.slots);
+        }
+        if to == self.me {
+            self.try_claim(now, config.shard, r.id, r.attempt, r.spec);
+        } else {
+            self.send(
+                to,
+                PaxosMessage::Offer {
+                    shard: config.shard,
+                    task: r.id,
+                    attempt: r.attempt,
+                    spec: Box::new(r.spec),
+                },
+            );
+        }
+    }
+
+    /// Late binding: ask one group what can be claimed.
+    pub(super) fn pull(&mut self, now: Instant) {
+        let free = self.slots_free();
+        if free == 0 || self.directory.is_empty() {
+            return;
+        }
+        let shards = self.cfg.shards.max(1);
+        let mut chosen = None;
+        for _ in 0..shards {
+            self.pull_cursor = (self.pull_cursor + 1) % shards;
+            if let Some(c) = self.directory.get(&ShardId(self.pull_cursor)) {
+                chosen = Some(c.clone());
+                break;
+            }
+        }
+        let Some(config) = chosen else { return };
+        let live: Vec<NodeId> = config
+            .members
+            .iter()
+            .filter(|m| self.live.contains(m))
+            .copied()
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let to = live[self.rng.gen_range(0..live.len())];
+        let id = self.next_id();
+        self.ops.insert(
+            id,
+            InFlight::Pull {
+                shard: config.shard,
+                deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
+            },
+        );
+        let msg = PaxosMessage::Pull {
+            hdr: Header {
+                shard: config.shard,
+                epoch: config.epoch,
+                req: id,
+            },
+            slots_free: free,
+            labels: self.cfg.labels.clone(),
+            max: free.min(crate::wire::paxos::MAX_PULL_RECORDS),
+        };
+        self.send(to, msg);
+    }
+
+    pub(super) fn pull_reply(&mut self, now: Instant, id: u64, msg: PaxosMessage) {
+        let Some(InFlight::Pull { shard, .. }) = self.ops.remove(&id) else {
+            return;
+        };
+        if let PaxosMessage::PullReply { records, .. } = msg {
+            for r in records
+                .into_iter()
+                .take(crate::wire::paxos::MAX_PULL_RECORDS as usize)
+            {
+                if crate::shard::shard_of(r.id.0, self.cfg.shards) != shard {
+                    continue;
+                }
+                self.try_claim(now, shard, r.id, r.attempt, r.spec);
+            }
+        }
+    }
+
+    /// The first live member of each active group looks for orphans (a
+    /// claimed or running task whose lease ran out here) and pending tasks,
+    /// and offers them: failover does not wait for a pull to come by.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        let mut found: Vec<(ShardConfig, TaskRecord)> = Vec::new();
+        for (_, s) in self.acceptor.shards() {
+            if s.meta.status != crate::paxos::GroupStatus::Active {
+                continue;
+            }
+            let leader = s.meta.config.members.iter().find(|m| self.live.contains(m));
+            if leader != Some(&self.me) || s.leases.in_quarantine(now) {
+                continue;
+            }
+            for (_, slot) in s.registers.iter() {
+                if found.len() >= 64 {
+                    break;
+                }
+                let Some(r) = Coordinator::value_as_record(slot.value.as_ref()) else {
+                    continue;
+                };
+                let recently = self.offered.get(&r.id).is_some_and(|at| {
+                    now.saturating_duration_since(*at).as_millis() < REOFFER_MS as u128
+                });
+                if recently || self.attempts.contains_key(&r.id) {
+                    continue;
+                }
+                let orphan = match r.state {
+                    TaskState::Claimed { .. } | TaskState::Running { .. } => {
+                        !s.leases.is_held(now, r.id)
+                            && s.quiet_for(now, r.id) >= self.params.acceptor_lease_ms
+                    }
+                    TaskState::Pending => {
+                        s.eligible(now, r.id) && s.quiet_for(now, r.id) >= self.cfg.op_timeout_ms
+                    }
+                    _ => false,
+                };
+                if orphan {
+                    found.push((s.meta.config.clone(), r.clone()));
+                }
+            }
+        }
+        for (config, mut r) in found {
+            if let Some((attempt, _)) = r.state.holder() {
+                r.attempt = attempt;
+            }
+            r.state = TaskState::Pending;
+            self.offer(now, config, r);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Who should run a task (design §7): the submitter offers it to the best
+//! of `d` random candidates by gossiped free slots (power of d choices, as
+//! in Sparrow); nodes with free slots also pull pending work from the shard
+//! groups (late binding). Nothing here is trusted for safety: offers and
+//! pulls race only through the lease.
+
+use crate::gossip::{Health, NodeState};
+use crate::tasks::TaskSpec;
+use crate::NodeId;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::collections::BTreeMap;
+
+/// Most candidates sampled for one offer.
+pub const MAX_CHOICES: usize = 8;
+
+/// Whether `state` can take `spec` now.
+pub fn fits(spec: &TaskSpec, state: &NodeState) -> bool {
+    state.slots_free >= spec.slots
+        && spec.fits_labels(&state.labels)
+        && !matches!(state.health, Health::Critical { .. })
+}
+
+/// Picks the best of `d` random eligible candidates: most free slots, then
+/// fewest running attempts, then lowest id. `None` when no live node fits
+/// (the task then waits for a pull).
+pub fn choose<R: Rng>(
+    spec: &TaskSpec,
+    view: &BTreeMap<NodeId, NodeState>,
+    d: usize,
+    rng: &mut R,
+) -> Option<NodeId> {
+    let eligible: Vec<(&NodeId, &NodeState)> = view.iter().filter(|(_, s)| fits(spec, s)).collect();
+    let d = d.clamp(1, MAX_CHOICES);
+    eligible
+        .choose_multiple(rng, d)
+        .max_by(|(ia, a), (ib, b)| {
+            a.slots_free
+                .cmp(&b.slots_free)
+                .then(b.running_attempts.cmp(&a.running_attempts))
+                .then(ib.cmp(ia))
+        })
+        .map(|(id, _)| **id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn state(free: u32, labels: &[(&str, &str)]) -> NodeState {
+        NodeState {
+            slots_free: free,
+            slots_total: 8,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..NodeState::default()
+        }
+    }
+
+    #[test]
+    fn choice_respects_labels_and_capacity() {
+        let mut view = BTreeMap::new();
+        view.insert(NodeId::from_u64(1), state(0, &[("gpu", "1")]));
+        view.insert(NodeId::from_u64(2), state(4, &[]));
+        view.insert(NodeId::from_u64(3), state(2, &[("gpu", "1")]));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut spec = TaskSpec::mock(1, 0);
+        spec.labels.insert("gpu".into(), "1".into());
+        for _ in 0..20 {
+            assert_eq!(choose(&spec, &view, 2, &mut rng), Some(NodeId::from_u64(3)));
+        }
+        spec.slots = 3;
+        assert_eq!(choose(&spec, &view, 2, &mut rng), None);
+    }
+
+    #[test]
+    fn best_of_all_when_d_covers_everyone() {
+        let mut view = BTreeMap::new();
+        for (i, free) in [1u32, 5, 3].into_iter().enumerate() {
+            view.insert(NodeId::from_u64(i as u64), state(free, &[]));
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        assert_eq!(
+            choose(&TaskSpec::mock(1, 0), &view, 3, &mut rng),
+            Some(NodeId::from_u64(1))
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! Task records and their state machine (design §6).
+//!
+//! A task record is a CASPaxos register value. Every change to it is a
+//! [`Mutation`] applied by whichever proposer won the register's ballot, so
+//! the rules of the task state machine live here, in pure functions: the
+//! fencing rule (a result counts only from the current attempt) is
+//! [`apply`]'s check of the attempt number.
+
+use crate::Bugs;
+use crate::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Longest task name, command, argument, env key/value or label accepted.
+pub const MAX_FIELD_BYTES: usize = 4_096;
+/// Most arguments, env entries or labels of one task.
+pub const MAX_LIST_ITEMS: usize = 256;
+/// Most slots one task may ask for.
+pub const MAX_SLOTS: u32 = 1_024;
+/// Most retries of one task.
+pub const MAX_RETRIES: u32 = 100;
+/// Longest output tail kept in a record.
+pub const MAX_TAIL_BYTES: usize = 2_048;
+
+/// A task's identity: random 64 bits drawn by the submitting node from its
+/// seeded generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskId(pub u64);
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// What runs an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Driver {
+    /// A child process from `command`, `args`, `env`, `cwd`.
+    #[default]
+    Command,
+    /// No process: the host pretends the attempt ran for `duration_ms` and
+    /// exited with `exit_code` (tests, simulator, demos).
+    Mock {
+        /// How long the pretend attempt runs.
+        duration_ms: u64,
+        /// Its exit code.
+        exit_code: i32,
+    },
+}
+
+/// What a user submits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TaskSpec {
+    /// Human-readable name (need not be unique).
+    pub name: String,
+    /// Program to run.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory, if not the node's default.
+    pub cwd: Option<String>,
+    /// Slots the task occupies while it runs.
+    pub slots: u32,
+    /// Labels a node must carry (`key=value`) to run it.
+    pub labels: BTreeMap<String, String>,
+    /// Per-attempt time limit; `None` for no limit.
+    pub timeout_ms: Option<u64>,
+    /// How many times a failed attempt is retried.
+    pub retries: u32,
+    /// Delay before the first retry; doubles at each further one.
+    pub retry_backoff_ms: u64,
+    /// How the attempt runs.
+    pub driver: Driver,
+}
+
+/// Why a spec was refused. No state was changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecError {
+    /// `command` is empty for a [`Driver::Command`] task.
+    #[error("command is empty")]
+    EmptyCommand,
+    /// `slots` is 0 or above [`MAX_SLOTS`].
+    #[error("slots must be 1..={MAX_SLOTS}, got {0}")]
+    Slots(u32),
+    /// `retries` is above [`MAX_RETRIES`].
+    #[error("retries must be at most {MAX_RETRIES}, got {0}")]
+    Retries(u32),
+    /// A string or list is longer than its limit.
+    #[error("field {0} is too long")]
+    TooLong(&'static str),
+}
+
+impl TaskSpec {
+    /// A spec that runs nothing for `duration_ms` and exits with `exit_code`.
+    pub fn mock(duration_ms: u64, exit_code: i32) -> Self {
+        TaskSpec {
+            name: "mock".into(),
+            slots: 1,
+            driver: Driver::Mock {
+                duration_ms,
+                exit_code,
+            },
+            ..TaskSpec::default()
+        }
+    }
+
+    /// Checks every limit; a spec that passes is safe to store and ship.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.driver == Driver::Command && self.command.is_empty() {
+            return Err(SpecError::EmptyCommand);
+        }
+        if self.slots == 0 || self.slots > MAX_SLOTS {
+            return Err(SpecError::Slots(self.slots));
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(SpecError::Retries(self.retries));
+        }
+        let long = |s: &str| s.len() > MAX_FIELD_BYTES;
+        if long(&self.name) {
+            return Err(SpecError::TooLong("name"));
+        }
+        if long(&self.command) || self.cwd.as_deref().is_some_and(long) {
+            return Err(SpecError::TooLong("command"));
+        }
+        if self.args.len() > MAX_LIST_ITEMS || self.args.iter().any(|a| long(a)) {
+            return Err(SpecError::TooLong("args"));
+        }
+        let map_bad = |m: &BTreeMap<String, String>| {
+            m.len() > MAX_LIST_ITEMS || m.iter().any(|(k, v)| long(k) || long(v))
+        };
+        if map_bad(&self.env) {
+            return Err(SpecError::TooLong("env"));
+        }
+        if map_bad(&self.labels) {
+            return Err(SpecError::TooLong("labels"));
+        }
+        Ok(())
+    }
+
+    /// Whether a node carrying `labels` may run this task.
+    pub fn fits_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for a claim.
+    Pending,
+    /// `holder` won attempt `attempt` and is starting it.
+    Claimed {
+        /// The attempt number, also the fencing token.
+        attempt: u64,
+        /// The node that runs it.
+        holder: NodeId,
+    },
+    /// `holder` runs attempt `attempt`.
+    Running {
+        /// The attempt number, also the fencing token.
+        attempt: u64,
+        /// The node that runs it.
+        holder: NodeId,
+    },
+    /// Final: the current attempt exited with code 0.
+    Succeeded,
+    /// Final: the last attempt failed and no retry is left.
+    Failed,
+    /// Final: cancelled by a user.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Succeeded, Failed or Cancelled.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    /// The (attempt, holder) of a claimed or running task.
+    pub fn holder(&self) -> Option<(u64, NodeId)> {
+        match self {
+            TaskState::Claimed { attempt, holder } | TaskState::Running { attempt, holder } => {
+                Some((*attempt, *holder))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How an attempt ended, as its holder reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The process exited with this code.
+    Exited(i32),
+    /// The per-task timeout killed it.
+    TimedOut,
+    /// It was killed because its lease could not be renewed. Not the task's
+    /// fault: it does not use up a retry.
+    Fenced,
+}
+
+/// The replicated record of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: TaskId,
+    /// What to run.
+    pub spec: TaskSpec,
+    /// Where it is.
+    pub state: TaskState,
+    /// The latest attempt number handed out (0 before the first claim).
+    pub attempt: u64,
+    /// Retries used so far.
+    pub retries_used: u32,
+    /// Exit code of the attempt that wrote the final state.
+    pub exit_code: Option<i32>,
+    /// The attempt that wrote the final state (fencing audit).
+    pub final_attempt: Option<u64>,
+    /// Name of the node that ran (or runs) the current attempt.
+    pub holder_name: Option<String>,
+    /// Tail of the last attempt's output.
+    pub output_tail: String,
+}
+
+impl TaskRecord {
+    /// A fresh pending record.
+    pub fn new(id: TaskId, spec: TaskSpec) -> Self {
+        TaskRecord {
+            id,
+            spec,
+            state: TaskState::Pending,
+            attempt: 0,
+            retries_used: 0,
+            exit_code: None,
+            final_attempt: None,
+            holder_name: None,
+            output_tail: String::new(),
+        }
+    }
+
+    /// Backoff before the next claim of a pending task that has failed
+    /// `retries_used` times: `retry_backoff_ms * 2^(retries_used-1)`, capped.
+    pub fn backoff_ms(&self) -> u64 {
+        if self.retries_used == 0 {
+            return 0;
+        }
+        let shift = (self.retries_used - 1).min(16);
+        self.spec
+            .retry_backoff_ms
+            .saturating_mul(1 << shift)
+            .min(10 * 60 * 1000)
+    }
+}
+
+/// A change to a task record, applied in the accept phase of a CAS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Create the record if absent (a retried submit is idempotent).
+    Create(Box<TaskRecord>),
+    /// Take attempt `from + 1` for `holder`, if the record is still at
+    /// attempt `from` and not final.
+    Claim {
+        /// The attempt the claimer saw.
+        from: u64,
+        /// The claimer.
+        holder: NodeId,
+        /// Its name, for the record.
+        holder_name: String,
+    },
+    /// Mark attempt `attempt` started.
+    Start {
+        /// The attempt that started.
+        attempt: u64,
+    },
+    /// Report how attempt `attempt` ended.
+    Finish {
+        /// The attempt that ended (the fencing token).
+        attempt: u64,
+        /// How it ended.
+        outcome: Outcome,
+        /// Tail of its output.
+        tail: String,
+    },
+    /// Cancel a non-final task.
+    Cancel,
+    /// Remove a final record (garbage collection).
+    Delete,
+    /// Change nothing (a linearizable read).
+    Read,
+}
+
+/// Why a mutation did not apply. The register keeps its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum Refusal {
+    /// The record does not exist.
+    #[error("no such task")]
+    Missing,
+    /// The record is final.
+    #[error("task is final")]
+    Final,
+    /// The attempt number moved on: the caller's attempt is stale.
+    #[error("attempt {have} is current, not {asked}")]
+    StaleAttempt {
+        /// The attempt the caller named.
+        asked: u64,
+        /// The record's current attempt.
+        have: u64,
+    },
+    /// The task is not final, so it cannot be deleted.
+    #[error("task is not final")]
+    NotFinal,
+}
+
+/// Applies `m` to `current`, giving the new value or why not.
+pub fn apply(
+    current: Option<&TaskRecord>,
+    m: &Mutation,
+    bugs: &Bugs,
+) -> Result<Option<TaskRecord>, Refusal> {
+    let rec = match (current, m) {
+        (None, Mutation::Create(r)) => return Ok(Some((**r).clone())),
+        (Some(r), Mutation::Create(_)) => return Ok(Some(r.clone())),
+        (None, Mutation::Read) => return Ok(None),
+        (None, _) => return Err(Refusal::Missing),
+        (Some(r), _) => r,
+    };
+    let mut next = rec.clone();
+    match m {
+        Mutation::Create(_) => unreachable!("handled above"),
+        Mutation::Read => {}
+        Mutation::Delete => {
+            if !rec.state.is_final() {
+                return Err(Refusal::NotFinal);
+            }
+            return Ok(None);
+        }
+        Mutation::Cancel => {
+            if rec.state.is_final() {
+                return Err(Refusal::Final);
+            }
+            next.state = TaskState::Cancelled;
+        }
+        Mutation::Claim {
+            from,
+            holder,
+            holder_name,
+        } => {
+            if rec.state.is_final() {
+                return Err(Refusal::Final);
+            }
+            if rec.attempt != *from {
+                return Err(Refusal::StaleAttempt {
+                    asked: *from,
+                    have: rec.attempt,
+                });
+            }
+            next.attempt = from + 1;
+            next.state = TaskState::Claimed {
+                attempt: from + 1,
+                holder: *holder,
+            };
+            next.holder_name = Some(holder_name.clone());
+        }
+        Mutation::Start { attempt } => match rec.state {
+            TaskState::Claimed { attempt: a, holder } if a == *attempt => {
+                next.state = TaskState::Running { attempt: a, holder };
+            }
+            TaskState::Running { attempt: a, .. } if a == *attempt => {}
+            _ if rec.state.is_final() => return Err(Refusal::Final),
+            _ => {
+                return Err(Refusal::StaleAttempt {
+                    asked: *attempt,
+                    have: rec.attempt,
+                })
+            }
+        },
+        Mutation::Finish {
+            attempt,
+            outcome,
+            tail,
+        } => {
+            let current = rec.state.holder().map(|(a, _)| a);
+            let fenced_ok = current == Some(*attempt);
+            if !fenced_ok && !bugs.has(Bug::StaleCommit) {
+                if rec.state.is_final() {
+                    return Err(Refusal::Final);
+                }
+                return Err(Refusal::StaleAttempt {
+                    asked: *attempt,
+                    have: rec.attempt,
+                });
+            }
+            next.output_tail = truncate_tail(tail);
+            match outcome {
+                Outcome::Exited(0) => finish(&mut next, TaskState::Succeeded, Some(0), *attempt),
+                Outcome::Fenced => next.state = TaskState::Pending,
+                Outcome::Exited(_) | Outcome::TimedOut => {
+                    let code = match outcome {
+                        Outcome::Exited(c) => Some(*c),
+                        _ => None,
+                    };
+                    if next.retries_used < next.spec.retries {
+                        next.retries_used += 1;
+                        next.exit_code = code;
+                        next.state = TaskState::Pending;
+                    } else {
+                        finish(&mut next, TaskState::Failed, code, *attempt);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(next))
+}
+
+fn finish(rec: &mut TaskRecord, state: TaskState, code: Option<i32>, attempt: u64) {
+    rec.state = state;
+    rec.exit_code = code;
+    rec.final_attempt = Some(attempt);
+}
+
+fn truncate_tail(tail: &str) -> String {
+    if tail.len() <= MAX_TAIL_BYTES {
+        return tail.to_string();
+    }
+    let mut start = tail.len() - MAX_TAIL_BYTES;
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    tail[start..].to_string()
+}
+
+use crate::bugs::Bug;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(attempt: u64) -> TaskRecord {
+        let mut r = TaskRecord::new(TaskId(1), TaskSpec::mock(10, 0));
+        r.attempt = attempt;
+        r.state = TaskState::Running {
+            attempt,
+            holder: NodeId::from_u64(1),
+        };
+        r
+    }
+
+    #[test]
+    fn stale_attempt_cannot_finish() {
+        let rec = running(3);
+        let m = Mutation::Finish {
+            attempt: 2,
+            outcome: Outcome::Exited(0),
+            tail: String::new(),
+        };
+        assert_eq!(
+            apply(Some(&rec), &m, &Bugs::none()),
+            Err(Refusal::StaleAttempt { asked: 2, have: 3 })
+        );
+        let ok = apply(
+            Some(&rec),
+            &Mutation::Finish {
+                attempt: 3,
+                outcome: Outcome::Exited(0),
+                tail: String::new(),
+            },
+            &Bugs::none(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.state, TaskState::Succeeded);
+        assert_eq!(ok.final_attempt, Some(3));
+    }
+
+    #[test]
+    fn failures_retry_until_retries_run_out() {
+        let mut rec = running(1);
+        rec.spec.retries = 1;
+        rec.spec.retry_backoff_ms = 100;
+        let fail = |a| Mutation::Finish {
+            attempt: a,
+            outcome: Outcome::Exited(2),
+            tail: "x".repeat(MAX_TAIL_BYTES + 10),
+        };
+        let after = apply(Some(&rec), &fail(1), &Bugs::none()).unwrap().unwrap();
+        assert_eq!(after.state, TaskState::Pending);
+        assert_eq!(after.backoff_ms(), 100);
+        assert_eq!(after.output_tail.len(), MAX_TAIL_BYTES);
+        let mut again = after.clone();
+        again.attempt = 2;
+        again.state = TaskState::Running {
+            attempt: 2,
+            holder: NodeId::from_u64(2),
+        };
+        let done = apply(Some(&again), &fail(2), &Bugs::none())
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.state, TaskState::Failed);
+        assert_eq!(done.exit_code, Some(2));
+    }
+
+    #[test]
+    fn cancel_and_claim_respect_final_states() {
+        let rec = running(1);
+        let cancelled = apply(Some(&rec), &Mutation::Cancel, &Bugs::none())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.state, TaskState::Cancelled);
+        assert_eq!(
+            apply(Some(&cancelled), &Mutation::Cancel, &Bugs::none()),
+            Err(Refusal::Final)
+        );
+        let claim = Mutation::Claim {
+            from: 1,
+            holder: NodeId::from_u64(2),
+            holder_name: "b".into(),
+        };
+        assert_eq!(
+            apply(Some(&cancelled), &claim, &Bugs::none()),
+            Err(Refusal::Final)
+        );
+        assert_eq!(
+            apply(Some(&cancelled), &Mutation::Delete, &Bugs::none()),
+            Ok(None)
+        );
+        assert_eq!(
+            apply(Some(&rec), &Mutation::Delete, &Bugs::none()),
+            Err(Refusal::NotFinal)
+        );
+    }
+
+    #[test]
+    fn spec_limits_are_enforced() {
+        assert_eq!(TaskSpec::default().validate(), Err(SpecError::EmptyCommand));
+        let mut s = TaskSpec::mock(1, 0);
+        assert_eq!(s.validate(), Ok(()));
+        s.slots = 0;
+        assert_eq!(s.validate(), Err(SpecError::Slots(0)));
+        s.slots = 1;
+        s.args = vec!["a".repeat(MAX_FIELD_BYTES + 1)];
+        assert_eq!(s.validate(), Err(SpecError::TooLong("args")));
+    }
+}

@@ -1,0 +1,508 @@
+//! Behaviour of leases, claims, fencing, reconfiguration and the task life
+//! cycle, on the deterministic in-memory cluster of `tasks_harness`.
+
+mod tasks_harness;
+
+use shoal_protocol::coordinator::{Effect, KillReason};
+use shoal_protocol::paxos::{RegisterKey, StoreKey, StoreValue, Value};
+use shoal_protocol::shard::shard_of;
+use shoal_protocol::tasks::{TaskId, TaskSpec, TaskState};
+use shoal_protocol::wire::paxos::PaxosMessage;
+use tasks_harness::{test_config, Sim};
+
+fn acked_one(sim: &mut Sim, from: usize, spec: TaskSpec) -> TaskId {
+    let before: Vec<TaskId> = sim.acked.keys().copied().collect();
+    sim.submit(from, spec).expect("submit accepted");
+    assert!(
+        sim.run_until(2_000, |s| s.acked.len() > before.len()),
+        "submit not acknowledged"
+    );
+    *sim.acked
+        .keys()
+        .find(|t| !before.contains(t))
+        .expect("new task")
+}
+
+fn wait_running(sim: &mut Sim, task: TaskId, max_ms: u64) -> (usize, u64) {
+    assert!(
+        sim.run_until(max_ms, |s| s.running_anywhere(task).is_some()),
+        "task never started"
+    );
+    sim.running_anywhere(task).expect("running")
+}
+
+#[test]
+fn submit_is_acked_only_after_majority_persisted() {
+    let mut sim = Sim::new(3, test_config(), 1, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let mut checked = 0;
+    for _ in 0..5 {
+        let before = sim.acked.len();
+        sim.submit(0, TaskSpec::mock(100, 0)).expect("submit");
+        // Step one millisecond at a time: at the instant of the ack, a
+        // majority must have the record on disk.
+        for _ in 0..2_000 {
+            sim.step();
+            if sim.acked.len() > before {
+                break;
+            }
+        }
+        let task = *sim.acked.keys().last().expect("acked");
+        let task = sim
+            .acked
+            .keys()
+            .copied()
+            .find(|t| sim.acked[t] == sim.now)
+            .unwrap_or(task);
+        let shard = shard_of(task.0, sim.cfg.shards);
+        let key = StoreKey::Register(shard, RegisterKey::Task(task));
+        let durable = sim
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(n.store.get(&key), Some(StoreValue::Register(slot))
+                    if matches!(&slot.value, Some(Value::Task(r)) if r.id == task))
+            })
+            .count();
+        assert!(durable >= 2, "acked with {durable} durable copies");
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+    // With two disks stalled, no majority can persist: nothing is acked.
+    for i in 1..3 {
+        sim.nodes[i].disk_stalled = true;
+    }
+    let before = sim.acked.len();
+    sim.submit(0, TaskSpec::mock(100, 0)).expect("submit");
+    sim.run_for(3_000);
+    assert_eq!(sim.acked.len(), before, "acked without a durable majority");
+}
+
+#[test]
+fn two_proposers_one_lease() {
+    // Only nodes 3 and 4 carry the label, so no offer reaches anyone; then
+    // both are offered the task at the same instant.
+    let mut sim = Sim::new_custom(5, test_config(), 2, 0.0, |i, c| {
+        if i >= 3 {
+            c.labels.insert("pool".into(), "x".into());
+        }
+        c.pull_interval_ms = 60_000; // no late binding in this test
+        c.sweep_interval_ms = 60_000;
+    });
+    sim.run_for(50);
+    let mut spec = TaskSpec::mock(5_000, 0);
+    spec.labels.insert("pool".into(), "x".into());
+    let task = acked_one(&mut sim, 0, spec.clone());
+    let shard = shard_of(task.0, sim.cfg.shards);
+    let offer = PaxosMessage::Offer {
+        shard,
+        task,
+        attempt: 0,
+        spec: Box::new(spec),
+    };
+    sim.inject(0, 3, &offer);
+    sim.inject(0, 4, &offer);
+    sim.run_for(3_000);
+    let starts: Vec<_> = sim.starts.iter().filter(|s| s.2 == task).collect();
+    assert_eq!(starts.len(), 1, "starts: {starts:?}");
+    assert_eq!(sim.lease_overlaps, 0, "{:?}", sim.violations);
+    assert!(sim.coord(3).stats().claims_started >= 1 && sim.coord(4).stats().claims_started >= 1);
+    let winner = starts[0].1;
+    let loser = if winner == 3 { 4 } else { 3 };
+    let now = sim.local_now(loser);
+    assert!(sim
+        .coord(loser)
+        .held_leases(now)
+        .iter()
+        .all(|l| l.task != task));
+}
+
+#[test]
+fn live_lease_is_never_overwritten_by_higher_ballot() {
+    let mut sim = Sim::new(3, test_config(), 3, 0.0);
+    sim.run_for(50);
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(20_000, 0));
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    let other = (holder + 1) % 3;
+    let shard = shard_of(task.0, sim.cfg.shards);
+    let config = sim.coord(other).directory()[&shard].clone();
+    let ask = PaxosMessage::LeaseRequest {
+        hdr: shoal_protocol::wire::paxos::Header {
+            shard,
+            epoch: config.epoch,
+            req: 999_999,
+        },
+        lease_ms: 1_500,
+        asks: vec![shoal_protocol::wire::paxos::LeaseAsk {
+            task,
+            attempt: attempt + 1,
+            ballot: shoal_protocol::paxos::Ballot {
+                counter: u64::MAX,
+                node: sim.nodes[other].id,
+            },
+        }],
+    };
+    for m in config.members.clone() {
+        let idx = sim.nodes.iter().position(|n| n.id == m).expect("member");
+        sim.inject(other, idx, &ask);
+    }
+    sim.run_for(5_000);
+    assert_eq!(sim.running_anywhere(task), Some((holder, attempt)));
+    for n in &sim.nodes {
+        let c = n.coord.as_ref().expect("up");
+        for (_, t, owner, _) in c.acceptor_leases(n.local(sim.now)) {
+            if t == task {
+                assert_eq!(owner, sim.nodes[holder].id, "lease replaced");
+            }
+        }
+    }
+    assert_eq!(sim.lease_overlaps, 0);
+}
+
+#[test]
+fn restarted_acceptor_grants_nothing_for_one_lease_length() {
+    let cfg = test_config();
+    let acc_ms = cfg.acceptor_lease_ms();
+    let mut sim = Sim::new(3, cfg, 4, 0.0);
+    sim.run_for(50);
+    // Everyone restarts with its disk: every acceptor forgot its leases.
+    for i in 0..3 {
+        sim.crash(i);
+    }
+    for i in 0..3 {
+        sim.restart(i, true);
+    }
+    let restarted_at = sim.now;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(100, 0));
+    sim.run_until(5_000, |s| s.starts.iter().any(|x| x.2 == task));
+    let start = sim
+        .starts
+        .iter()
+        .find(|x| x.2 == task)
+        .expect("started eventually")
+        .0;
+    assert!(
+        start >= restarted_at + acc_ms,
+        "a lease was granted {} ms after restart, before {acc_ms} ms",
+        start - restarted_at
+    );
+    assert!(
+        start <= restarted_at + acc_ms + 1_500,
+        "started late: {}",
+        start - restarted_at
+    );
+}
+
+#[test]
+fn holder_self_fences_before_its_lease_expires() {
+    let mut sim = Sim::new(3, test_config(), 5, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(30_000, 0));
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    let others: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
+    sim.partition(&[holder], &others);
+    let mut fenced_at = None;
+    for _ in 0..3_000 {
+        let local = sim.local_now(holder);
+        let valid = sim
+            .coord(holder)
+            .held_leases(local)
+            .iter()
+            .find(|l| l.task == task)
+            .map(|l| l.valid_until);
+        sim.step();
+        if sim
+            .kills
+            .iter()
+            .any(|k| k.2 == task && k.4 == KillReason::Fenced)
+        {
+            fenced_at = Some(local);
+            let valid = valid.expect("held until the kill");
+            assert!(
+                local < valid,
+                "killed at {local:?}, lease valid until {valid:?}"
+            );
+            break;
+        }
+    }
+    assert!(fenced_at.is_some(), "holder never fenced");
+    assert!(sim.running_anywhere(task).is_none_or(|(n, _)| n != holder));
+    // The others take attempt + 1, never while the holder believes it holds.
+    assert!(sim.run_until(5_000, |s| s
+        .starts
+        .iter()
+        .any(|x| x.2 == task && x.3 == attempt + 1)));
+    assert_eq!(sim.lease_overlaps, 0, "{:?}", sim.violations);
+    assert_eq!(sim.double_runs, 0);
+}
+
+#[test]
+fn stale_attempt_cannot_commit() {
+    let mut sim = Sim::new(3, test_config(), 6, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(4_000, 0));
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    // The holder stalls for longer than its lease: the watchdog kills its
+    // process, the others take attempt + 1; when it wakes, its result of
+    // attempt n must be refused.
+    sim.pause(holder, 3_500);
+    assert!(sim.run_until(10_000, |s| s
+        .record(task)
+        .is_some_and(|r| r.state.is_final())));
+    sim.run_for(2_000);
+    let r = sim.record(task).expect("record");
+    assert_eq!(r.state, TaskState::Succeeded);
+    assert!(r.attempt > attempt);
+    assert_eq!(r.final_attempt, Some(r.attempt));
+    assert!(!sim
+        .commits
+        .iter()
+        .any(|c| c.task == task && c.attempt == attempt && c.state.is_final()));
+    let refused = sim.effects.iter().any(|(_, n, e)| {
+        *n == holder && matches!(e, Effect::AttemptRefused { task: t, attempt: a, .. } if *t == task && *a == attempt)
+    });
+    assert!(refused, "the stale attempt's result was not refused");
+    assert_eq!(sim.stale_commits, 0);
+    assert_eq!(sim.double_runs, 0, "{:?}", sim.violations);
+}
+
+#[test]
+fn failover_after_holder_crash_takes_attempt_plus_one() {
+    let mut sim = Sim::new(5, test_config(), 7, 0.01);
+    sim.run_for(50);
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(20_000, 0));
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    sim.run_for(700);
+    let crash_at = sim.now;
+    sim.crash(holder);
+    assert!(sim.run_until(5_000, |s| s.running_anywhere(task).is_some()));
+    let (node, next) = sim.running_anywhere(task).expect("restarted");
+    assert_ne!(node, holder);
+    assert_eq!(next, attempt + 1);
+    let failover = sim.now - crash_at;
+    assert!(failover <= 2_000, "failover took {failover} ms");
+    assert_eq!(sim.lease_overlaps, 0);
+}
+
+#[test]
+fn reconfiguration_survives_proposer_crash_midway() {
+    let mut sim = Sim::new(6, test_config(), 8, 0.0);
+    sim.run_for(50);
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(50, 0));
+    assert!(sim.run_until(3_000, |s| s
+        .record(task)
+        .is_some_and(|r| r.state.is_final())));
+    let shard = shard_of(task.0, sim.cfg.shards);
+    let old = sim.coord(0).directory()[&shard].clone();
+    // A node outside the group drives the move, and crashes once the old
+    // group is partly sealed.
+    let driver = (0..6)
+        .find(|i| !old.contains(&sim.nodes[*i].id))
+        .expect("outsider");
+    let mut new_members: Vec<_> = old.members[..2].to_vec();
+    new_members.push(sim.nodes[driver].id);
+    let members = new_members.clone();
+    sim.with(driver, |c, now| c.reconfigure(now, shard, members))
+        .expect("up")
+        .expect("accepted");
+    let sealed = |s: &Sim| {
+        s.nodes.iter().any(|n| {
+            n.coord
+                .as_ref()
+                .and_then(|c| c.acceptor().shard(shard))
+                .is_some_and(|a| {
+                    matches!(a.meta.status, shoal_protocol::paxos::GroupStatus::Sealed(_))
+                })
+        })
+    };
+    assert!(sim.run_until(2_000, sealed), "never sealed");
+    sim.crash(driver);
+    // Traffic to the shard meets the sealed group and finishes the move.
+    let job = (0..10_000u64)
+        .find(|k| shard_of(*k, sim.cfg.shards) == shard)
+        .expect("key");
+    sim.log_effects = true;
+    let writer = (0..6).find(|i| *i != driver).expect("writer");
+    let done = |s: &Sim| {
+        s.effects.iter().any(
+            |(_, _, e)| matches!(e, Effect::JobDone { result: Ok(Some(v)), .. } if v == &vec![7]),
+        )
+    };
+    // The driver is a member of the new group but down: a majority of it
+    // must still be reachable, or a second reconfiguration moves it on.
+    // Writes that fail while the move is half done are retried.
+    let mut served = false;
+    for _ in 0..15 {
+        sim.with(writer, |c, now| c.write_job(now, job, Some(vec![7])))
+            .expect("up")
+            .expect("ok");
+        if sim.run_until(1_000, done) {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the shard never served again");
+    sim.restart(driver, true);
+    sim.run_for(3_000);
+    let newest = sim.coord(writer).directory()[&shard].clone();
+    assert!(newest.epoch > old.epoch, "still at epoch {}", newest.epoch);
+    let r = sim.record(task).expect("record survived the move");
+    assert_eq!(r.state, TaskState::Succeeded);
+}
+
+#[test]
+fn sealed_group_refuses_and_points_to_successor() {
+    let mut sim = Sim::new(4, test_config(), 9, 0.0);
+    sim.run_for(50);
+    let shard = shoal_protocol::shard::ShardId(0);
+    let old = sim.coord(0).directory()[&shard].clone();
+    let member = sim
+        .nodes
+        .iter()
+        .position(|n| n.id == old.members[0])
+        .expect("member");
+    let successor = shoal_protocol::shard::ShardConfig {
+        shard,
+        epoch: old.epoch + 1,
+        members: old.members.clone(),
+    };
+    let hdr = shoal_protocol::wire::paxos::Header {
+        shard,
+        epoch: old.epoch,
+        req: 1,
+    };
+    let outsider = (0..4).find(|i| *i != member).expect("other");
+    sim.inject(
+        outsider,
+        member,
+        &PaxosMessage::Seal {
+            hdr,
+            successor: successor.clone(),
+        },
+    );
+    sim.run_for(20);
+    let acc = sim.coord(member).acceptor().shard(shard).expect("state");
+    assert_eq!(
+        acc.meta.status,
+        shoal_protocol::paxos::GroupStatus::Sealed(successor.clone())
+    );
+    // Any later operation on the old epoch is refused with the successor.
+    let mut acceptor = sim.coord(member).acceptor().clone();
+    let params = shoal_protocol::paxos::acceptor::AcceptorParams {
+        acceptor_lease_ms: 1_600,
+        rho: 0.01,
+        bugs: shoal_protocol::Bugs::none(),
+    };
+    let prepare = PaxosMessage::Prepare {
+        hdr,
+        key: RegisterKey::Job(1),
+        ballot: shoal_protocol::paxos::Ballot {
+            counter: 1_000,
+            node: sim.nodes[outsider].id,
+        },
+    };
+    let out = acceptor.handle(
+        sim.local_now(member),
+        sim.nodes[outsider].id,
+        &prepare,
+        &params,
+    );
+    assert_eq!(
+        out.reply,
+        Some(PaxosMessage::Refused {
+            hdr,
+            reason: shoal_protocol::wire::paxos::GroupRefusal::Sealed(successor.clone())
+        })
+    );
+    assert!(out.writes.is_empty());
+}
+
+#[test]
+fn cancel_from_running() {
+    let mut sim = Sim::new(3, test_config(), 10, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(30_000, 0));
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    let canceller = (holder + 1) % 3;
+    sim.with(canceller, |c, now| c.cancel(now, task))
+        .expect("up")
+        .expect("ok");
+    assert!(sim.run_until(2_000, |s| s.running_anywhere(task).is_none()));
+    assert!(sim
+        .kills
+        .iter()
+        .any(|k| k.1 == holder && k.2 == task && k.3 == attempt && k.4 == KillReason::Cancelled));
+    assert!(sim.effects.iter().any(|(_, n, e)| *n == canceller
+        && matches!(e, Effect::CancelDone { task: t, result: Ok(()), .. } if *t == task)));
+    sim.run_for(3_000);
+    assert_eq!(
+        sim.record(task).expect("record").state,
+        TaskState::Cancelled
+    );
+    assert_eq!(
+        sim.starts.iter().filter(|s| s.2 == task).count(),
+        1,
+        "restarted after cancel"
+    );
+}
+
+#[test]
+fn retries_with_backoff() {
+    let mut sim = Sim::new(3, test_config(), 11, 0.0);
+    sim.run_for(50);
+    let mut spec = TaskSpec::mock(100, 3);
+    spec.retries = 2;
+    spec.retry_backoff_ms = 600;
+    let task = acked_one(&mut sim, 0, spec);
+    assert!(sim.run_until(10_000, |s| s
+        .record(task)
+        .is_some_and(|r| r.state.is_final())));
+    let r = sim.record(task).expect("record");
+    assert_eq!(r.state, TaskState::Failed);
+    assert_eq!(r.exit_code, Some(3));
+    assert_eq!(r.retries_used, 2);
+    let starts: Vec<u64> = sim
+        .starts
+        .iter()
+        .filter(|s| s.2 == task)
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    // Each retry waits its backoff after the previous attempt's end
+    // (100 ms of run time): 600 ms, then 1200 ms.
+    assert!(starts[1] - starts[0] >= 100 + 600, "{starts:?}");
+    assert!(starts[2] - starts[1] >= 100 + 1_200, "{starts:?}");
+}
+
+#[test]
+fn gc_of_finished_records() {
+    let mut cfg = test_config();
+    cfg.retention_ms = 2_000;
+    let mut sim = Sim::new(3, cfg, 12, 0.0);
+    sim.run_for(50);
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(50, 0));
+    assert!(sim.run_until(3_000, |s| s
+        .record(task)
+        .is_some_and(|r| r.state.is_final())));
+    // Kept for the retention time...
+    sim.run_for(1_500);
+    assert!(sim.record(task).is_some(), "collected before its retention");
+    // ...then deleted on every acceptor.
+    assert!(
+        sim.run_until(5_000, |s| s.record(task).is_none()),
+        "never collected"
+    );
+    sim.run_for(200);
+    let shard = shard_of(task.0, sim.cfg.shards);
+    let gone = sim
+        .nodes
+        .iter()
+        .filter_map(|n| n.coord.as_ref().and_then(|c| c.acceptor().shard(shard)))
+        .filter(|a| a.record(task).is_none())
+        .count();
+    assert!(gone >= 2, "deleted on {gone} acceptors only");
+}
