@@ -3,5 +3,13 @@
 //! processes and serves the API; it makes no protocol decision itself.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod exec;
+pub mod health;
+pub mod metrics;
 pub mod store;
+pub mod tls;
+pub mod transport;

@@ -1,9 +1,76 @@
-//! The `shoal` binary's entry point.
+//! The `shoal` binary's entry point: parse, set up logging, dispatch.
 
-fn main() {
+use clap::Parser;
+use shoal_node::cli::{members, CaCommand, Cli, Command, LogFormat};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread carries an agent of this size; it keeps the footprint low.
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ca {
+            command: CaCommand::Init { party, dir },
+        } => {
+            let path = shoal_node::tls::init_ca(&party, &dir)?;
+            eprintln!(
+                "party {party}: CA written to {} (keep ca.key off the nodes)",
+                path.display()
+            );
+        }
+        Command::Ca {
+            command: CaCommand::Issue { dir, node, out },
+        } => {
+            let files = shoal_node::tls::issue_node_cert(&dir, &node, &out, None)?;
+            eprintln!(
+                "node {node}: certificate written to {}",
+                files.cert.display()
+            );
+        }
+        Command::Agent(args) => {
+            let config = args.resolve()?;
+            runtime()?.block_on(shoal_node::agent::run(config))?;
+        }
+        Command::Members(args) => {
+            let list = runtime()?.block_on(members::fetch(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", members::table(&list));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
     // Hidden mode: the per-attempt supervisor (see shoal_node::exec::supervisor).
     if std::env::args().nth(1).as_deref() == Some(shoal_node::exec::supervisor::SUPERVISE_ARG) {
         std::process::exit(shoal_node::exec::supervisor::main());
     }
-    println!("shoal {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,11 +1,11 @@
 //! Executor behaviours that need no fault: env, logs, timeout, cancel,
 //! slots, mock driver, bad input.
 
-mod common;
+mod exec_support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use exec_support::*;
 use shoal_node::exec::status::{read_status, AttemptState};
 use shoal_node::exec::{AttemptOutcome, AttemptSpec, Driver, ExecError, KillReason};
 

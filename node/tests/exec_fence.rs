@@ -5,13 +5,13 @@
 //! reports the attempt. The agent in the multi-process tests is this test
 //! binary run in its ignored `agent_child` mode.
 
-mod common;
+mod exec_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use exec_support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shoal_node::exec::status::{read_status, AttemptState};

@@ -1,87 +1,351 @@
-//! Helpers shared by the executor tests.
+//! Harness for end-to-end tests on real `shoal` processes: a party CA,
+//! agents on free loopback ports (or inside network namespaces), and
+//! readers for their member lists and metrics. Every wait is bounded.
+
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_node::exec::{AttemptExit, AttemptSpec, Driver, Executor, ExecutorConfig};
-use tokio::sync::mpsc;
+pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+pub const PARTY: &str = "acme";
 
-pub const SHOAL_BIN: &str = env!("CARGO_BIN_EXE_shoal");
-
-pub fn executor(data_dir: &Path, slots: u32) -> (Executor, mpsc::UnboundedReceiver<AttemptExit>) {
-    let mut config =
-        ExecutorConfig::new(data_dir.to_path_buf(), slots, "node-a", "party-x").expect("config");
-    config.supervisor_program = PathBuf::from(SHOAL_BIN);
-    Executor::new(config)
+/// A free UDP port on loopback (the kernel's pick; released before use).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-pub fn sh(task: &str, attempt: u64, script: &str, cwd: &Path) -> AttemptSpec {
-    AttemptSpec {
-        task_id: task.to_string(),
-        attempt,
-        driver: Driver::Command {
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-        },
-        env: BTreeMap::new(),
-        cwd: Some(cwd.to_path_buf()),
-        slots: 1,
-        timeout: None,
-    }
+/// A free TCP port on loopback.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-/// A script whose grandchild (a background sleep) writes its pid to
-/// `gc.pid` in the cwd, while the child sleeps too.
-pub const TREE_SCRIPT: &str = "sleep 100 & echo $! > gc.pid.tmp && mv gc.pid.tmp gc.pid; sleep 100";
-
-pub async fn next_exit(
-    rx: &mut mpsc::UnboundedReceiver<AttemptExit>,
-    within: Duration,
-) -> AttemptExit {
-    tokio::time::timeout(within, rx.recv())
-        .await
-        .expect("no attempt exit in time")
-        .expect("exit channel closed")
-}
-
-/// Waits (bounded) for a pid file and returns the pid in it.
-pub fn wait_pid_file(path: &Path, within: Duration) -> i32 {
-    let until = Instant::now() + within;
+/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(pid) = text.trim().parse() {
-                return pid;
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// A test's working directory and party CA.
+pub struct Party {
+    pub dir: tempfile::TempDir,
+}
+
+impl Party {
+    pub fn new() -> Party {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new(SHOAL)
+            .args(["ca", "init", "--party", PARTY, "--dir"])
+            .arg(dir.path().join("ca"))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "shoal ca init failed");
+        Party { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// `shoal ca issue` for `node` into `<dir>/tls-<node>`.
+    pub fn issue(&self, node: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("tls-{node}"));
+        if out.join("node.pem").exists() {
+            return out;
+        }
+        let status = Command::new(SHOAL)
+            .args(["ca", "issue", "--dir"])
+            .arg(self.ca_dir())
+            .args(["--node", node, "--out"])
+            .arg(&out)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "shoal ca issue failed");
+        out
+    }
+
+    /// A fresh agent spec on free loopback ports.
+    pub fn spec(&self, name: &str) -> AgentSpec {
+        AgentSpec {
+            name: name.to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            api: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
+            data: self.dir.path().join(format!("data-{name}")),
+            tls: self.issue(name),
+            log: self.dir.path().join(format!("{name}.log")),
+            netns: None,
+            api_token: None,
+        }
+    }
+
+    /// Starts `n` agents named `n1..`, all joining through the first.
+    pub fn mesh(&self, n: usize) -> Vec<Agent> {
+        let specs: Vec<AgentSpec> = (1..=n).map(|i| self.spec(&format!("n{i}"))).collect();
+        let seed = specs[0].listen;
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let join: Vec<SocketAddr> = if i == 0 { vec![] } else { vec![seed] };
+                spec.start(&join)
+            })
+            .collect()
+    }
+}
+
+/// How to start one agent; kept so a killed agent restarts identically.
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub api: SocketAddr,
+    pub data: PathBuf,
+    pub tls: PathBuf,
+    pub log: PathBuf,
+    pub netns: Option<String>,
+    pub api_token: Option<String>,
+}
+
+impl AgentSpec {
+    pub fn start(&self, join: &[SocketAddr]) -> Agent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, SHOAL]);
+                c
             }
+            None => Command::new(SHOAL),
+        };
+        cmd.args([
+            "agent",
+            "--name",
+            &self.name,
+            "--membership-preset",
+            "local",
+        ])
+        .arg("--data")
+        .arg(&self.data)
+        .args([
+            "--listen",
+            &self.listen.to_string(),
+            "--api",
+            &self.api.to_string(),
+        ])
+        .arg("--tls-dir")
+        .arg(&self.tls)
+        .env("RUST_LOG", "info,shoal_node=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        if let Some(token) = &self.api_token {
+            cmd.args(["--api-token", token]);
         }
-        assert!(Instant::now() < until, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(10));
+        if !join.is_empty() {
+            let seeds: Vec<String> = join.iter().map(|s| s.to_string()).collect();
+            cmd.args(["--join", &seeds.join(",")]);
+        }
+        let child = cmd.spawn().expect("spawn shoal agent");
+        let agent = Agent {
+            spec: self.clone(),
+            child: Some(child),
+        };
+        let up = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+            agent
+                .get("/healthz")
+                .filter(|b| b.starts_with("ok"))
+                .map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "agent {} did not come up; log:\n{}",
+            self.name,
+            agent.log_tail()
+        );
+        agent
     }
 }
 
-/// Whether `pid` is a live (not zombie) process.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("?");
-            state != "Z" && state != "X"
+/// A running agent, killed with SIGKILL when dropped.
+pub struct Agent {
+    pub spec: AgentSpec,
+    pub child: Option<Child>,
+}
+
+impl Agent {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent not running").id()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        Err(_) => false,
+    }
+
+    /// Sends a signal by name (STOP, CONT, TERM).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit on its own, bounded.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_for(timeout, Duration::from_millis(20), || {
+            child.try_wait().ok().flatten()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// An HTTP GET on the agent's API; `None` on any failure.
+    pub fn get(&self, path: &str) -> Option<String> {
+        http_get(self.spec.api, path, self.spec.api_token.as_deref())
+    }
+
+    /// `GET /v1/members` as JSON values.
+    pub fn members(&self) -> Option<Vec<Value>> {
+        serde_json::from_str(&self.get("/v1/members")?).ok()
+    }
+
+    /// The state this agent's view gives `name`, if listed.
+    pub fn state_of(&self, name: &str) -> Option<(String, u64)> {
+        self.members()?
+            .into_iter()
+            .find(|m| m["name"] == name)
+            .map(|m| {
+                (
+                    m["state"].as_str().unwrap_or("").to_string(),
+                    m["incarnation"].as_u64().unwrap_or(0),
+                )
+            })
+    }
+
+    /// Names listed in a given state.
+    pub fn names_in_state(&self, state: &str) -> Option<Vec<String>> {
+        let mut names: Vec<String> = self
+            .members()?
+            .into_iter()
+            .filter(|m| m["state"] == state)
+            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        Some(names)
+    }
+
+    /// A metric's value from `/metrics` (summing label sets).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.get("/metrics")?;
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.spec.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 }
 
-/// Waits (bounded) for `pid` to die; returns how long it took.
-pub fn wait_dead(pid: i32, within: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if !alive(pid) {
-            return Some(start.elapsed());
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A stopped process must be continued before it can die cleanly.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
         }
-        std::thread::sleep(Duration::from_millis(5));
+        self.kill();
     }
-    None
+}
+
+/// A minimal HTTP/1.1 GET (axum answers with Content-Length bodies).
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Every agent lists exactly `expected` alive (names sorted).
+pub fn all_agree_alive(agents: &[&Agent], expected: &[&str]) -> bool {
+    agents.iter().all(|a| {
+        a.names_in_state("alive").is_some_and(|names| {
+            names
+                .iter()
+                .map(String::as_str)
+                .eq(expected.iter().copied())
+        })
+    })
+}
+
+pub fn logs(agents: &[Agent]) -> String {
+    agents
+        .iter()
+        .map(|a| format!("--- {} ---\n{}", a.name(), a.log_tail()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

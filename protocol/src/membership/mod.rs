@@ -16,81 +16,51 @@
 //! Membership answers "who is probably alive". It is never the basis of
 //! safety: leases are.
 
-use crate::gossip::NodeState;
+mod broadcast;
+mod config;
+mod inbound;
+mod merge;
+mod outbound;
+mod probe;
+mod suspicion;
+mod timer;
+
+pub use broadcast::MAX_PENDING_UPDATES;
+pub use config::{
+    Config, ConfigError, MAX_GOSSIP_FANOUT, MAX_INDIRECT_PROBES, MAX_LOCAL_HEALTH,
+    MAX_RETRANSMIT_MULT,
+};
+
+use crate::gossip::{NodeState, StateTable};
 use crate::{Instant, NodeId};
+use broadcast::BroadcastQueue;
+use probe::{PendingProbe, ProbeOrder, Relay};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
+use suspicion::Suspicion;
 use thiserror::Error;
+use timer::{Timer, TimerTable};
 
-/// Tunables. Use a preset and adjust.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// Time between two probe rounds of this node.
-    pub probe_interval: Duration,
-    /// How long a direct probe waits for its ack before indirect probes go out.
-    pub probe_timeout: Duration,
-    /// How many members are asked to probe a target indirectly (`k`).
-    pub indirect_probes: usize,
-    /// Lifeguard `alpha`: the minimum suspicion timeout is
-    /// `alpha * log10(N) * probe_interval`.
-    pub suspicion_alpha: f64,
-    /// Lifeguard `beta`: the maximum suspicion timeout is `beta` times the minimum.
-    pub suspicion_beta: f64,
-    /// Independent suspicions needed to fall from the maximum to the minimum
-    /// suspicion timeout.
-    pub suspicion_confirmations: u32,
-    /// Dissemination `lambda`: an update is sent `lambda * ceil(log2(N+1))` times.
-    pub retransmit_mult: u32,
-    /// Time between two push-pull full-state exchanges of this node.
-    pub push_pull_interval: Duration,
-    /// Upper bound of the Lifeguard local health multiplier.
-    pub max_local_health: u32,
-    /// How long a down or left member is remembered before it is forgotten.
-    pub down_retention: Duration,
-    /// Interval between re-sends of a join to the seeds while unjoined.
-    pub join_retry_interval: Duration,
-}
-
-impl Config {
-    /// A LAN: sub-millisecond to few-millisecond latencies (design §3 defaults).
-    pub fn lan() -> Self {
-        Config {
-            probe_interval: Duration::from_millis(500),
-            probe_timeout: Duration::from_millis(200),
-            indirect_probes: 3,
-            suspicion_alpha: 4.0,
-            suspicion_beta: 6.0,
-            suspicion_confirmations: 3,
-            retransmit_mult: 4,
-            push_pull_interval: Duration::from_secs(30),
-            max_local_health: 8,
-            down_retention: Duration::from_secs(300),
-            join_retry_interval: Duration::from_secs(1),
-        }
-    }
-
-    /// A WAN: tens to hundreds of milliseconds of latency.
-    pub fn wan() -> Self {
-        Config {
-            probe_interval: Duration::from_secs(5),
-            probe_timeout: Duration::from_secs(3),
-            push_pull_interval: Duration::from_secs(60),
-            ..Config::lan()
-        }
-    }
-
-    /// One machine (loopback): fast probing for tests and demos.
-    pub fn local() -> Self {
-        Config {
-            probe_interval: Duration::from_millis(200),
-            probe_timeout: Duration::from_millis(100),
-            push_pull_interval: Duration::from_secs(10),
-            ..Config::lan()
-        }
-    }
-}
+/// Most members one node tracks; gossip about more is ignored.
+pub const MAX_MEMBERS: usize = 16_384;
+/// Most seed addresses a join goes to.
+pub const MAX_SEEDS: usize = 64;
+/// Most indirect probes this node runs for others at once.
+pub const MAX_RELAYS: usize = 256;
+/// Most transmits waiting for the host; past it the oldest is dropped
+/// (as a full socket buffer would).
+pub const MAX_QUEUED_TRANSMITS: usize = 16_384;
+/// Most events waiting for the host; past it the oldest is dropped.
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
+/// Down members considered for a reconnecting push-pull (the oldest are
+/// the first candidates: they were down the longest).
+pub const MAX_RECONNECT_CANDIDATES: usize = 1024;
+/// Most updates applied from one message.
+pub const MAX_UPDATES_PER_MESSAGE: usize = 256;
 
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +208,26 @@ pub struct Membership {
     identity: Identity,
     config: Config,
     incarnation: u64,
+    rng: ChaCha8Rng,
+    /// Every other member we know, live or remembered as down/left.
+    members: BTreeMap<NodeId, Member>,
+    /// Members in state Alive or Suspect (the `N` of the formulas, minus us).
+    live_count: usize,
+    states: StateTable,
+    local_state: Option<NodeState>,
+    local_health: u32,
+    has_left: bool,
+    joined: bool,
+    seeds: Vec<SocketAddr>,
+    timers: TimerTable,
+    suspicions: BTreeMap<NodeId, Suspicion>,
+    /// Down and left members by the time they entered that state.
+    graveyard: BTreeSet<(Instant, NodeId)>,
+    probe_order: ProbeOrder,
+    probe: Option<PendingProbe>,
+    relays: BTreeMap<u32, Relay>,
+    next_seq: u32,
+    broadcasts: BroadcastQueue,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -248,48 +238,134 @@ impl Membership {
     /// machine's own RNG (probe order, indirect probe choice). A restarted
     /// node that remembers its last incarnation passes it as
     /// `initial_incarnation` (the protocol also refutes its way up if not).
+    ///
+    /// A config that [`Config::validate`] rejects is repaired with the LAN
+    /// preset's values for the bad fields.
     pub fn new(
         identity: Identity,
         config: Config,
         seed: u64,
         initial_incarnation: u64,
-        _now: Instant,
+        now: Instant,
     ) -> Self {
-        let _ = seed;
-        Membership {
+        let config = config.sanitized();
+        let mut m = Membership {
             identity,
             config,
             incarnation: initial_incarnation,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            members: BTreeMap::new(),
+            live_count: 0,
+            states: StateTable::default(),
+            local_state: None,
+            local_health: 0,
+            has_left: false,
+            joined: false,
+            seeds: Vec::new(),
+            timers: TimerTable::default(),
+            suspicions: BTreeMap::new(),
+            graveyard: BTreeSet::new(),
+            probe_order: ProbeOrder::default(),
+            probe: None,
+            relays: BTreeMap::new(),
+            next_seq: 0,
+            broadcasts: BroadcastQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
-        }
+        };
+        // Random phases keep the nodes of a cluster started together from
+        // probing and exchanging in lockstep.
+        let probe_at = now + m.jitter(m.config.probe_interval);
+        m.timers.set(Timer::Probe, probe_at);
+        let gossip_at = now + m.jitter(m.config.gossip_interval);
+        m.timers.set(Timer::Gossip, gossip_at);
+        let push_pull_at =
+            now + m.config.push_pull_interval + m.jitter(m.config.push_pull_interval);
+        m.timers.set(Timer::PushPull, push_pull_at);
+        m
     }
 
     /// Starts (or restarts) joining through seed addresses; retried every
-    /// `join_retry_interval` until some member answers.
-    pub fn handle_join(&mut self, _now: Instant, _seeds: &[SocketAddr]) {}
-
-    /// A membership payload from the authenticated peer `src_id` at `src`.
-    pub fn handle_datagram(
-        &mut self,
-        _now: Instant,
-        _src: SocketAddr,
-        _src_id: NodeId,
-        _payload: &[u8],
-    ) -> Result<(), InputError> {
-        Ok(())
+    /// `join_retry_interval` until some member answers. Our own address
+    /// among the seeds is skipped; with no other seed this node stays a
+    /// party of one until someone joins it.
+    pub fn handle_join(&mut self, now: Instant, seeds: &[SocketAddr]) {
+        if self.has_left {
+            return;
+        }
+        self.seeds = seeds
+            .iter()
+            .filter(|addr| **addr != self.identity.addr)
+            .take(MAX_SEEDS)
+            .copied()
+            .collect();
+        self.seeds.dedup();
+        if self.seeds.is_empty() {
+            self.timers.stop(Timer::Join);
+            return;
+        }
+        self.joined = false;
+        self.send_join();
+        let retry_at = now + self.config.join_retry_interval;
+        self.timers.set(Timer::Join, retry_at);
     }
 
-    /// The timer fired. Harmless when called early.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// The timer fired. Harmless when called early: only expired timers run.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in Timer::VALUES {
+            if self.timers.is_expired(timer, now) {
+                self.on_timer(timer, now);
+            }
+        }
+        self.refresh_derived_timers();
+    }
 
     /// Announces a graceful leave; the host should drain transmits, wait a
-    /// moment for them to go out, then stop.
-    pub fn handle_leave(&mut self, _now: Instant) {}
+    /// moment for them to go out, then stop. The machine stops probing and
+    /// answering, and keeps gossiping the leave while the host lets it run.
+    pub fn handle_leave(&mut self, _now: Instant) {
+        if self.has_left {
+            return;
+        }
+        self.has_left = true;
+        self.broadcasts.push(crate::wire::swim::Update::Left {
+            id: self.identity.id,
+            incarnation: self.incarnation,
+        });
+        for timer in [
+            Timer::Probe,
+            Timer::ProbeTimeout,
+            Timer::PushPull,
+            Timer::Join,
+        ] {
+            self.timers.stop(timer);
+        }
+        self.probe = None;
+        // Tell more members than a gossip round would: the host stops soon.
+        let fanout = self.config.gossip_fanout.max(1) * 3;
+        self.gossip_to_random_members(fanout);
+        self.refresh_derived_timers();
+    }
 
-    /// Replaces this node's own state record (the machine assigns the version).
-    pub fn set_local_state(&mut self, _now: Instant, _state: NodeState) {}
+    /// Replaces this node's own state record (the machine assigns the
+    /// version: one more than any version of ours seen so far).
+    pub fn set_local_state(&mut self, _now: Instant, state: NodeState) {
+        let version = self
+            .local_state
+            .as_ref()
+            .map_or(0, |s| s.version)
+            .max(state.version)
+            .saturating_add(1);
+        let state = NodeState { version, ..state };
+        self.local_state = Some(state.clone());
+        self.broadcasts.push(crate::wire::swim::Update::State(
+            crate::wire::swim::StateRecord {
+                id: self.identity.id,
+                state,
+            },
+        ));
+    }
 
     /// Next payload to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -303,7 +379,7 @@ impl Membership {
 
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.timers.next_timeout()
     }
 
     /// This node's identity.
@@ -319,12 +395,12 @@ impl Membership {
     /// Lifeguard local health multiplier: 0 is healthy, up to
     /// `max_local_health`.
     pub fn local_health(&self) -> u32 {
-        0
+        self.local_health
     }
 
     /// Every member this node knows of (not itself), in id order.
     pub fn members(&self) -> Vec<Member> {
-        Vec::new()
+        self.members.values().cloned().collect()
     }
 
     /// Counters since start.
@@ -332,8 +408,188 @@ impl Membership {
         &self.stats
     }
 
-    /// The active configuration.
+    /// The active configuration (after repair of invalid fields).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What this node knows of one member (`None` for itself and for
+    /// members it never heard of or has forgotten).
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// Members this node sees in state [`MemberState::Alive`], itself not counted.
+    pub fn alive_count(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.state == MemberState::Alive)
+            .count()
+    }
+
+    /// The cluster size `N` the formulas use: members seen alive or
+    /// suspect, plus this node.
+    pub fn cluster_size(&self) -> usize {
+        self.live_count + 1
+    }
+
+    /// The timeout a suspicion raised now would start with (Lifeguard's
+    /// maximum at the current cluster size); it falls toward
+    /// [`Membership::suspicion_timeout_range`]'s minimum as independent
+    /// confirmations arrive.
+    pub fn suspicion_timeout_now(&self) -> Duration {
+        self.config.suspicion_timeout_max(self.cluster_size())
+    }
+
+    /// Lifeguard's `(min, max)` suspicion timeout at the current cluster size.
+    pub fn suspicion_timeout_range(&self) -> (Duration, Duration) {
+        let n = self.cluster_size();
+        (
+            self.config.suspicion_timeout_min(n),
+            self.config.suspicion_timeout_max(n),
+        )
+    }
+
+    /// When a suspected member will be declared down unless it refutes, and
+    /// how many independent confirmations shortened that so far.
+    pub fn suspicion_of(&self, id: &NodeId) -> Option<(Instant, u32)> {
+        self.suspicions
+            .get(id)
+            .map(|s| (s.deadline(), s.confirmations()))
+    }
+
+    /// The probe interval in force, stretched by the local health multiplier.
+    pub fn probe_interval_now(&self) -> Duration {
+        self.scaled(self.config.probe_interval)
+    }
+
+    /// Whether some member answered our join (or we never needed one).
+    pub fn is_joined(&self) -> bool {
+        self.joined || self.seeds.is_empty()
+    }
+
+    /// Whether [`Membership::handle_leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.has_left
+    }
+
+    /// Updates waiting to be piggybacked.
+    pub fn pending_updates(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// This node's own state record as last set, with its assigned version.
+    pub fn local_state(&self) -> Option<&NodeState> {
+        self.local_state.as_ref()
+    }
+
+    fn on_timer(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::Probe => {
+                self.end_probe_round(now);
+                self.start_probe_round(now);
+                let next = now + self.scaled(self.config.probe_interval);
+                self.timers.set(Timer::Probe, next);
+            }
+            Timer::ProbeTimeout => {
+                self.timers.stop(Timer::ProbeTimeout);
+                self.probe_indirectly();
+            }
+            Timer::Relay => self.expire_relays(now),
+            Timer::Suspicion => self.expire_suspicions(now),
+            Timer::Gossip => {
+                self.gossip_to_random_members(self.config.gossip_fanout);
+                let next = now + self.config.gossip_interval;
+                self.timers.set(Timer::Gossip, next);
+            }
+            Timer::PushPull => {
+                self.push_pull_with_random_member();
+                self.push_pull_with_random_down_member();
+                let interval = self.config.push_pull_interval_for(self.cluster_size());
+                let next = now + interval;
+                self.timers.set(Timer::PushPull, next);
+            }
+            Timer::Join => {
+                if self.joined {
+                    self.timers.stop(Timer::Join);
+                } else {
+                    self.send_join();
+                    let next = now + self.config.join_retry_interval;
+                    self.timers.set(Timer::Join, next);
+                }
+            }
+            Timer::Reap => self.reap(now),
+        }
+    }
+
+    /// Re-derives the timers that mirror tables (suspicions, relays, the
+    /// graveyard), so `poll_timeout` always reflects the state.
+    fn refresh_derived_timers(&mut self) {
+        let suspicion = self.suspicions.values().map(Suspicion::deadline).min();
+        self.timers.set_opt(Timer::Suspicion, suspicion);
+        let relay = self.relays.values().map(|r| r.deadline).min();
+        self.timers.set_opt(Timer::Relay, relay);
+        let reap = self
+            .graveyard
+            .first()
+            .map(|(since, _)| *since + self.config.down_retention);
+        self.timers.set_opt(Timer::Reap, reap);
+    }
+
+    fn expire_suspicions(&mut self, now: Instant) {
+        let due: Vec<(NodeId, u64)> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.deadline() <= now)
+            .map(|(id, s)| (*id, s.incarnation))
+            .collect();
+        let me = self.identity.id;
+        for (id, incarnation) in due {
+            self.on_down(now, id, incarnation, me);
+            // Never leave an expired suspicion armed (the host would spin).
+            self.suspicions.remove(&id);
+        }
+    }
+
+    fn reap(&mut self, now: Instant) {
+        let retention = self.config.down_retention;
+        while let Some(&(since, id)) = self.graveyard.first() {
+            if since + retention > now {
+                break;
+            }
+            self.graveyard.pop_first();
+            if let Some(member) = self.members.remove(&id) {
+                self.states.remove(&id);
+                self.push_event(Event::MemberChanged {
+                    id,
+                    name: member.identity.name,
+                    state: member.state,
+                    incarnation: member.incarnation,
+                    reason: ChangeReason::Forgotten,
+                });
+            }
+        }
+    }
+
+    /// `d` stretched by the Lifeguard local health multiplier.
+    fn scaled(&self, d: Duration) -> Duration {
+        d.saturating_mul(self.local_health + 1)
+    }
+
+    fn jitter(&mut self, d: Duration) -> Duration {
+        use rand::Rng;
+        let ms = crate::time::duration_ms(d).max(1);
+        Duration::from_millis(self.rng.gen_range(0..ms))
+    }
+
+    fn bump_local_health(&mut self) {
+        self.local_health = (self.local_health + 1).min(self.config.max_local_health);
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 }

@@ -6,6 +6,7 @@
 //! [`Channel`] it carries them on.
 
 pub mod codec;
+pub mod swim;
 
 pub use codec::{decode, encode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 

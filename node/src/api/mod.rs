@@ -1,0 +1,214 @@
+//! The HTTP API (axum): members, this node, metrics, liveness and readiness.
+//! It listens on loopback unless told otherwise; off loopback every request
+//! but `/healthz` and `/readyz` needs `Authorization: Bearer TOKEN`.
+
+pub mod view;
+
+use crate::agent::driver::{Command, Snapshot};
+use crate::health::HealthHandle;
+use crate::metrics::{state_name, Metrics};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use view::{CheckView, MemberView, NodeView};
+
+/// How long a request waits for the membership driver.
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Commands to the membership driver.
+    pub commands: mpsc::Sender<Command>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Health check results.
+    pub health: HealthHandle,
+    /// Bearer token required, if any.
+    pub token: Option<String>,
+    /// Started without seeds on purpose.
+    pub single_node: bool,
+    /// The party our certificate names.
+    pub party: String,
+    /// When the agent started.
+    pub started: std::time::Instant,
+}
+
+/// The router of the API.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/v1/members", get(members))
+        .route("/v1/node", get(node))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// Compares without an early exit so timing does not reveal the prefix.
+fn token_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Some(expected) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| token_matches(g, expected)) {
+            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+        }
+    }
+    next.run(request).await
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn snapshot(state: &ApiState) -> Result<Snapshot, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "membership driver is not running".into(),
+        )
+    };
+    state
+        .commands
+        .send(Command::Snapshot(tx))
+        .await
+        .map_err(|_| unavailable())?;
+    match tokio::time::timeout(DRIVER_TIMEOUT, rx).await {
+        Ok(Ok(snapshot)) => Ok(snapshot),
+        _ => Err(unavailable()),
+    }
+}
+
+fn self_view(snapshot: &Snapshot) -> MemberView {
+    let identity = &snapshot.identity;
+    let mut view = MemberView::base(
+        &identity.name,
+        &identity.id.to_hex(),
+        &identity.addr.to_string(),
+        shoal_protocol::membership::MemberState::Alive,
+        snapshot.incarnation,
+        Some(&snapshot.local_state),
+    );
+    view.is_self = true;
+    view.last_heard_ms_ago = Some(0);
+    view
+}
+
+/// Every member including this node, in id order.
+pub fn member_views(snapshot: &Snapshot) -> Vec<MemberView> {
+    let now_ms = snapshot.now.as_millis();
+    let mut views: Vec<MemberView> = snapshot
+        .members
+        .iter()
+        .map(|m| MemberView::from_member(m, now_ms))
+        .collect();
+    views.push(self_view(snapshot));
+    views.sort_by(|a, b| a.id.cmp(&b.id));
+    views
+}
+
+async fn members(State(state): State<ApiState>) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let snapshot = snapshot(&state).await?;
+    Ok(Json(member_views(&snapshot)))
+}
+
+fn ready(state: &ApiState, snapshot: &Snapshot) -> bool {
+    state.single_node || snapshot.joined
+}
+
+async fn node(State(state): State<ApiState>) -> Result<Json<NodeView>, ApiError> {
+    let snapshot = snapshot(&state).await?;
+    let members_by_state: BTreeMap<String, usize> = snapshot
+        .counts()
+        .into_iter()
+        .map(|(s, n)| (state_name(s).to_string(), n))
+        .collect();
+    let checks = state
+        .health
+        .checks()
+        .into_iter()
+        .map(|c| CheckView {
+            name: c.name,
+            kind: c.kind.to_string(),
+            status: serde_json::to_value(c.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            output: c.output,
+            consecutive_failures: c.consecutive_failures,
+            last_run_ms_ago: c
+                .last_run
+                .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        })
+        .collect();
+    Ok(Json(NodeView {
+        member: self_view(&snapshot),
+        party: state.party.clone(),
+        local_health: snapshot.local_health,
+        ready: ready(&state, &snapshot),
+        members_by_state,
+        checks,
+        uptime_s: state.started.elapsed().as_secs(),
+    }))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    // Refresh the membership metrics from the machine before encoding.
+    snapshot(&state).await?;
+    let body = state.metrics.encode();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match snapshot(&state).await {
+        Ok(s) if ready(&state, &s) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "not joined a mesh yet\n").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("secret", "secret"));
+        assert!(!token_matches("secret", "secreT"));
+        assert!(!token_matches("sec", "secret"));
+        assert!(!token_matches("", "secret"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Agent configuration: a TOML file underneath, `SHOAL_*` environment
+//! variables above it, flags on top (clap reads flags and environment; the
+//! file fills in what neither gave).
+
+use crate::health::CheckSpec;
+use serde::Deserialize;
+use shoal_protocol::membership::Config as MembershipConfig;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./shoal-data";
+/// Default QUIC listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7481";
+/// Default HTTP API address.
+pub const DEFAULT_API: &str = "127.0.0.1:7480";
+
+/// Membership timing presets (see `shoal_protocol::membership::Config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// One machine: fast probing, for tests and demos.
+    Local,
+    /// A LAN (the default).
+    #[default]
+    Lan,
+    /// A WAN.
+    Wan,
+}
+
+impl Preset {
+    /// The protocol configuration of this preset.
+    pub fn membership_config(self) -> MembershipConfig {
+        match self {
+            Preset::Local => MembershipConfig::local(),
+            Preset::Lan => MembershipConfig::lan(),
+            Preset::Wan => MembershipConfig::wan(),
+        }
+    }
+}
+
+/// Thresholds of the built-in health checks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuiltinHealth {
+    /// Critical below this much free space in the data directory.
+    pub disk_free_critical_mib: u64,
+    /// Warning below this much free space in the data directory.
+    pub disk_free_warning_mib: u64,
+    /// Critical when less than this per mille of memory is available.
+    pub mem_available_critical_permille: u32,
+    /// Warning when less than this per mille of memory is available.
+    pub mem_available_warning_permille: u32,
+    /// How often the built-in checks run.
+    pub interval_ms: u64,
+}
+
+impl Default for BuiltinHealth {
+    fn default() -> Self {
+        BuiltinHealth {
+            disk_free_critical_mib: 64,
+            disk_free_warning_mib: 512,
+            mem_available_critical_permille: 30,
+            mem_available_warning_permille: 100,
+            interval_ms: 5_000,
+        }
+    }
+}
+
+/// The TOML configuration file. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Node name.
+    pub name: Option<String>,
+    /// Data directory.
+    pub data: Option<PathBuf>,
+    /// QUIC listen address.
+    pub listen: Option<SocketAddr>,
+    /// HTTP API address.
+    pub api: Option<SocketAddr>,
+    /// Seeds to join through.
+    pub join: Option<Vec<SocketAddr>>,
+    /// Directory with node.pem, node.key, ca.pem.
+    pub tls_dir: Option<PathBuf>,
+    /// Bearer token the API requires.
+    pub api_token: Option<String>,
+    /// Membership timing preset.
+    pub membership_preset: Option<Preset>,
+    /// Task slots offered.
+    pub slots: Option<u32>,
+    /// Placement labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Built-in health check thresholds.
+    #[serde(default)]
+    pub health: BuiltinHealth,
+    /// Configured health checks.
+    #[serde(default, rename = "check")]
+    pub checks: Vec<CheckSpec>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values do not fit together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The agent's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name.
+    pub name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// QUIC listen address; also the address other members reach us at.
+    pub listen: SocketAddr,
+    /// HTTP API address.
+    pub api: SocketAddr,
+    /// Seeds; empty means an explicit single-node start.
+    pub join: Vec<SocketAddr>,
+    /// TLS directory; `None` means a development CA in the data directory.
+    pub tls_dir: Option<PathBuf>,
+    /// Bearer token for the API.
+    pub api_token: Option<String>,
+    /// Membership preset.
+    pub preset: Preset,
+    /// Task slots offered.
+    pub slots: u32,
+    /// Placement labels.
+    pub labels: BTreeMap<String, String>,
+    /// Built-in health thresholds.
+    pub builtin_health: BuiltinHealth,
+    /// Configured checks.
+    pub checks: Vec<CheckSpec>,
+}
+
+impl AgentConfig {
+    /// Refuses configurations that would be unsafe or meaningless.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::tls::ca::check_name(&self.name)
+            .map_err(|e| ConfigError::Invalid(format!("--name: {e}")))?;
+        if !self.api.ip().is_loopback() && self.api_token.as_deref().unwrap_or("").is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "--api {} is off loopback: give --api-token (or SHOAL_API_TOKEN) so requests are authenticated",
+                self.api
+            )));
+        }
+        if self.listen.ip().is_unspecified() {
+            return Err(ConfigError::Invalid(format!(
+                "--listen {}: give the address other members reach this node at, not a wildcard",
+                self.listen
+            )));
+        }
+        for check in &self.checks {
+            check.validate().map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+}
+
+/// This machine's host name, for the default node name.
+pub fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    // Host names may hold characters a node name may not.
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if cleaned.is_empty() {
+        "shoal".to_string()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_config_parses_checks_and_refuses_unknown_keys() {
+        let text = r#"
+            name = "n1"
+            listen = "127.0.0.1:9000"
+            join = ["127.0.0.1:9001"]
+            membership_preset = "local"
+            [labels]
+            gpu = "1"
+            [[check]]
+            name = "web"
+            http = "http://127.0.0.1:1/"
+            interval_ms = 1000
+            timeout_ms = 500
+            failure_threshold = 2
+        "#;
+        let config: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.name.as_deref(), Some("n1"));
+        assert_eq!(config.membership_preset, Some(Preset::Local));
+        assert_eq!(config.checks.len(), 1);
+        assert_eq!(config.labels.get("gpu").map(String::as_str), Some("1"));
+        assert!(toml::from_str::<FileConfig>("nmae = \"typo\"").is_err());
+    }
+}

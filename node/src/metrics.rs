@@ -1,0 +1,224 @@
+//! Prometheus metrics (`GET /metrics`). Transport counters are updated as
+//! traffic flows; membership gauges and counters are brought up to date
+//! from the machine's own [`Stats`] when the endpoint is scraped.
+
+use crate::transport::TransportCounters;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use shoal_protocol::membership::{MemberState, Stats};
+use std::sync::Mutex;
+
+/// Label of the `shoal_members` gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// alive, suspect, down or left.
+    pub state: &'static str,
+}
+
+/// Every metric of an agent.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Counters the transport updates directly.
+    pub transport: TransportCounters,
+    members: Family<StateLabel, Gauge>,
+    probes_sent: Counter,
+    probes_failed: Counter,
+    indirect_probes: Counter,
+    suspicions_raised: Counter,
+    suspicions_refuted: Counter,
+    local_health: Gauge,
+    incarnation: Gauge,
+    last_stats: Mutex<Stats>,
+}
+
+/// The name of a member state, as in the API and metrics.
+pub fn state_name(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Down => "down",
+        MemberState::Left => "left",
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("shoal");
+        let transport = TransportCounters::default();
+        let m = Metrics {
+            transport,
+            members: Family::default(),
+            probes_sent: Counter::default(),
+            probes_failed: Counter::default(),
+            indirect_probes: Counter::default(),
+            suspicions_raised: Counter::default(),
+            suspicions_refuted: Counter::default(),
+            local_health: Gauge::default(),
+            incarnation: Gauge::default(),
+            last_stats: Mutex::new(Stats::default()),
+            registry: Registry::default(),
+        };
+        let t = &m.transport;
+        registry.register(
+            "members",
+            "Members in this node's view by state, itself included",
+            m.members.clone(),
+        );
+        registry.register(
+            "probes_sent",
+            "Direct SWIM probes sent",
+            m.probes_sent.clone(),
+        );
+        registry.register(
+            "probes_failed",
+            "Probes unanswered directly and indirectly",
+            m.probes_failed.clone(),
+        );
+        registry.register(
+            "indirect_probes",
+            "Indirect probe requests sent",
+            m.indirect_probes.clone(),
+        );
+        registry.register(
+            "suspicions_raised",
+            "Suspicions this node raised",
+            m.suspicions_raised.clone(),
+        );
+        registry.register(
+            "suspicions_refuted",
+            "Suspicions about this node it refuted",
+            m.suspicions_refuted.clone(),
+        );
+        registry.register(
+            "local_health_score",
+            "Lifeguard local health multiplier (0 is healthy)",
+            m.local_health.clone(),
+        );
+        registry.register(
+            "incarnation",
+            "This node's incarnation",
+            m.incarnation.clone(),
+        );
+        registry.register(
+            "datagrams_in",
+            "QUIC datagrams received from authenticated peers",
+            t.datagrams_in.clone(),
+        );
+        registry.register(
+            "datagrams_out",
+            "QUIC datagrams sent",
+            t.datagrams_out.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Frame bytes received (datagrams and streams)",
+            t.bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Frame bytes sent (datagrams and streams)",
+            t.bytes_out.clone(),
+        );
+        registry.register(
+            "streams_in",
+            "Stream frames received whole",
+            t.streams_in.clone(),
+        );
+        registry.register("streams_out", "Stream frames sent", t.streams_out.clone());
+        registry.register(
+            "decode_errors",
+            "Frames, streams and payloads dropped as malformed, oversized or truncated",
+            t.decode_errors.clone(),
+        );
+        registry.register(
+            "handshake_refusals",
+            "Peers refused in the TLS handshake (other CA or other party)",
+            t.handshake_refusals.clone(),
+        );
+        registry.register(
+            "dial_failures",
+            "Outgoing QUIC dials that failed or timed out",
+            t.dial_failures.clone(),
+        );
+        registry.register(
+            "outbound_dropped",
+            "Outbound payloads dropped (queue full, no connection)",
+            t.outbound_dropped.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Brings the membership metrics up to date.
+    pub fn observe_membership(
+        &self,
+        stats: &Stats,
+        counts: &[(MemberState, usize)],
+        local_health: u32,
+        incarnation: u64,
+    ) {
+        let mut last = self.last_stats.lock().expect("metrics lock poisoned");
+        let delta = |new: u64, old: u64| new.saturating_sub(old);
+        self.probes_sent
+            .inc_by(delta(stats.probes_sent, last.probes_sent));
+        self.probes_failed
+            .inc_by(delta(stats.probes_failed, last.probes_failed));
+        self.indirect_probes
+            .inc_by(delta(stats.indirect_probes_sent, last.indirect_probes_sent));
+        self.suspicions_raised
+            .inc_by(delta(stats.suspicions_raised, last.suspicions_raised));
+        self.suspicions_refuted
+            .inc_by(delta(stats.suspicions_refuted, last.suspicions_refuted));
+        *last = stats.clone();
+        for (state, count) in counts {
+            self.members
+                .get_or_create(&StateLabel {
+                    state: state_name(*state),
+                })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        self.local_health.set(i64::from(local_health));
+        self.incarnation
+            .set(i64::try_from(incarnation).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_the_documented_metrics() {
+        let metrics = Metrics::new();
+        metrics.transport.handshake_refusals.inc();
+        let stats = Stats {
+            probes_sent: 3,
+            ..Stats::default()
+        };
+        metrics.observe_membership(&stats, &[(MemberState::Alive, 5)], 0, 1);
+        metrics.observe_membership(&stats, &[(MemberState::Alive, 5)], 0, 1);
+        let text = metrics.encode();
+        assert!(text.contains("shoal_handshake_refusals_total 1"), "{text}");
+        assert!(text.contains("shoal_probes_sent_total 3"), "{text}");
+        assert!(text.contains("shoal_members{state=\"alive\"} 5"), "{text}");
+    }
+}

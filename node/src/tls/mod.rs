@@ -1,0 +1,13 @@
+//! Mutual TLS inside a party (design §8): the party CA, node certificates,
+//! the verifiers that refuse other CAs and other parties during the
+//! handshake, and the NodeId derived from a certificate's public key.
+
+pub mod ca;
+pub mod identity;
+pub mod verify;
+
+pub use ca::{init_ca, issue_node_cert, CaError, NodeCertFiles};
+pub use identity::{node_id_from_cert, party_and_node_from_cert, IdentityError};
+pub use verify::{
+    load_tls_material, rustls_configs, PartyVerifier, TlsError, TlsMaterial, ALPN, SERVER_NAME,
+};

@@ -1,0 +1,165 @@
+//! The dissemination queue: updates waiting to be piggybacked, each sent a
+//! bounded number of times, fewest-sent (then newest) first.
+
+use crate::wire::swim::Update;
+use crate::wire::{encode, MAX_DATAGRAM_BYTES};
+use crate::NodeId;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most updates waiting at once; past it the most-sent one is dropped
+/// (push-pull repairs whatever gossip loses).
+pub const MAX_PENDING_UPDATES: usize = 4096;
+
+/// An update that alone would not fit a datagram is never queued.
+const MAX_UPDATE_BYTES: usize = MAX_DATAGRAM_BYTES - 64;
+
+/// One queue slot per member and kind: a newer update about a member
+/// replaces the older one still waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Member(NodeId),
+    State(NodeId),
+}
+
+fn key_of(update: &Update) -> Key {
+    match update {
+        Update::State(record) => Key::State(record.id),
+        other => Key::Member(other.subject()),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    update: Update,
+    size: usize,
+    transmits: u32,
+    seq: u64,
+}
+
+type Rank = (u32, Reverse<u64>, Key);
+
+/// Pending updates and how often each was sent.
+#[derive(Debug, Default)]
+pub(crate) struct BroadcastQueue {
+    entries: BTreeMap<Key, Entry>,
+    order: BTreeSet<Rank>,
+    next_seq: u64,
+}
+
+impl BroadcastQueue {
+    /// Queues `update`, replacing a waiting one about the same member.
+    pub(crate) fn push(&mut self, update: Update) {
+        let size = encode(&update).len();
+        if size > MAX_UPDATE_BYTES {
+            return;
+        }
+        let key = key_of(&update);
+        if let Some(old) = self.entries.remove(&key) {
+            self.order.remove(&(old.transmits, Reverse(old.seq), key));
+        }
+        if self.entries.len() >= MAX_PENDING_UPDATES {
+            if let Some(last) = self.order.pop_last() {
+                self.entries.remove(&last.2);
+            }
+        }
+        self.next_seq += 1;
+        let entry = Entry {
+            update,
+            size,
+            transmits: 0,
+            seq: self.next_seq,
+        };
+        self.order.insert((0, Reverse(entry.seq), key));
+        self.entries.insert(key, entry);
+    }
+
+    /// Takes updates worth at most `budget_bytes` encoded, fewest-sent
+    /// first, and counts one more send for each; an update sent `limit`
+    /// times leaves the queue.
+    pub(crate) fn select(&mut self, budget_bytes: usize, limit: u32) -> Vec<Update> {
+        let mut left = budget_bytes;
+        let mut taken = Vec::new();
+        for rank in &self.order {
+            if left < 8 {
+                break;
+            }
+            let entry = &self.entries[&rank.2];
+            if entry.size <= left {
+                left -= entry.size;
+                taken.push(*rank);
+            }
+        }
+        let mut out = Vec::with_capacity(taken.len());
+        for rank in taken {
+            self.order.remove(&rank);
+            let Some(entry) = self.entries.get_mut(&rank.2) else {
+                continue;
+            };
+            out.push(entry.update.clone());
+            entry.transmits += 1;
+            if entry.transmits >= limit {
+                self.entries.remove(&rank.2);
+            } else {
+                self.order
+                    .insert((entry.transmits, Reverse(entry.seq), rank.2));
+            }
+        }
+        out
+    }
+
+    /// Updates waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn left(n: u64, incarnation: u64) -> Update {
+        Update::Left {
+            id: NodeId::from_u64(n),
+            incarnation,
+        }
+    }
+
+    #[test]
+    fn each_update_goes_out_limit_times_fewest_sent_first() {
+        let mut q = BroadcastQueue::default();
+        q.push(left(1, 0));
+        assert_eq!(q.select(1000, 2), vec![left(1, 0)]);
+        q.push(left(2, 0));
+        // The never-sent update comes first.
+        assert_eq!(q.select(1000, 2), vec![left(2, 0), left(1, 0)]);
+        assert_eq!(q.select(1000, 2), vec![left(2, 0)]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn newer_update_about_a_member_replaces_the_waiting_one() {
+        let mut q = BroadcastQueue::default();
+        q.push(left(1, 0));
+        q.push(left(1, 5));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.select(1000, 3), vec![left(1, 5)]);
+    }
+
+    #[test]
+    fn selection_respects_the_byte_budget() {
+        let mut q = BroadcastQueue::default();
+        for n in 0..100 {
+            q.push(left(n, n));
+        }
+        let size = encode(&left(1, 1)).len();
+        let taken = q.select(size * 10, 5);
+        assert!(!taken.is_empty());
+        let used: usize = taken.iter().map(|u| encode(u).len()).sum();
+        assert!(used <= size * 10);
+    }
+}

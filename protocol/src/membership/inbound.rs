@@ -1,0 +1,99 @@
+//! Decoding, authenticating and dispatching one received payload.
+
+use super::{InputError, Membership, MAX_UPDATES_PER_MESSAGE};
+use crate::wire::swim::{PushPull, SwimBody, SwimMessage};
+use crate::wire::{decode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+use crate::{Instant, NodeId};
+use std::net::SocketAddr;
+
+impl Membership {
+    /// A membership payload from the authenticated peer `src_id` at `src`.
+    ///
+    /// A payload longer than a datagram can only have come on a stream, and
+    /// only a push-pull may be that long. A rejected payload changes
+    /// nothing but [`super::Stats::inputs_rejected`].
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        src_id: NodeId,
+        payload: &[u8],
+    ) -> Result<(), InputError> {
+        let message = match Self::authenticate(src_id, payload) {
+            Ok(message) => message,
+            Err(error) => {
+                self.stats.inputs_rejected += 1;
+                return Err(error);
+            }
+        };
+        if message.sender == self.identity.id || self.has_left {
+            return Ok(());
+        }
+        if let Some(member) = self.members.get_mut(&message.sender) {
+            member.last_heard = Some(now);
+        }
+        for update in message.updates.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
+            self.apply_update(now, update);
+        }
+        let sender = message.sender;
+        match message.body {
+            SwimBody::Ping { seq, suspected_at } => self.on_ping(now, src, seq, suspected_at),
+            SwimBody::Ack { seq } => self.on_ack(sender, seq),
+            SwimBody::Nack { seq } => self.on_nack(sender, seq),
+            SwimBody::PingReq {
+                seq,
+                target,
+                target_addr,
+            } => self.on_ping_req(now, src, seq, target, target_addr),
+            SwimBody::Gossip => {}
+            SwimBody::PushPull(push_pull) => self.on_push_pull(now, src, sender, push_pull),
+        }
+        self.refresh_derived_timers();
+        Ok(())
+    }
+
+    fn authenticate(src_id: NodeId, payload: &[u8]) -> Result<SwimMessage, InputError> {
+        let on_stream = payload.len() > MAX_DATAGRAM_BYTES;
+        let limit = if on_stream {
+            MAX_STREAM_MESSAGE_BYTES
+        } else {
+            MAX_DATAGRAM_BYTES
+        };
+        let message: SwimMessage = decode(payload, limit)?;
+        if message.sender != src_id {
+            return Err(InputError::SpoofedSender {
+                claimed: message.sender,
+                authenticated: src_id,
+            });
+        }
+        if on_stream && !matches!(message.body, SwimBody::PushPull(_)) {
+            return Err(InputError::Decode(DecodeError::TooLarge {
+                len: payload.len(),
+                limit: MAX_DATAGRAM_BYTES,
+            }));
+        }
+        Ok(message)
+    }
+
+    fn on_push_pull(&mut self, now: Instant, src: SocketAddr, sender: NodeId, push_pull: PushPull) {
+        let PushPull {
+            reply_wanted,
+            members,
+            states,
+        } = push_pull;
+        for record in members {
+            self.apply_record(now, sender, record);
+        }
+        for record in states {
+            self.on_state(record);
+        }
+        if let Some(member) = self.members.get_mut(&sender) {
+            member.last_heard = Some(now);
+        }
+        self.joined = true;
+        self.timers.stop(super::Timer::Join);
+        if reply_wanted {
+            self.send_push_pull(src, false);
+        }
+    }
+}

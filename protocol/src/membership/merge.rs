@@ -1,0 +1,391 @@
+//! Merging what we hear into the member table: incarnations, state
+//! precedence, refutation, node-state records.
+//!
+//! Newer information wins: a higher incarnation, or at equal incarnation a
+//! state of higher precedence (alive < suspect < down < left). Only a
+//! member itself ever raises its own incarnation.
+
+use super::suspicion::Suspicion;
+use super::{ChangeReason, Event, Identity, Member, MemberState, Membership, MAX_MEMBERS};
+use crate::gossip::MergeOutcome;
+use crate::wire::swim::{MemberRecord, StateRecord, Update, WireState};
+use crate::{Instant, NodeId};
+use std::net::SocketAddr;
+
+/// Precedence of states at equal incarnation.
+fn precedence(state: MemberState) -> u8 {
+    match state {
+        MemberState::Alive => 0,
+        MemberState::Suspect => 1,
+        MemberState::Down => 2,
+        MemberState::Left => 3,
+    }
+}
+
+fn is_live(state: MemberState) -> bool {
+    matches!(state, MemberState::Alive | MemberState::Suspect)
+}
+
+impl Membership {
+    /// Applies one piggybacked update.
+    pub(super) fn apply_update(&mut self, now: Instant, update: Update) {
+        match update {
+            Update::Alive {
+                id,
+                name,
+                addr,
+                incarnation,
+            } => self.on_alive(now, id, name, addr, incarnation),
+            Update::Suspect {
+                id,
+                incarnation,
+                by,
+            } => self.on_suspect(now, id, incarnation, by),
+            Update::Down {
+                id,
+                incarnation,
+                by,
+            } => self.on_down(now, id, incarnation, by),
+            Update::Left { id, incarnation } => self.on_left(now, id, incarnation),
+            Update::State(record) => self.on_state(record),
+        }
+    }
+
+    /// Applies one member of a push-pull from `sender`.
+    pub(super) fn apply_record(&mut self, now: Instant, sender: NodeId, record: MemberRecord) {
+        let MemberRecord {
+            id,
+            name,
+            addr,
+            incarnation,
+            state,
+        } = record;
+        match state {
+            WireState::Alive => self.on_alive(now, id, name, addr, incarnation),
+            WireState::Suspect | WireState::Down | WireState::Left => {
+                // A member we never heard of arrives with its identity, so
+                // learn it first (as alive at an older incarnation would be
+                // wrong: record it directly in the reported state).
+                if id != self.identity.id && !self.members.contains_key(&id) {
+                    self.insert_member(now, id, name, addr, incarnation, state);
+                    return;
+                }
+                match state {
+                    WireState::Suspect => self.on_suspect(now, id, incarnation, sender),
+                    WireState::Down => self.on_down(now, id, incarnation, sender),
+                    _ => self.on_left(now, id, incarnation),
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_alive(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        name: String,
+        addr: SocketAddr,
+        incarnation: u64,
+    ) {
+        if id == self.identity.id {
+            // Someone holds a newer or different view of us (an earlier
+            // life of this node): out-number it.
+            let differs = name != self.identity.name || addr != self.identity.addr;
+            if !self.has_left
+                && (incarnation > self.incarnation || (incarnation == self.incarnation && differs))
+            {
+                self.refute(now, incarnation);
+            }
+            return;
+        }
+        let Some(member) = self.members.get_mut(&id) else {
+            self.insert_member(now, id, name, addr, incarnation, WireState::Alive);
+            return;
+        };
+        if incarnation <= member.incarnation {
+            return;
+        }
+        member.identity.name = name.clone();
+        member.identity.addr = addr;
+        let old = member.state;
+        let reason = match old {
+            MemberState::Suspect => ChangeReason::Refuted,
+            _ => ChangeReason::Joined,
+        };
+        self.transition(now, id, MemberState::Alive, incarnation, reason);
+        self.broadcasts.push(Update::Alive {
+            id,
+            name,
+            addr,
+            incarnation,
+        });
+    }
+
+    pub(super) fn on_suspect(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
+        if id == self.identity.id {
+            if !self.has_left && incarnation >= self.incarnation {
+                self.refute(now, incarnation);
+            }
+            return;
+        }
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        let (state, known) = (member.state, member.incarnation);
+        if incarnation < known {
+            return;
+        }
+        if incarnation == known {
+            match state {
+                MemberState::Down | MemberState::Left => return,
+                MemberState::Suspect => {
+                    let confirmed = self
+                        .suspicions
+                        .get_mut(&id)
+                        .is_some_and(|s| s.incarnation == incarnation && s.confirm(by));
+                    if confirmed {
+                        // Spread independent confirmations: they shorten
+                        // everyone's timer.
+                        self.broadcasts.push(Update::Suspect {
+                            id,
+                            incarnation,
+                            by,
+                        });
+                    }
+                    return;
+                }
+                MemberState::Alive => {}
+            }
+        }
+        let n = self.cluster_size();
+        let suspicion = Suspicion::new(
+            incarnation,
+            by,
+            now,
+            self.config.suspicion_timeout_min(n),
+            self.config.suspicion_timeout_max(n),
+            self.config.suspicion_confirmations,
+        );
+        let reason = if by == self.identity.id {
+            ChangeReason::ProbeFailed
+        } else {
+            ChangeReason::SuspectedBy(by)
+        };
+        self.transition(now, id, MemberState::Suspect, incarnation, reason);
+        self.suspicions.insert(id, suspicion);
+        self.broadcasts.push(Update::Suspect {
+            id,
+            incarnation,
+            by,
+        });
+    }
+
+    pub(super) fn on_down(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
+        if id == self.identity.id {
+            if !self.has_left && incarnation >= self.incarnation {
+                self.refute(now, incarnation);
+            }
+            return;
+        }
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        if incarnation < member.incarnation
+            || (incarnation == member.incarnation
+                && precedence(member.state) >= precedence(MemberState::Down))
+        {
+            return;
+        }
+        let reason = if by == self.identity.id {
+            ChangeReason::SuspicionTimeout
+        } else {
+            ChangeReason::DeclaredDownBy(by)
+        };
+        self.transition(now, id, MemberState::Down, incarnation, reason);
+        self.broadcasts.push(Update::Down {
+            id,
+            incarnation,
+            by,
+        });
+    }
+
+    pub(super) fn on_left(&mut self, now: Instant, id: NodeId, incarnation: u64) {
+        if id == self.identity.id {
+            // A leave of an earlier life of ours: we are back.
+            if !self.has_left && incarnation >= self.incarnation {
+                self.refute(now, incarnation);
+            }
+            return;
+        }
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        if incarnation < member.incarnation
+            || (incarnation == member.incarnation && member.state == MemberState::Left)
+        {
+            return;
+        }
+        self.transition(now, id, MemberState::Left, incarnation, ChangeReason::Left);
+        self.broadcasts.push(Update::Left { id, incarnation });
+    }
+
+    pub(super) fn on_state(&mut self, record: StateRecord) {
+        let StateRecord { id, state } = record;
+        if id == self.identity.id {
+            // An earlier life of ours published newer versions: skip past them.
+            if let Some(local) = &self.local_state {
+                if state.version >= local.version {
+                    let mut newer = local.clone();
+                    newer.version = state.version.saturating_add(1);
+                    self.local_state = Some(newer.clone());
+                    self.broadcasts
+                        .push(Update::State(StateRecord { id, state: newer }));
+                }
+            }
+            return;
+        }
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if self.states.merge(id, state.clone()) == MergeOutcome::Replaced {
+            member.node_state = Some(state.clone());
+            self.push_event(Event::NodeStateUpdated { id });
+            self.broadcasts
+                .push(Update::State(StateRecord { id, state }));
+        }
+    }
+
+    /// We are suspected, declared down or left at `incarnation`, or an
+    /// earlier life of ours is known at it: out-number it and say so.
+    pub(super) fn refute(&mut self, _now: Instant, incarnation: u64) {
+        let before = self.incarnation;
+        self.incarnation = self.incarnation.max(incarnation).saturating_add(1);
+        debug_assert!(self.incarnation > before, "incarnation must only grow");
+        self.stats.suspicions_refuted += 1;
+        self.bump_local_health();
+        self.push_event(Event::SelfRefuted {
+            incarnation: self.incarnation,
+        });
+        self.broadcast_self_alive();
+    }
+
+    pub(super) fn broadcast_self_alive(&mut self) {
+        self.broadcasts.push(Update::Alive {
+            id: self.identity.id,
+            name: self.identity.name.clone(),
+            addr: self.identity.addr,
+            incarnation: self.incarnation,
+        });
+    }
+
+    fn insert_member(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        name: String,
+        addr: SocketAddr,
+        incarnation: u64,
+        state: WireState,
+    ) {
+        if self.members.len() >= MAX_MEMBERS {
+            return;
+        }
+        let state = match state {
+            WireState::Alive => MemberState::Alive,
+            WireState::Suspect => MemberState::Suspect,
+            WireState::Down => MemberState::Down,
+            WireState::Left => MemberState::Left,
+        };
+        let member = Member {
+            identity: Identity {
+                id,
+                name: name.clone(),
+                addr,
+            },
+            // Placeholder: `transition` sets the real state and counts it.
+            state: MemberState::Down,
+            incarnation,
+            state_since: now,
+            last_heard: None,
+            node_state: self.states.get(&id).cloned(),
+        };
+        self.members.insert(id, member);
+        self.graveyard.insert((now, id));
+        self.transition(now, id, state, incarnation, ChangeReason::Joined);
+        if state == MemberState::Suspect {
+            let n = self.cluster_size();
+            self.suspicions.insert(
+                id,
+                Suspicion::new(
+                    incarnation,
+                    id,
+                    now,
+                    self.config.suspicion_timeout_min(n),
+                    self.config.suspicion_timeout_max(n),
+                    self.config.suspicion_confirmations,
+                ),
+            );
+        }
+        if state == MemberState::Alive {
+            self.broadcasts.push(Update::Alive {
+                id,
+                name,
+                addr,
+                incarnation,
+            });
+        }
+    }
+
+    /// Moves a known member to `state` at `incarnation`, keeping the live
+    /// count, the probe list, the graveyard and the suspicions in step.
+    fn transition(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        state: MemberState,
+        incarnation: u64,
+        reason: ChangeReason,
+    ) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        let old = member.state;
+        debug_assert!(
+            incarnation >= member.incarnation,
+            "incarnations never decrease"
+        );
+        member.incarnation = incarnation;
+        let changed = old != state;
+        if changed {
+            if !is_live(old) {
+                self.graveyard.remove(&(member.state_since, id));
+            }
+            member.state = state;
+            member.state_since = now;
+            if !is_live(state) {
+                self.graveyard.insert((now, id));
+            }
+        }
+        let name = member.identity.name.clone();
+        if state != MemberState::Suspect {
+            self.suspicions.remove(&id);
+        }
+        match (is_live(old), is_live(state)) {
+            (false, true) => {
+                self.live_count += 1;
+                self.probe_order.insert(id, &mut self.rng);
+            }
+            (true, false) => self.live_count = self.live_count.saturating_sub(1),
+            _ => {}
+        }
+        if changed || reason == ChangeReason::Refuted {
+            self.push_event(Event::MemberChanged {
+                id,
+                name,
+                state,
+                incarnation,
+                reason,
+            });
+        }
+    }
+}

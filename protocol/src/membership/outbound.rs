@@ -1,0 +1,207 @@
+//! Building and queueing messages: piggybacked probes, gossip, push-pull.
+
+use super::{MemberState, Membership, Transmit, MAX_QUEUED_TRANSMITS};
+use crate::wire::swim::{MemberRecord, PushPull, StateRecord, SwimBody, SwimMessage, WireState};
+use crate::wire::{encode, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+use std::net::SocketAddr;
+
+/// Room kept free in a push-pull for the envelope and length prefixes.
+const PUSH_PULL_SLACK_BYTES: usize = 64 * 1024;
+
+/// A datagram's room for piggybacked updates once the body is encoded:
+/// the vector's length prefix takes at most 3 bytes for our bounds.
+const UPDATES_PREFIX_BYTES: usize = 3;
+
+fn wire_state(state: MemberState) -> WireState {
+    match state {
+        MemberState::Alive => WireState::Alive,
+        MemberState::Suspect => WireState::Suspect,
+        MemberState::Down => WireState::Down,
+        MemberState::Left => WireState::Left,
+    }
+}
+
+impl Membership {
+    /// Sends `body` as a datagram to `dst` with as many pending updates as fit.
+    pub(super) fn send(&mut self, dst: SocketAddr, body: SwimBody) {
+        let mut message = SwimMessage {
+            sender: self.identity.id,
+            body,
+            updates: Vec::new(),
+        };
+        let base = encode(&message).len();
+        let budget = MAX_DATAGRAM_BYTES.saturating_sub(base + UPDATES_PREFIX_BYTES);
+        let limit = self.config.retransmit_limit(self.cluster_size());
+        message.updates = self.broadcasts.select(budget, limit);
+        let payload = encode(&message);
+        debug_assert!(payload.len() <= MAX_DATAGRAM_BYTES, "datagram overflow");
+        self.push_transmit(Transmit {
+            dst,
+            reliable: false,
+            payload,
+        });
+    }
+
+    pub(super) fn push_transmit(&mut self, transmit: Transmit) {
+        self.stats.transmits += 1;
+        self.stats.bytes_out += transmit.payload.len() as u64;
+        if self.transmits.len() >= MAX_QUEUED_TRANSMITS {
+            self.transmits.pop_front();
+        }
+        self.transmits.push_back(transmit);
+    }
+
+    /// Sends pending updates to up to `fanout` random live members.
+    pub(super) fn gossip_to_random_members(&mut self, fanout: usize) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let members = &self.members;
+        let targets = self.probe_order.sample(&mut self.rng, fanout, |id| {
+            members
+                .get(id)
+                .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+        });
+        for target in targets {
+            if self.broadcasts.is_empty() {
+                break;
+            }
+            let Some(addr) = self.members.get(&target).map(|m| m.identity.addr) else {
+                continue;
+            };
+            self.send(addr, SwimBody::Gossip);
+        }
+    }
+
+    /// Anti-entropy with one random alive member.
+    pub(super) fn push_pull_with_random_member(&mut self) {
+        if self.has_left {
+            return;
+        }
+        let members = &self.members;
+        let target = self.probe_order.sample(&mut self.rng, 1, |id| {
+            members
+                .get(id)
+                .is_some_and(|m| m.state == MemberState::Alive)
+        });
+        let Some(addr) = target
+            .first()
+            .and_then(|id| self.members.get(id))
+            .map(|m| m.identity.addr)
+        else {
+            return;
+        };
+        self.send_push_pull(addr, true);
+    }
+
+    /// After a partition both sides hold the other down and never probe
+    /// it; a push-pull to one random down member per round lets either side
+    /// learn it was declared down, refute, and heal (serf's reconnect).
+    pub(super) fn push_pull_with_random_down_member(&mut self) {
+        if self.has_left {
+            return;
+        }
+        let down: Vec<_> = self
+            .graveyard
+            .iter()
+            .filter(|(_, id)| {
+                self.members
+                    .get(id)
+                    .is_some_and(|m| m.state == MemberState::Down)
+            })
+            .map(|(_, id)| *id)
+            .take(super::MAX_RECONNECT_CANDIDATES)
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        let pick = down[rand::Rng::gen_range(&mut self.rng, 0..down.len())];
+        if let Some(addr) = self.members.get(&pick).map(|m| m.identity.addr) {
+            self.send_push_pull(addr, true);
+        }
+    }
+
+    /// The join handshake: a push-pull to every seed.
+    pub(super) fn send_join(&mut self) {
+        let seeds = self.seeds.clone();
+        for seed in seeds {
+            self.send_push_pull(seed, true);
+        }
+    }
+
+    pub(super) fn send_push_pull(&mut self, dst: SocketAddr, reply_wanted: bool) {
+        let message = SwimMessage {
+            sender: self.identity.id,
+            body: SwimBody::PushPull(self.full_state(reply_wanted)),
+            updates: Vec::new(),
+        };
+        let payload = encode(&message);
+        debug_assert!(payload.len() <= MAX_STREAM_MESSAGE_BYTES);
+        self.push_transmit(Transmit {
+            dst,
+            reliable: true,
+            payload,
+        });
+    }
+
+    /// Our member table (ourselves first) and state records, cut off before
+    /// the message would outgrow a stream message.
+    fn full_state(&self, reply_wanted: bool) -> PushPull {
+        let mut budget = MAX_STREAM_MESSAGE_BYTES - PUSH_PULL_SLACK_BYTES;
+        let mut members = Vec::with_capacity(self.members.len() + 1);
+        let me = MemberRecord {
+            id: self.identity.id,
+            name: self.identity.name.clone(),
+            addr: self.identity.addr,
+            incarnation: self.incarnation,
+            state: if self.has_left {
+                WireState::Left
+            } else {
+                WireState::Alive
+            },
+        };
+        budget = budget.saturating_sub(encode(&me).len());
+        members.push(me);
+        let mut states = Vec::new();
+        if let Some(state) = &self.local_state {
+            let record = StateRecord {
+                id: self.identity.id,
+                state: state.clone(),
+            };
+            budget = budget.saturating_sub(encode(&record).len());
+            states.push(record);
+        }
+        for member in self.members.values() {
+            let record = MemberRecord {
+                id: member.identity.id,
+                name: member.identity.name.clone(),
+                addr: member.identity.addr,
+                incarnation: member.incarnation,
+                state: wire_state(member.state),
+            };
+            let size = encode(&record).len();
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            members.push(record);
+        }
+        for (id, state) in self.states.iter() {
+            let record = StateRecord {
+                id: *id,
+                state: state.clone(),
+            };
+            let size = encode(&record).len();
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            states.push(record);
+        }
+        PushPull {
+            reply_wanted,
+            members,
+            states,
+        }
+    }
+}

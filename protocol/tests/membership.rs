@@ -1,0 +1,400 @@
+//! Behaviour of the SWIM + Lifeguard machine, driven in memory on virtual
+//! time through `harness::Cluster`.
+
+mod harness;
+
+use harness::{addr_of, id_of, identity_of, Cluster};
+use shoal_protocol::gossip::NodeState;
+use shoal_protocol::membership::{
+    ChangeReason, Config, Event, InputError, MemberState, Membership,
+};
+use shoal_protocol::wire::encode;
+use shoal_protocol::wire::swim::{
+    MemberRecord, PushPull, SwimBody, SwimMessage, Update, WireState,
+};
+use shoal_protocol::Instant;
+use std::time::Duration;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+/// A message from node `from` as the honest peer would send it.
+fn message(from: usize, body: SwimBody, updates: Vec<Update>) -> Vec<u8> {
+    encode(&SwimMessage {
+        sender: id_of(from),
+        body,
+        updates,
+    })
+}
+
+fn alive(i: usize, incarnation: u64) -> Update {
+    let who = identity_of(i);
+    Update::Alive {
+        id: who.id,
+        name: who.name,
+        addr: who.addr,
+        incarnation,
+    }
+}
+
+/// A lone machine (node 0) that learned of nodes 1..n through a push-pull.
+fn machine_knowing(n: usize, config: Config) -> Membership {
+    let mut m = Membership::new(identity_of(0), config, 1, 0, Instant::ZERO);
+    let members = (1..n)
+        .map(|i| MemberRecord {
+            id: id_of(i),
+            name: identity_of(i).name,
+            addr: addr_of(i),
+            incarnation: 0,
+            state: WireState::Alive,
+        })
+        .collect();
+    let payload = message(
+        1,
+        SwimBody::PushPull(PushPull {
+            reply_wanted: false,
+            members,
+            states: vec![],
+        }),
+        vec![],
+    );
+    m.handle_datagram(Instant::ZERO, addr_of(1), id_of(1), &payload)
+        .expect("valid push-pull");
+    while m.poll_transmit().is_some() {}
+    while m.poll_event().is_some() {}
+    m
+}
+
+#[test]
+fn join_through_one_seed_makes_everyone_know_everyone() {
+    let c = Cluster::converged(12, Config::local(), 1);
+    for o in 0..12 {
+        assert_eq!(c.machine(o).members().len(), 11, "node {o}");
+        assert!(c.machine(o).is_joined());
+    }
+}
+
+#[test]
+fn suspicion_is_refuted_by_higher_incarnation() {
+    let mut c = Cluster::converged(6, Config::local(), 2);
+    let before = c.machine(3).incarnation();
+    // Long enough to be suspected, far shorter than the suspicion timeout.
+    c.pause(3, ms(250));
+    let suspected = c.run_until(secs(2), |c| {
+        (0..6).any(|o| matches!(c.view(o, 3), Some((MemberState::Suspect, _))))
+    });
+    assert!(suspected.is_some(), "a paused node was never suspected");
+    let healed = c.run_until(secs(5), |c| {
+        (0..6)
+            .filter(|&o| o != 3)
+            .all(|o| matches!(c.view(o, 3), Some((MemberState::Alive, inc)) if inc > before))
+    });
+    assert!(healed.is_some(), "suspicion was not refuted everywhere");
+    assert!(c.machine(3).incarnation() > before);
+    assert_eq!(c.transitions_to(3, MemberState::Down), 0);
+    assert!(c.machine(3).stats().suspicions_refuted >= 1);
+}
+
+#[test]
+fn dynamic_suspicion_timeout_shrinks_with_independent_confirmations() {
+    let config = Config::lan();
+    let mut m = machine_knowing(8, config.clone());
+    let target = id_of(7);
+    let suspect = |by: usize| Update::Suspect {
+        id: target,
+        incarnation: 0,
+        by: id_of(by),
+    };
+    let now = Instant::from_millis(10);
+    m.handle_datagram(
+        now,
+        addr_of(1),
+        id_of(1),
+        &message(1, SwimBody::Gossip, vec![suspect(1)]),
+    )
+    .unwrap();
+    let (start_deadline, c0) = m.suspicion_of(&target).expect("suspected");
+    let (min, max) = m.suspicion_timeout_range();
+    assert_eq!(c0, 0);
+    assert_eq!(start_deadline, now + max);
+    let mut last = start_deadline;
+    for by in 2..=4 {
+        let payload = message(by, SwimBody::Gossip, vec![suspect(by)]);
+        m.handle_datagram(now, addr_of(by), id_of(by), &payload)
+            .unwrap();
+        let (deadline, _) = m.suspicion_of(&target).unwrap();
+        assert!(
+            deadline < last,
+            "confirmation {by} did not shorten the timeout"
+        );
+        last = deadline;
+    }
+    assert_eq!(last, now + min, "K confirmations must reach the minimum");
+    // The same confirmer twice is not independent.
+    let again = message(2, SwimBody::Gossip, vec![suspect(2)]);
+    m.handle_datagram(now, addr_of(2), id_of(2), &again)
+        .unwrap();
+    assert_eq!(m.suspicion_of(&target).unwrap(), (now + min, 3));
+}
+
+#[test]
+fn local_health_slows_a_sick_node() {
+    let mut c = Cluster::converged(6, Config::local(), 3);
+    // Node 0 hears nothing: all its probes fail and no helper can nack.
+    for i in 1..6 {
+        c.blocked.insert((i, 0));
+    }
+    c.run_for(ms(600));
+    let sick = c.machine(0);
+    assert!(sick.local_health() >= 2, "lhm {}", sick.local_health());
+    assert_eq!(
+        sick.probe_interval_now(),
+        Config::local().probe_interval * (sick.local_health() + 1)
+    );
+    for i in 1..6 {
+        assert_eq!(c.machine(i).local_health(), 0, "healthy node {i} slowed");
+    }
+    let capped = Config::local().max_local_health;
+    c.run_for(secs(30));
+    assert!(c.machine(0).local_health() <= capped);
+}
+
+#[test]
+fn graceful_leave_is_not_death() {
+    let mut c = Cluster::converged(6, Config::local(), 4);
+    c.nodes[2].machine.handle_leave(c.now);
+    c.drain(2);
+    c.run_for(ms(50));
+    c.crash(2);
+    let left = c.run_until(secs(5), |c| c.all_see(2, MemberState::Left));
+    assert!(left.is_some(), "leave did not reach everyone");
+    c.run_for(secs(10));
+    assert!(c.all_see(2, MemberState::Left));
+    assert_eq!(c.transitions_to(2, MemberState::Down), 0);
+    assert_eq!(c.transitions_to(2, MemberState::Suspect), 0);
+}
+
+#[test]
+fn restarted_node_rejoins_with_higher_incarnation() {
+    let mut c = Cluster::converged(6, Config::local(), 5);
+    c.crash(4);
+    let down = c.run_until(secs(20), |c| c.all_see(4, MemberState::Down));
+    assert!(down.is_some(), "crash not detected");
+    let dead_at = c.view(0, 4).unwrap().1;
+    // A new machine that remembers nothing.
+    c.restart(4, 0, 0);
+    let back = c.run_until(secs(10), |c| {
+        (0..6)
+            .filter(|&o| o != 4)
+            .all(|o| matches!(c.view(o, 4), Some((MemberState::Alive, inc)) if inc > dead_at))
+    });
+    assert!(back.is_some(), "restarted node not alive again everywhere");
+    assert!(c.machine(4).incarnation() > dead_at);
+    assert_eq!(c.machine(4).members().len(), 5);
+}
+
+#[test]
+fn crashed_member_is_declared_down_by_all() {
+    let mut c = Cluster::converged(10, Config::local(), 6);
+    c.crash(7);
+    let crashed_at = c.now;
+    let down = c.run_until(secs(20), |c| c.all_see(7, MemberState::Down));
+    let at = down.expect("crash not detected by all");
+    // Bound: a few probe intervals plus the maximum suspicion timeout.
+    let (_, max) = c.machine(0).suspicion_timeout_range();
+    assert!(
+        at.saturating_duration_since(crashed_at) <= max + secs(2),
+        "took {:?}",
+        at.saturating_duration_since(crashed_at)
+    );
+    for o in 0..10 {
+        for s in 0..10 {
+            if o != s && s != 7 && o != 7 {
+                assert_eq!(c.view(o, s).unwrap().0, MemberState::Alive, "{o} sees {s}");
+            }
+        }
+    }
+}
+
+#[test]
+fn indirect_probe_saves_member_behind_lossy_link() {
+    let mut c = Cluster::converged(6, Config::local(), 7);
+    // Node 0 and node 1 cannot talk directly; everyone else can reach both.
+    c.partition(&[0], &[1]);
+    c.run_for(secs(10));
+    let suspected_by_0 = c.nodes[0].events.iter().any(|(_, e)| {
+        matches!(e, Event::MemberChanged { id, reason: ChangeReason::ProbeFailed, .. } if *id == id_of(1))
+    });
+    assert!(
+        !suspected_by_0,
+        "node 0 suspected node 1 despite indirect probes"
+    );
+    assert!(c.machine(0).stats().indirect_probes_sent > 0);
+    assert_eq!(c.transitions_to(1, MemberState::Down), 0);
+    assert_eq!(c.transitions_to(0, MemberState::Down), 0);
+}
+
+#[test]
+fn push_pull_heals_a_partition() {
+    let config = Config {
+        push_pull_interval: secs(2),
+        ..Config::local()
+    };
+    let mut c = Cluster::converged(8, config, 8);
+    let a = [0, 1, 2, 3];
+    let b = [4, 5, 6, 7];
+    c.partition(&a, &b);
+    let split = c.run_until(secs(30), |c| {
+        a.iter().all(|&x| {
+            b.iter().all(|&y| {
+                matches!(c.view(x, y), Some((MemberState::Down, _)))
+                    && matches!(c.view(y, x), Some((MemberState::Down, _)))
+            })
+        })
+    });
+    assert!(split.is_some(), "the sides never gave each other up");
+    c.heal();
+    let all: Vec<usize> = (0..8).collect();
+    let healed = c.run_until(secs(60), |c| c.all_see_alive(&all));
+    assert!(healed.is_some(), "partition did not heal");
+}
+
+#[test]
+fn spoofed_sender_is_rejected() {
+    let mut m = machine_knowing(4, Config::lan());
+    let before = format!("{m:?}");
+    let payload = message(2, SwimBody::Gossip, vec![alive(9, 0)]);
+    let result = m.handle_datagram(Instant::from_millis(5), addr_of(3), id_of(3), &payload);
+    assert_eq!(
+        result,
+        Err(InputError::SpoofedSender {
+            claimed: id_of(2),
+            authenticated: id_of(3)
+        })
+    );
+    assert_eq!(m.stats().inputs_rejected, 1);
+    assert!(m.member(&id_of(9)).is_none());
+    assert!(m.poll_transmit().is_none());
+    // Nothing else changed.
+    let after = format!("{m:?}").replace("inputs_rejected: 1", "inputs_rejected: 0");
+    assert_eq!(before, after);
+}
+
+#[test]
+fn early_timeout_changes_nothing() {
+    let mut c = Cluster::converged(5, Config::local(), 9);
+    c.run_for(ms(333));
+    for i in 0..5 {
+        let m = &mut c.nodes[i].machine;
+        let deadline = m.poll_timeout().expect("a running machine has a timer");
+        let before = format!("{m:?}");
+        m.handle_timeout(Instant::from_millis(deadline.as_millis() - 1));
+        assert_eq!(
+            format!("{m:?}"),
+            before,
+            "node {i} changed on an early wake-up"
+        );
+        assert!(m.poll_transmit().is_none());
+        assert!(m.poll_event().is_none());
+        assert_eq!(m.poll_timeout(), Some(deadline));
+    }
+}
+
+#[test]
+fn incarnation_never_decreases() {
+    let mut c = Cluster::converged(8, Config::local(), 10);
+    c.loss = 0.05;
+    let n = 8;
+    let mut seen = vec![vec![0u64; n]; n];
+    let mut own = vec![0u64; n];
+    let mut check = |c: &Cluster| {
+        for o in 0..n {
+            let inc = c.machine(o).incarnation();
+            assert!(
+                inc >= own[o] || c.machine(o).members().is_empty(),
+                "node {o} own"
+            );
+            own[o] = inc;
+            for (s, last) in seen[o].iter_mut().enumerate() {
+                if let Some((_, inc)) = c.view(o, s) {
+                    assert!(inc >= *last, "{o} sees {s} go back {last} -> {inc}");
+                    *last = inc;
+                }
+            }
+        }
+    };
+    c.pause(2, ms(300));
+    c.run_checked(secs(3), &mut check);
+    c.pause(5, ms(400));
+    c.partition(&[0, 1], &[6, 7]);
+    c.run_checked(secs(5), &mut check);
+    c.heal();
+    c.run_checked(secs(5), &mut check);
+    let raised: u64 = (0..n).map(|o| c.machine(o).incarnation()).sum();
+    assert!(raised > 0, "the chaos never made anyone refute");
+}
+
+#[test]
+fn node_state_newer_version_wins() {
+    let mut c = Cluster::converged(5, Config::local(), 11);
+    let first = NodeState {
+        slots_free: 1,
+        ..NodeState::default()
+    };
+    let second = NodeState {
+        slots_free: 2,
+        ..NodeState::default()
+    };
+    c.nodes[1].machine.set_local_state(c.now, first);
+    c.drain(1);
+    c.run_for(ms(20));
+    c.nodes[1].machine.set_local_state(c.now, second);
+    c.drain(1);
+    let spread = c.run_until(secs(5), |c| {
+        (0..5).filter(|&o| o != 1).all(|o| {
+            c.machine(o)
+                .member(&id_of(1))
+                .and_then(|m| m.node_state.as_ref())
+                .is_some_and(|s| s.slots_free == 2 && s.version == 2)
+        })
+    });
+    assert!(spread.is_some(), "newest state did not reach everyone");
+    // An old record arriving late does not replace the newer one.
+    let stale = Update::State(shoal_protocol::wire::swim::StateRecord {
+        id: id_of(1),
+        state: NodeState {
+            version: 1,
+            slots_free: 1,
+            ..NodeState::default()
+        },
+    });
+    let now = c.now;
+    c.nodes[0]
+        .machine
+        .handle_datagram(
+            now,
+            addr_of(3),
+            id_of(3),
+            &message(3, SwimBody::Gossip, vec![stale]),
+        )
+        .unwrap();
+    let held = c
+        .machine(0)
+        .member(&id_of(1))
+        .unwrap()
+        .node_state
+        .clone()
+        .unwrap();
+    assert_eq!((held.version, held.slots_free), (2, 2));
+    let updates = c.nodes[2]
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::NodeStateUpdated { id } if *id == id_of(1)))
+        .count();
+    assert!(updates >= 1);
+}
