@@ -64,7 +64,7 @@ async fn task_timeout_kills_the_whole_group() {
     let mut spec = sh("task-timeout", 1, TREE_SCRIPT, work.path());
     spec.timeout = Some(Duration::from_millis(800));
     exec.start(spec, LONG_LEASE).unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     assert!(alive(grandchild));
     let exit = next_exit(&mut exits, EXIT_WAIT).await;
     assert_eq!(exit.outcome, AttemptOutcome::TimedOut);
@@ -75,14 +75,15 @@ async fn task_timeout_kills_the_whole_group() {
     assert_eq!(exec.slots_free(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On the current-thread runtime the agent uses.
+#[tokio::test(flavor = "current_thread")]
 async fn cancel_kills_the_whole_group() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (exec, mut exits) = executor(data.path(), 1);
     exec.start(sh("task-cancel", 2, TREE_SCRIPT, work.path()), LONG_LEASE)
         .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     exec.kill("task-cancel", 2, KillReason::Cancelled).unwrap();
     let exit = next_exit(&mut exits, EXIT_WAIT).await;
     assert_eq!(exit.outcome, AttemptOutcome::Cancelled);
@@ -176,7 +177,8 @@ fn mock(task: &str, attempt: u64, duration: Duration, exit_code: i32) -> Attempt
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On the current-thread runtime the agent uses.
+#[tokio::test(flavor = "current_thread")]
 async fn mock_driver_completes_after_its_duration_with_its_code() {
     let data = tempfile::tempdir().unwrap();
     let (exec, mut exits) = executor(data.path(), 2);

@@ -36,7 +36,7 @@ async fn lease_deadline_without_extension_kills_the_whole_group() {
         Duration::from_millis(800),
     )
     .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     let exit = next_exit(&mut exits, EXIT_WAIT).await;
     assert_eq!(exit.outcome, AttemptOutcome::Fenced);
     assert!(started.elapsed() >= Duration::from_millis(800));
@@ -55,7 +55,7 @@ async fn extensions_keep_the_attempt_alive_until_they_stop() {
     let lease = Duration::from_millis(1000);
     exec.start(sh("fence-2", 1, TREE_SCRIPT, work.path()), lease)
         .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     // 30 renewals every 100 ms: 3 s, three times the lease.
     for _ in 0..30 {
         exec.extend("fence-2", 1, lease).unwrap();
@@ -80,7 +80,7 @@ async fn dropping_the_executor_kills_its_attempts() {
         Duration::from_secs(100),
     )
     .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     drop(exec);
     let took = tokio::task::spawn_blocking(move || wait_dead(grandchild, Duration::from_secs(5)))
         .await
@@ -161,10 +161,11 @@ fn agent_child() {
         };
         exec.start(sh("agent-task", 9, TREE_SCRIPT, work.as_ref()), lease)
             .unwrap();
-        let gc = wait_pid_file(
+        let gc = wait_pid_file_async(
             &std::path::Path::new(&work).join("gc.pid"),
             Duration::from_secs(5),
-        );
+        )
+        .await;
         // Straight to fd 1: the harness may capture `println!`.
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY {gc}").unwrap();

@@ -85,3 +85,12 @@ pub fn wait_dead(pid: i32, within: Duration) -> Option<Duration> {
     }
     None
 }
+
+/// [`wait_pid_file`] for async tests: never blocks the runtime (on a
+/// current-thread runtime a blocking wait would starve the executor).
+pub async fn wait_pid_file_async(path: &Path, within: Duration) -> i32 {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || wait_pid_file(&path, within))
+        .await
+        .expect("pid file wait panicked")
+}
