@@ -282,3 +282,39 @@ async fn attempt_throughput_report() {
     }
     assert_eq!(exec.slots_free(), slots);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_read_in_chunks_until_finished() {
+    use shoal_node::exec::{read_log, LogStream};
+    let data = tempfile::tempdir().unwrap();
+    let (exec, mut exits) = executor(data.path(), 1);
+    assert!(matches!(
+        read_log(data.path(), "task-logs", 1, LogStream::Stdout, 0, 10),
+        Err(ExecError::NoSuchAttempt { .. })
+    ));
+    exec.start(
+        sh(
+            "task-logs",
+            1,
+            "printf 0123456789abcdef; printf err >&2",
+            data.path(),
+        ),
+        LONG_LEASE,
+    )
+    .unwrap();
+    next_exit(&mut exits, EXIT_WAIT).await;
+    let first = read_log(data.path(), "task-logs", 1, LogStream::Stdout, 0, 10).unwrap();
+    assert_eq!(first.data, b"0123456789");
+    assert_eq!(first.next_offset, 10);
+    assert!(first.finished);
+    let rest = read_log(data.path(), "task-logs", 1, LogStream::Stdout, 10, 100).unwrap();
+    assert_eq!(rest.data, b"abcdef");
+    let end = read_log(data.path(), "task-logs", 1, LogStream::Stdout, 16, 100).unwrap();
+    assert!(end.data.is_empty() && end.finished);
+    let err = read_log(data.path(), "task-logs", 1, LogStream::Stderr, 0, 100).unwrap();
+    assert_eq!(err.data, b"err");
+    assert!(matches!(
+        read_log(data.path(), "../x", 1, LogStream::Stdout, 0, 1),
+        Err(ExecError::BadTaskId(_))
+    ));
+}

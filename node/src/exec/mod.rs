@@ -6,6 +6,7 @@
 
 pub mod clock;
 mod executor;
+pub mod logs;
 mod procs;
 pub mod recover;
 pub mod status;
@@ -14,6 +15,7 @@ mod types;
 pub mod wire;
 
 pub use executor::{AttemptHandle, Executor, ExecutorConfig};
+pub use logs::{read_log, LogChunk, LogStream, LOG_CHUNK_MAX_BYTES};
 pub use recover::{recover, RecoveredAttempt};
 pub use types::{
     validate_task_id, AttemptExit, AttemptOutcome, AttemptSpec, Driver, ExecError, KillReason,
