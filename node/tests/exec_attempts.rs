@@ -318,3 +318,22 @@ async fn logs_are_read_in_chunks_until_finished() {
         Err(ExecError::BadTaskId(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_that_left_the_group_is_still_killed() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (exec, mut exits) = executor(data.path(), 1);
+    exec.start(sh("task-escape", 1, ESCAPE_SCRIPT, work.path()), LONG_LEASE)
+        .unwrap();
+    let escaped = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
+    let own_group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(escaped))).unwrap();
+    assert_eq!(own_group.as_raw(), escaped, "setsid did not take effect");
+    exec.kill("task-escape", 1, KillReason::Cancelled).unwrap();
+    let exit = next_exit(&mut exits, EXIT_WAIT).await;
+    assert_eq!(exit.outcome, AttemptOutcome::Cancelled);
+    assert!(
+        !alive(escaped),
+        "escaped process {escaped} outlived the attempt"
+    );
+}

@@ -140,7 +140,8 @@ fn closing_the_agent_pipe_kills_at_once() {
 
 /// Child mode: an agent that starts one tree attempt, prints
 /// `READY <grandchild pid>`, then renews (mode `extend`) or just holds a
-/// long lease (mode `hold`) for at most 60 s.
+/// long lease (mode `hold`; `hold-escape` runs a process that leaves the
+/// group) for at most 60 s.
 #[test]
 #[ignore = "child process of the exec_fence tests"]
 fn agent_child() {
@@ -159,7 +160,12 @@ fn agent_child() {
         } else {
             Duration::from_secs(100)
         };
-        exec.start(sh("agent-task", 9, TREE_SCRIPT, work.as_ref()), lease)
+        let script = if mode == "hold-escape" {
+            ESCAPE_SCRIPT
+        } else {
+            TREE_SCRIPT
+        };
+        exec.start(sh("agent-task", 9, script, work.as_ref()), lease)
             .unwrap();
         let gc = wait_pid_file_async(
             &std::path::Path::new(&work).join("gc.pid"),
@@ -275,10 +281,12 @@ fn killed_agent_fences_at_once_and_restart_recovers_the_attempt() {
 }
 
 #[test]
-fn recover_kills_the_group_when_agent_and_supervisor_both_died() {
+fn recover_kills_even_escaped_processes_when_agent_and_supervisor_both_died() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(data.path(), work.path(), "hold");
+    // The attempt's background process left the group: only recovery's
+    // environment scan can find it once the supervisor is gone.
+    let mut agent = Agent::start(data.path(), work.path(), "hold-escape");
     let dir = data.path().join("attempts/agent-task/9");
     let status = read_status(&dir).unwrap();
     assert!(matches!(status.state, AttemptState::Running { .. }));

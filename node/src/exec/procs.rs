@@ -50,6 +50,30 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Pids of live processes whose environment names this attempt
+/// (`SHOAL_TASK_ID` and `SHOAL_ATTEMPT`, as the supervisor sets them).
+pub fn attempt_processes(task_id: &str, attempt: u64) -> Vec<i32> {
+    let task = format!("SHOAL_TASK_ID={task_id}").into_bytes();
+    let number = format!("SHOAL_ATTEMPT={attempt}").into_bytes();
+    live_processes()
+        .into_iter()
+        .map(|(pid, _, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    let mut vars = env.split(|&b| b == 0);
+                    let (mut has_task, mut has_number) = (false, false);
+                    for var in &mut vars {
+                        has_task |= var == task.as_slice();
+                        has_number |= var == number.as_slice();
+                    }
+                    has_task && has_number
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// SIGKILL to every process of group `pgid`; a group already gone is fine.
 pub fn kill_group(pgid: i32) {
     if pgid <= 1 {

@@ -94,3 +94,9 @@ pub async fn wait_pid_file_async(path: &Path, within: Duration) -> i32 {
         .await
         .expect("pid file wait panicked")
 }
+
+/// Like [`TREE_SCRIPT`], but the background process leaves the attempt's
+/// process group and session (`setsid`), so only the supervisor's subreaper
+/// role or recovery's environment scan can find it.
+pub const ESCAPE_SCRIPT: &str =
+    "setsid sleep 100 & echo $! > gc.pid.tmp && mv gc.pid.tmp gc.pid; sleep 100";
