@@ -21,7 +21,7 @@ async fn attempt_runs_with_env_cwd_and_captured_logs() {
         "task-env",
         7,
         "echo \"$SHOAL_TASK_ID $SHOAL_ATTEMPT $SHOAL_PARTY $SHOAL_NODE $EXTRA\"; pwd; \
-         grep SigBlk /proc/self/status; echo oops >&2; exit 3",
+         grep SigBlk /proc/self/status; echo \"$SHOAL_ATTEMPT_DIR\"; echo oops >&2; exit 3",
         work.path(),
     );
     spec.env.insert("EXTRA".into(), "hello".into());
@@ -43,6 +43,7 @@ async fn attempt_runs_with_env_cwd_and_captured_logs() {
     );
     // The supervisor blocks signals for itself; the command must not inherit that.
     assert_eq!(lines[2].split_whitespace().nth(1), Some("0000000000000000"));
+    assert_eq!(std::path::Path::new(lines[3]), dir.as_path());
     assert_eq!(
         std::fs::read_to_string(dir.join("stderr")).unwrap(),
         "oops\n"

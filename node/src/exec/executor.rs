@@ -110,7 +110,13 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     /// A new executor and the channel on which every attempt's end arrives.
-    pub fn new(config: ExecutorConfig) -> (Executor, mpsc::UnboundedReceiver<AttemptExit>) {
+    pub fn new(mut config: ExecutorConfig) -> (Executor, mpsc::UnboundedReceiver<AttemptExit>) {
+        // Canonical, so that attempt directories (also the processes'
+        // SHOAL_ATTEMPT_DIR) are spelled the same after a restart.
+        let _ = std::fs::create_dir_all(&config.data_dir);
+        if let Ok(dir) = config.data_dir.canonicalize() {
+            config.data_dir = dir;
+        }
         let (exits, rx) = mpsc::unbounded_channel();
         let state = State {
             slots_free: config.slots_total,

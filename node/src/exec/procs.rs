@@ -50,25 +50,20 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Pids of live processes whose environment names this attempt
-/// (`SHOAL_TASK_ID` and `SHOAL_ATTEMPT`, as the supervisor sets them).
-pub fn attempt_processes(task_id: &str, attempt: u64) -> Vec<i32> {
-    let task = format!("SHOAL_TASK_ID={task_id}").into_bytes();
-    let number = format!("SHOAL_ATTEMPT={attempt}").into_bytes();
+/// Pids of live processes whose environment names this attempt: the
+/// supervisor gives every command `SHOAL_ATTEMPT_DIR`, unique per data
+/// directory, task and attempt (so two agents on one host never match each
+/// other's processes).
+pub fn attempt_processes(attempt_dir: &std::path::Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut wanted = b"SHOAL_ATTEMPT_DIR=".to_vec();
+    wanted.extend_from_slice(attempt_dir.as_os_str().as_bytes());
     live_processes()
         .into_iter()
         .map(|(pid, _, _)| pid)
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| {
-                    let mut vars = env.split(|&b| b == 0);
-                    let (mut has_task, mut has_number) = (false, false);
-                    for var in &mut vars {
-                        has_task |= var == task.as_slice();
-                        has_number |= var == number.as_slice();
-                    }
-                    has_task && has_number
-                })
+                .map(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_slice()))
                 .unwrap_or(false)
         })
         .collect()

@@ -45,6 +45,11 @@ pub(crate) fn recover_dir(
     data_dir: &Path,
     skip: &[(String, u64)],
 ) -> Result<Vec<RecoveredAttempt>, ExecError> {
+    // The executor hands out canonical attempt directories (they are
+    // matched against the processes' SHOAL_ATTEMPT_DIR).
+    let data_dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
     let root = data_dir.join("attempts");
     let tasks = match std::fs::read_dir(&root) {
         Ok(t) => t,
@@ -102,7 +107,7 @@ pub(crate) fn finish_abandoned(
 ) -> AttemptOutcome {
     // Pids recorded in another boot name unrelated processes now.
     if status.boot_id == boot_id() {
-        kill_leftovers(&status);
+        kill_leftovers(dir, &status);
     }
     // The supervisor may have finished meanwhile and recorded the truth.
     if let Ok(AttemptStatus {
@@ -122,7 +127,7 @@ pub(crate) fn finish_abandoned(
 }
 
 /// Makes sure nothing of the attempt runs any more (bounded in time).
-fn kill_leftovers(status: &AttemptStatus) {
+fn kill_leftovers(dir: &Path, status: &AttemptStatus) {
     let sup = status.supervisor_pid;
     // A live supervisor saw the old agent's pipe close and is cleaning up;
     // let it finish and record the truth before taking over.
@@ -144,7 +149,7 @@ fn kill_leftovers(status: &AttemptStatus) {
         }
         // Processes that left the group (setsid) or were spawned before the
         // status named the group still carry the attempt's identity.
-        let marked = attempt_processes(&status.task_id, status.attempt);
+        let marked = attempt_processes(dir);
         for pid in &marked {
             kill_pid(*pid);
         }
