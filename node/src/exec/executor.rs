@@ -278,7 +278,9 @@ impl Executor {
 
     /// Attempts left by an earlier run of the agent (not running in this
     /// executor, not yet marked reported): their process groups are made
-    /// sure dead first. See [`recover`](super::recover::recover).
+    /// sure dead first. See [`recover`](super::recover::recover). Blocking
+    /// (it may wait a few seconds for leftovers to die): call it before
+    /// serving, or through `spawn_blocking`.
     pub fn recover(&self) -> Result<Vec<RecoveredAttempt>, ExecError> {
         let running = self.running();
         let found = recover_dir(&self.inner.config.data_dir, &running)?;
