@@ -1,12 +1,11 @@
 //! Executor behaviours that need no fault: env, logs, timeout, cancel,
 //! slots, mock driver, bad input.
 
-#[path = "exec_common/mod.rs"]
-mod common;
+mod exec_support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use exec_support::*;
 use shoal_node::exec::status::{read_status, AttemptState};
 use shoal_node::exec::{AttemptOutcome, AttemptSpec, Driver, ExecError, KillReason};
 
@@ -22,7 +21,7 @@ async fn attempt_runs_with_env_cwd_and_captured_logs() {
         "task-env",
         7,
         "echo \"$SHOAL_TASK_ID $SHOAL_ATTEMPT $SHOAL_PARTY $SHOAL_NODE $EXTRA\"; pwd; \
-         grep SigBlk /proc/self/status; echo oops >&2; exit 3",
+         grep SigBlk /proc/self/status; echo \"$SHOAL_ATTEMPT_DIR\"; echo oops >&2; exit 3",
         work.path(),
     );
     spec.env.insert("EXTRA".into(), "hello".into());
@@ -44,6 +43,7 @@ async fn attempt_runs_with_env_cwd_and_captured_logs() {
     );
     // The supervisor blocks signals for itself; the command must not inherit that.
     assert_eq!(lines[2].split_whitespace().nth(1), Some("0000000000000000"));
+    assert_eq!(std::path::Path::new(lines[3]), dir.as_path());
     assert_eq!(
         std::fs::read_to_string(dir.join("stderr")).unwrap(),
         "oops\n"
@@ -65,7 +65,7 @@ async fn task_timeout_kills_the_whole_group() {
     let mut spec = sh("task-timeout", 1, TREE_SCRIPT, work.path());
     spec.timeout = Some(Duration::from_millis(800));
     exec.start(spec, LONG_LEASE).unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     assert!(alive(grandchild));
     let exit = next_exit(&mut exits, EXIT_WAIT).await;
     assert_eq!(exit.outcome, AttemptOutcome::TimedOut);
@@ -76,14 +76,15 @@ async fn task_timeout_kills_the_whole_group() {
     assert_eq!(exec.slots_free(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On the current-thread runtime the agent uses.
+#[tokio::test(flavor = "current_thread")]
 async fn cancel_kills_the_whole_group() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (exec, mut exits) = executor(data.path(), 1);
     exec.start(sh("task-cancel", 2, TREE_SCRIPT, work.path()), LONG_LEASE)
         .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     exec.kill("task-cancel", 2, KillReason::Cancelled).unwrap();
     let exit = next_exit(&mut exits, EXIT_WAIT).await;
     assert_eq!(exit.outcome, AttemptOutcome::Cancelled);
@@ -177,7 +178,8 @@ fn mock(task: &str, attempt: u64, duration: Duration, exit_code: i32) -> Attempt
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On the current-thread runtime the agent uses.
+#[tokio::test(flavor = "current_thread")]
 async fn mock_driver_completes_after_its_duration_with_its_code() {
     let data = tempfile::tempdir().unwrap();
     let (exec, mut exits) = executor(data.path(), 2);
@@ -280,4 +282,59 @@ async fn attempt_throughput_report() {
         println!("executor {label}: {total} attempts, {rate:.0}/s with {slots} slots");
     }
     assert_eq!(exec.slots_free(), slots);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_read_in_chunks_until_finished() {
+    use shoal_node::exec::{read_log, LogStream};
+    let data = tempfile::tempdir().unwrap();
+    let (exec, mut exits) = executor(data.path(), 1);
+    assert!(matches!(
+        read_log(data.path(), "task-logs", 1, LogStream::Stdout, 0, 10),
+        Err(ExecError::NoSuchAttempt { .. })
+    ));
+    exec.start(
+        sh(
+            "task-logs",
+            1,
+            "printf 0123456789abcdef; printf err >&2",
+            data.path(),
+        ),
+        LONG_LEASE,
+    )
+    .unwrap();
+    next_exit(&mut exits, EXIT_WAIT).await;
+    let first = read_log(data.path(), "task-logs", 1, LogStream::Stdout, 0, 10).unwrap();
+    assert_eq!(first.data, b"0123456789");
+    assert_eq!(first.next_offset, 10);
+    assert!(first.finished);
+    let rest = read_log(data.path(), "task-logs", 1, LogStream::Stdout, 10, 100).unwrap();
+    assert_eq!(rest.data, b"abcdef");
+    let end = read_log(data.path(), "task-logs", 1, LogStream::Stdout, 16, 100).unwrap();
+    assert!(end.data.is_empty() && end.finished);
+    let err = read_log(data.path(), "task-logs", 1, LogStream::Stderr, 0, 100).unwrap();
+    assert_eq!(err.data, b"err");
+    assert!(matches!(
+        read_log(data.path(), "../x", 1, LogStream::Stdout, 0, 1),
+        Err(ExecError::BadTaskId(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_that_left_the_group_is_still_killed() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (exec, mut exits) = executor(data.path(), 1);
+    exec.start(sh("task-escape", 1, ESCAPE_SCRIPT, work.path()), LONG_LEASE)
+        .unwrap();
+    let escaped = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
+    let own_group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(escaped))).unwrap();
+    assert_eq!(own_group.as_raw(), escaped, "setsid did not take effect");
+    exec.kill("task-escape", 1, KillReason::Cancelled).unwrap();
+    let exit = next_exit(&mut exits, EXIT_WAIT).await;
+    assert_eq!(exit.outcome, AttemptOutcome::Cancelled);
+    assert!(
+        !alive(escaped),
+        "escaped process {escaped} outlived the attempt"
+    );
 }

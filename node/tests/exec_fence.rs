@@ -5,14 +5,13 @@
 //! reports the attempt. The agent in the multi-process tests is this test
 //! binary run in its ignored `agent_child` mode.
 
-#[path = "exec_common/mod.rs"]
-mod common;
+mod exec_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use exec_support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shoal_node::exec::status::{read_status, AttemptState};
@@ -37,7 +36,7 @@ async fn lease_deadline_without_extension_kills_the_whole_group() {
         Duration::from_millis(800),
     )
     .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     let exit = next_exit(&mut exits, EXIT_WAIT).await;
     assert_eq!(exit.outcome, AttemptOutcome::Fenced);
     assert!(started.elapsed() >= Duration::from_millis(800));
@@ -56,7 +55,7 @@ async fn extensions_keep_the_attempt_alive_until_they_stop() {
     let lease = Duration::from_millis(1000);
     exec.start(sh("fence-2", 1, TREE_SCRIPT, work.path()), lease)
         .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     // 30 renewals every 100 ms: 3 s, three times the lease.
     for _ in 0..30 {
         exec.extend("fence-2", 1, lease).unwrap();
@@ -81,7 +80,7 @@ async fn dropping_the_executor_kills_its_attempts() {
         Duration::from_secs(100),
     )
     .unwrap();
-    let grandchild = wait_pid_file(&work.path().join("gc.pid"), Duration::from_secs(5));
+    let grandchild = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
     drop(exec);
     let took = tokio::task::spawn_blocking(move || wait_dead(grandchild, Duration::from_secs(5)))
         .await
@@ -141,7 +140,8 @@ fn closing_the_agent_pipe_kills_at_once() {
 
 /// Child mode: an agent that starts one tree attempt, prints
 /// `READY <grandchild pid>`, then renews (mode `extend`) or just holds a
-/// long lease (mode `hold`) for at most 60 s.
+/// long lease (mode `hold`; `hold-escape` runs a process that leaves the
+/// group) for at most 60 s.
 #[test]
 #[ignore = "child process of the exec_fence tests"]
 fn agent_child() {
@@ -160,12 +160,18 @@ fn agent_child() {
         } else {
             Duration::from_secs(100)
         };
-        exec.start(sh("agent-task", 9, TREE_SCRIPT, work.as_ref()), lease)
+        let script = if mode == "hold-escape" {
+            ESCAPE_SCRIPT
+        } else {
+            TREE_SCRIPT
+        };
+        exec.start(sh("agent-task", 9, script, work.as_ref()), lease)
             .unwrap();
-        let gc = wait_pid_file(
+        let gc = wait_pid_file_async(
             &std::path::Path::new(&work).join("gc.pid"),
             Duration::from_secs(5),
-        );
+        )
+        .await;
         // Straight to fd 1: the harness may capture `println!`.
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY {gc}").unwrap();
@@ -275,10 +281,12 @@ fn killed_agent_fences_at_once_and_restart_recovers_the_attempt() {
 }
 
 #[test]
-fn recover_kills_the_group_when_agent_and_supervisor_both_died() {
+fn recover_kills_even_escaped_processes_when_agent_and_supervisor_both_died() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(data.path(), work.path(), "hold");
+    // The attempt's background process left the group: only recovery's
+    // environment scan can find it once the supervisor is gone.
+    let mut agent = Agent::start(data.path(), work.path(), "hold-escape");
     let dir = data.path().join("attempts/agent-task/9");
     let status = read_status(&dir).unwrap();
     assert!(matches!(status.state, AttemptState::Running { .. }));

@@ -110,7 +110,13 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     /// A new executor and the channel on which every attempt's end arrives.
-    pub fn new(config: ExecutorConfig) -> (Executor, mpsc::UnboundedReceiver<AttemptExit>) {
+    pub fn new(mut config: ExecutorConfig) -> (Executor, mpsc::UnboundedReceiver<AttemptExit>) {
+        // Canonical, so that attempt directories (also the processes'
+        // SHOAL_ATTEMPT_DIR) are spelled the same after a restart.
+        let _ = std::fs::create_dir_all(&config.data_dir);
+        if let Ok(dir) = config.data_dir.canonicalize() {
+            config.data_dir = dir;
+        }
         let (exits, rx) = mpsc::unbounded_channel();
         let state = State {
             slots_free: config.slots_total,
@@ -272,7 +278,9 @@ impl Executor {
 
     /// Attempts left by an earlier run of the agent (not running in this
     /// executor, not yet marked reported): their process groups are made
-    /// sure dead first. See [`recover`](super::recover::recover).
+    /// sure dead first. See [`recover`](super::recover::recover). Blocking
+    /// (it may wait a few seconds for leftovers to die): call it before
+    /// serving, or through `spawn_blocking`.
     pub fn recover(&self) -> Result<Vec<RecoveredAttempt>, ExecError> {
         let running = self.running();
         let found = recover_dir(&self.inner.config.data_dir, &running)?;

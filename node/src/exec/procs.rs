@@ -50,6 +50,25 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Pids of live processes whose environment names this attempt: the
+/// supervisor gives every command `SHOAL_ATTEMPT_DIR`, unique per data
+/// directory, task and attempt (so two agents on one host never match each
+/// other's processes).
+pub fn attempt_processes(attempt_dir: &std::path::Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut wanted = b"SHOAL_ATTEMPT_DIR=".to_vec();
+    wanted.extend_from_slice(attempt_dir.as_os_str().as_bytes());
+    live_processes()
+        .into_iter()
+        .map(|(pid, _, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_slice()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// SIGKILL to every process of group `pgid`; a group already gone is fine.
 pub fn kill_group(pgid: i32) {
     if pgid <= 1 {

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::procs::{group_members, kill_group, kill_pid, pid_exists};
+use super::procs::{
+    attempt_processes, children_of, group_members, kill_group, kill_pid, pid_exists,
+};
 use super::status::{
     boot_id, read_status, write_status, AttemptState, AttemptStatus, REPORTED_FILE,
 };
@@ -14,6 +16,8 @@ use super::types::{io_err, AttemptOutcome, ExecError};
 pub const RECOVER_ATTEMPTS_MAX: usize = 100_000;
 /// How long recovery waits for a killed group to disappear.
 const GROUP_DEATH_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long recovery lets a still-live supervisor finish by itself.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(3);
 
 /// An attempt found by [`recover`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,11 @@ pub(crate) fn recover_dir(
     data_dir: &Path,
     skip: &[(String, u64)],
 ) -> Result<Vec<RecoveredAttempt>, ExecError> {
+    // The executor hands out canonical attempt directories (they are
+    // matched against the processes' SHOAL_ATTEMPT_DIR).
+    let data_dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
     let root = data_dir.join("attempts");
     let tasks = match std::fs::read_dir(&root) {
         Ok(t) => t,
@@ -98,17 +107,7 @@ pub(crate) fn finish_abandoned(
 ) -> AttemptOutcome {
     // Pids recorded in another boot name unrelated processes now.
     if status.boot_id == boot_id() {
-        if is_supervisor(status.supervisor_pid) {
-            kill_pid(status.supervisor_pid as i32);
-        }
-        if let AttemptState::Running { pgid } = status.state {
-            let until = Instant::now() + GROUP_DEATH_WAIT_MAX;
-            kill_group(pgid);
-            while !group_members(pgid).is_empty() && Instant::now() < until {
-                kill_group(pgid);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        kill_leftovers(dir, &status);
     }
     // The supervisor may have finished meanwhile and recorded the truth.
     if let Ok(AttemptStatus {
@@ -125,6 +124,44 @@ pub(crate) fn finish_abandoned(
         tracing::warn!(dir = %dir.display(), error = %e, "cannot record recovered attempt");
     }
     outcome
+}
+
+/// Makes sure nothing of the attempt runs any more (bounded in time).
+fn kill_leftovers(dir: &Path, status: &AttemptStatus) {
+    let sup = status.supervisor_pid;
+    // A live supervisor saw the old agent's pipe close and is cleaning up;
+    // let it finish and record the truth before taking over.
+    let grace_until = Instant::now() + SUPERVISOR_GRACE;
+    while is_supervisor(sup) && Instant::now() < grace_until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if is_supervisor(sup) {
+        for child in children_of(sup as i32) {
+            kill_group(child);
+            kill_pid(child);
+        }
+        kill_pid(sup as i32);
+    }
+    let until = Instant::now() + GROUP_DEATH_WAIT_MAX;
+    loop {
+        if let AttemptState::Running { pgid } = status.state {
+            kill_group(pgid);
+        }
+        // Processes that left the group (setsid) or were spawned before the
+        // status named the group still carry the attempt's identity.
+        let marked = attempt_processes(dir);
+        for pid in &marked {
+            kill_pid(*pid);
+        }
+        let group_alive = match status.state {
+            AttemptState::Running { pgid } => !group_members(pgid).is_empty(),
+            _ => false,
+        };
+        if (!group_alive && marked.is_empty()) || Instant::now() >= until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn is_supervisor(pid: u32) -> bool {

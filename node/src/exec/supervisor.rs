@@ -139,6 +139,7 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
         .env("SHOAL_ATTEMPT", spec.attempt.to_string())
         .env("SHOAL_PARTY", &spec.party)
         .env("SHOAL_NODE", &spec.node)
+        .env("SHOAL_ATTEMPT_DIR", &spec.attempt_dir)
         .stdin(Stdio::null())
         .stdout(open("stdout")?)
         .stderr(open("stderr")?)

@@ -161,6 +161,14 @@ pub enum ExecError {
         /// Attempt number.
         attempt: u64,
     },
+    /// No attempt with this task id and number ran on this node.
+    #[error("no attempt {attempt} of task {task_id} on this node")]
+    NoSuchAttempt {
+        /// Task id.
+        task_id: String,
+        /// Attempt number.
+        attempt: u64,
+    },
     /// The supervisor process could not be started, or a file of the
     /// attempt directory could not be written.
     #[error("{what}: {source}")]

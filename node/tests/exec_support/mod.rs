@@ -85,3 +85,18 @@ pub fn wait_dead(pid: i32, within: Duration) -> Option<Duration> {
     }
     None
 }
+
+/// [`wait_pid_file`] for async tests: never blocks the runtime (on a
+/// current-thread runtime a blocking wait would starve the executor).
+pub async fn wait_pid_file_async(path: &Path, within: Duration) -> i32 {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || wait_pid_file(&path, within))
+        .await
+        .expect("pid file wait panicked")
+}
+
+/// Like [`TREE_SCRIPT`], but the background process leaves the attempt's
+/// process group and session (`setsid`), so only the supervisor's subreaper
+/// role or recovery's environment scan can find it.
+pub const ESCAPE_SCRIPT: &str =
+    "setsid sleep 100 & echo $! > gc.pid.tmp && mv gc.pid.tmp gc.pid; sleep 100";
