@@ -929,9 +929,12 @@ impl Sim {
                 if seen.is_active() != live {
                     count += 1;
                     example.get_or_insert_with(|| {
+                        let held = self.last_inc[o * self.n + m];
+                        let back = ViewState::from_u8(self.view[m * self.n + o]);
                         format!(
-                            "n{o} sees n{m} as {seen:?} but it is {}",
-                            if live { "live" } else { "gone" }
+                            "n{o} sees n{m} as {seen:?} (incarnation {held}) but it is {}; n{m} is at incarnation {} and sees n{o} as {back:?}",
+                            if live { "live" } else { "gone" },
+                            self.slots[m].host.as_ref().map_or(0, |h| h.incarnation()),
                         )
                     });
                 }
