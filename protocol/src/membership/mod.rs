@@ -15,6 +15,33 @@
 //!
 //! Membership answers "who is probably alive". It is never the basis of
 //! safety: leases are.
+//!
+//! # The protocol, and where each part lives
+//! - `probe`: every `probe_interval` (times the local health multiplier,
+//!   LHM + 1) the next member of a shuffled round-robin list gets a ping; no
+//!   ack within `probe_timeout` sends `indirect_probes` ping-reqs through
+//!   alive members, which ping the target and relay its ack or answer with a
+//!   nack. No ack by the end of the round makes the target suspect. A ping
+//!   to a suspect names the suspected incarnation (buddy system).
+//! - `suspicion`: Lifeguard's timeout, from `beta * min` down to
+//!   `min = alpha * log10(N) * probe_interval` as independent suspicions
+//!   arrive; then the member is declared down.
+//! - `merge`: newer information wins (higher incarnation; at equal
+//!   incarnation alive < suspect < down < left); a node told it is suspect,
+//!   down or left at its own incarnation or above refutes with a higher one.
+//!   Only a member raises its own incarnation. A node that finds itself more
+//!   than a probe interval behind its own timer (paused) refutes at once.
+//! - `broadcast`: updates ride on every datagram, fewest-sent first, each
+//!   sent `retransmit_mult * ceil(log2(N+1))` times; pending updates also go
+//!   to `gossip_fanout` random members every `gossip_interval`.
+//! - `outbound`/`inbound`: push-pull full-state exchange (the join handshake,
+//!   periodic anti-entropy scaled with N, and one reconnect attempt to a down
+//!   member per round); a member held down that talks to us is told so.
+//! - `timer`: one enum of timer kinds and a fixed table of deadlines.
+//!
+//! Everything is deterministic from `seed` and the inputs: collections are
+//! ordered, the RNG is ChaCha8 seeded once. Every queue and table is bounded
+//! (the `MAX_*` constants).
 
 mod broadcast;
 mod config;
