@@ -42,6 +42,10 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// How many random members each gossip-only send goes to.
     pub gossip_fanout: usize,
+    /// Time between two pings to a random down member, which heal a
+    /// partition once it is over (both sides hold the other down and would
+    /// otherwise never talk again).
+    pub reconnect_interval: Duration,
 }
 
 /// Why a [`Config`] cannot be used.
@@ -104,6 +108,7 @@ impl Config {
             join_retry_interval: Duration::from_secs(1),
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
+            reconnect_interval: Duration::from_secs(2),
         }
     }
 
@@ -116,6 +121,7 @@ impl Config {
             gossip_interval: Duration::from_millis(500),
             gossip_fanout: 4,
             join_retry_interval: Duration::from_secs(3),
+            reconnect_interval: Duration::from_secs(10),
             ..Config::lan()
         }
     }
@@ -128,6 +134,7 @@ impl Config {
             push_pull_interval: Duration::from_secs(10),
             gossip_interval: Duration::from_millis(50),
             join_retry_interval: Duration::from_millis(500),
+            reconnect_interval: Duration::from_secs(1),
             // Loopback tests want fast detection; nothing pauses there.
             suspicion_timeout_floor: Duration::ZERO,
             ..Config::lan()
@@ -142,6 +149,7 @@ impl Config {
             ("push_pull_interval", self.push_pull_interval),
             ("join_retry_interval", self.join_retry_interval),
             ("gossip_interval", self.gossip_interval),
+            ("reconnect_interval", self.reconnect_interval),
         ];
         for (name, period) in periods {
             if period.as_millis() == 0 {
@@ -180,6 +188,7 @@ impl Config {
         fix(&mut c.push_pull_interval, lan.push_pull_interval);
         fix(&mut c.join_retry_interval, lan.join_retry_interval);
         fix(&mut c.gossip_interval, lan.gossip_interval);
+        fix(&mut c.reconnect_interval, lan.reconnect_interval);
         if c.probe_timeout >= c.probe_interval {
             c.probe_timeout = c.probe_interval / 2;
         }
