@@ -61,10 +61,11 @@ fn sweep(s: &Scenario, seeds: std::ops::Range<u64>, imp: Impl, tolerated: &[&str
     sweep_known(s, seeds, imp, tolerated, &[]);
 }
 
-/// Open shoal membership bugs the smoke sweep found. Seed 5: n40 paused for
-/// 1.44 s (under the 1.5 s bound) is confirmed down by n45 95 ms after it
-/// resumed: its refutation does not outrun the suspicion timeout.
-const SHOAL_SMOKE_KNOWN: &[(u64, &str)] = &[(5, "false_positive")];
+/// Open shoal membership bugs the chaos sweep found. Seed 10: after the
+/// heal, n0 still holds n14 down at incarnation 2 while n14 is live at 3 and
+/// sees n0 alive: the refutation never reaches n0 (same shape as
+/// membership-chaos seeds 1, 2, 4, 5 at full size).
+const SHOAL_CHAOS_KNOWN: &[(u64, &str)] = &[(10, "no_convergence")];
 
 /// membership-chaos with fewer nodes and less time, keeping every fault kind.
 fn reduced_chaos() -> Scenario {
@@ -101,16 +102,10 @@ fn chaos_sweep_with_foca_keeps_the_safety_invariants() {
 
 #[test]
 fn smoke_sweep_with_shoal_has_no_violations() {
-    sweep_known(
-        &load("smoke.toml"),
-        1..11,
-        Impl::Shoal,
-        &[],
-        SHOAL_SMOKE_KNOWN,
-    );
+    sweep(&load("smoke.toml"), 1..11, Impl::Shoal, &[]);
 }
 
 #[test]
-fn chaos_sweep_with_shoal_has_no_violations() {
-    sweep(&reduced_chaos(), 1..11, Impl::Shoal, &[]);
+fn chaos_sweep_with_shoal_has_no_violations_but_the_known_seeds() {
+    sweep_known(&reduced_chaos(), 1..11, Impl::Shoal, &[], SHOAL_CHAOS_KNOWN);
 }
