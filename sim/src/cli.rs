@@ -150,10 +150,16 @@ fn one_run(scenario: &Scenario, seed: u64, imp: Impl) -> Outcome {
 fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&args.common.scenario)?;
     let pb = bar(scenario.virtual_s, "virtual s");
-    if let Some(pb) = &pb {
-        pb.set_position(0);
-    }
-    let outcome = one_run(&scenario, args.seed, args.common.implementation);
+    let outcome = crate::run_scenario_with_progress(
+        &scenario,
+        args.seed,
+        args.common.implementation,
+        &mut |virtual_ms| {
+            if let Some(pb) = &pb {
+                pb.set_position(virtual_ms / 1000);
+            }
+        },
+    );
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }

@@ -200,9 +200,15 @@ pub struct Sim {
 
 /// Runs a whole scenario.
 pub fn run(config: RunConfig) -> Outcome {
+    run_with_progress(config, &mut |_| {})
+}
+
+/// Runs a whole scenario, calling `progress(virtual_ms)` once per virtual
+/// second (the CLI's progress bar).
+pub fn run_with_progress(config: RunConfig, progress: &mut dyn FnMut(u64)) -> Outcome {
     let wall = std::time::Instant::now();
     let mut sim = Sim::new(config);
-    sim.run_to_end();
+    sim.run_to_end_with(progress);
     let wall_ms = wall.elapsed().as_millis() as u64;
     sim.finish(wall_ms)
 }
@@ -343,6 +349,11 @@ impl Sim {
 
     /// Runs until the scenario's end.
     pub fn run_to_end(&mut self) {
+        self.run_to_end_with(&mut |_| {});
+    }
+
+    /// Runs until the scenario's end, reporting virtual progress.
+    pub fn run_to_end_with(&mut self, progress: &mut dyn FnMut(u64)) {
         let end_us = self.scenario.end_ms() * 1000;
         while let Some(top) = self.heap.peek() {
             if top.at_us > end_us {
@@ -351,6 +362,9 @@ impl Sim {
             let Entry { at_us, ev, .. } = self.heap.pop().expect("peeked");
             debug_assert!(at_us >= self.now_us, "time never goes backwards");
             self.now_us = at_us;
+            if matches!(ev, Ev::Sample) {
+                progress(self.now_ms());
+            }
             self.step(ev);
         }
         self.now_us = end_us;
@@ -929,9 +943,12 @@ impl Sim {
                 if seen.is_active() != live {
                     count += 1;
                     example.get_or_insert_with(|| {
+                        let held = self.last_inc[o * self.n + m];
+                        let back = ViewState::from_u8(self.view[m * self.n + o]);
                         format!(
-                            "n{o} sees n{m} as {seen:?} but it is {}",
-                            if live { "live" } else { "gone" }
+                            "n{o} sees n{m} as {seen:?} (incarnation {held}) but it is {}; n{m} is at incarnation {} and sees n{o} as {back:?}",
+                            if live { "live" } else { "gone" },
+                            self.slots[m].host.as_ref().map_or(0, |h| h.incarnation()),
                         )
                     });
                 }

@@ -17,7 +17,7 @@ pub mod report;
 pub mod scenario;
 pub mod trace;
 
-pub use engine::{run, Outcome, RunConfig};
+pub use engine::{run, run_with_progress, Outcome, RunConfig};
 pub use host::{Impl, SimNode};
 pub use report::{Report, Violation};
 pub use scenario::Scenario;
@@ -28,11 +28,24 @@ pub const KNOWN_BUGS: &[&str] = &[];
 
 /// Runs `scenario` with `seed` on implementation `imp`.
 pub fn run_scenario(scenario: &Scenario, seed: u64, imp: Impl) -> Outcome {
-    run(RunConfig {
-        scenario: scenario.clone(),
-        seed,
-        implementation: imp.name().to_string(),
-        factory: imp.factory(),
-        faults: None,
-    })
+    run_scenario_with_progress(scenario, seed, imp, &mut |_| {})
+}
+
+/// [`run_scenario`], calling `progress(virtual_ms)` once per virtual second.
+pub fn run_scenario_with_progress(
+    scenario: &Scenario,
+    seed: u64,
+    imp: Impl,
+    progress: &mut dyn FnMut(u64),
+) -> Outcome {
+    run_with_progress(
+        RunConfig {
+            scenario: scenario.clone(),
+            seed,
+            implementation: imp.name().to_string(),
+            factory: imp.factory(),
+            faults: None,
+        },
+        progress,
+    )
 }

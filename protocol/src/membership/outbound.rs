@@ -103,9 +103,11 @@ impl Membership {
     }
 
     /// After a partition both sides hold the other down and never probe
-    /// it; a push-pull to one random down member per round lets either side
-    /// learn it was declared down, refute, and heal (serf's reconnect).
-    pub(super) fn push_pull_with_random_down_member(&mut self) {
+    /// it. A ping to one random down member now and then (serf's reconnect,
+    /// but a ping instead of a full-state exchange) reaches it if it runs:
+    /// whichever side holds the other down says so on receipt (see
+    /// `tell_if_given_up`), the other refutes, and the refutation spreads.
+    pub(super) fn ping_random_down_member(&mut self) {
         if self.has_left {
             return;
         }
@@ -125,7 +127,14 @@ impl Membership {
         }
         let pick = down[rand::Rng::gen_range(&mut self.rng, 0..down.len())];
         if let Some(addr) = self.members.get(&pick).map(|m| m.identity.addr) {
-            self.send_push_pull(addr, true);
+            let seq = self.next_seq();
+            self.send(
+                addr,
+                SwimBody::Ping {
+                    seq,
+                    suspected_at: None,
+                },
+            );
         }
     }
 
