@@ -70,18 +70,18 @@ impl Membership {
         } = record;
         match state {
             WireState::Alive => {
-                let verdict = self.members.get(&id).and_then(|m| {
-                    (m.state == MemberState::Down && m.incarnation == incarnation).then(|| {
-                        (
-                            m.identity.addr,
-                            Update::Down {
-                                id,
-                                incarnation,
-                                by: self.identity.id,
-                            },
-                        )
-                    })
-                });
+                let verdict = self
+                    .members
+                    .get(&id)
+                    .filter(|m| m.state == MemberState::Down && m.incarnation == incarnation)
+                    .map(|m| {
+                        let down = Update::Down {
+                            id,
+                            incarnation,
+                            by: self.identity.id,
+                        };
+                        (m.identity.addr, down)
+                    });
                 self.on_alive(now, id, name, addr, incarnation);
                 verdict
             }
