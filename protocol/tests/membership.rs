@@ -398,3 +398,91 @@ fn node_state_newer_version_wins() {
         .count();
     assert!(updates >= 1);
 }
+
+#[test]
+fn a_paused_node_refutes_as_soon_as_it_runs_again() {
+    let mut c = Cluster::converged(6, Config::local(), 12);
+    let before = c.machine(3).incarnation();
+    // Nothing reaches it during or right after the pause, so no buddy ping
+    // can be what makes it refute.
+    for i in 0..6 {
+        c.blocked.insert((i, 3));
+    }
+    // Longer than two probe intervals, shorter than the suspicion timeout.
+    c.pause(3, ms(300));
+    let resumed = c.run_until(secs(2), |c| c.nodes[3].paused_until.is_none());
+    assert!(resumed.is_some());
+    assert_eq!(c.machine(3).stats().stalls, 1);
+    assert!(c.machine(3).incarnation() > before);
+    assert!(c.machine(3).local_health() >= 1);
+    c.heal();
+    let alive = c.run_until(secs(3), |c| c.all_see_alive(&[0, 1, 2, 3, 4, 5]));
+    assert!(alive.is_some());
+    assert_eq!(c.transitions_to(3, MemberState::Down), 0);
+}
+
+#[test]
+fn dissemination_quiesces_when_nothing_changes() {
+    let mut c = Cluster::converged(8, Config::local(), 13);
+    c.nodes[2]
+        .machine
+        .set_local_state(c.now, NodeState::default());
+    c.drain(2);
+    c.run_for(secs(10));
+    for i in 0..8 {
+        assert_eq!(
+            c.machine(i).pending_updates(),
+            0,
+            "node {i} still gossiping"
+        );
+    }
+    let version = c.machine(2).local_state().unwrap().version;
+    assert_eq!(version, 1, "own state echoed back bumped the version");
+}
+
+#[test]
+fn a_member_held_down_is_told_when_it_speaks() {
+    let mut m = machine_knowing(4, Config::lan());
+    let down = Update::Down {
+        id: id_of(3),
+        incarnation: 0,
+        by: id_of(2),
+    };
+    let now = Instant::from_millis(5);
+    m.handle_datagram(
+        now,
+        addr_of(2),
+        id_of(2),
+        &message(2, SwimBody::Gossip, vec![down.clone()]),
+    )
+    .unwrap();
+    while m.poll_transmit().is_some() {}
+    assert_eq!(m.member(&id_of(3)).unwrap().state, MemberState::Down);
+    // Node 3 is running after all: it pings us.
+    let ping = message(
+        3,
+        SwimBody::Ping {
+            seq: 9,
+            suspected_at: None,
+        },
+        vec![],
+    );
+    m.handle_datagram(now, addr_of(3), id_of(3), &ping).unwrap();
+    let told = std::iter::from_fn(|| m.poll_transmit())
+        .filter(|t| t.dst == addr_of(3))
+        .filter_map(|t| shoal_protocol::wire::decode::<SwimMessage>(&t.payload, 1200).ok())
+        .any(|msg| {
+            msg.updates
+                .iter()
+                .any(|u| matches!(u, Update::Down { id, .. } if *id == id_of(3)))
+        });
+    assert!(told, "a member held down was not told so");
+    // Its refutation brings it back.
+    let refute = message(3, SwimBody::Gossip, vec![alive(3, 1)]);
+    m.handle_datagram(now, addr_of(3), id_of(3), &refute)
+        .unwrap();
+    assert_eq!(
+        m.member(&id_of(3)).map(|x| (x.state, x.incarnation)),
+        Some((MemberState::Alive, 1))
+    );
+}

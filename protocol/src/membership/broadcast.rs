@@ -37,7 +37,13 @@ struct Entry {
     seq: u64,
 }
 
-type Rank = (u32, Reverse<u64>, Key);
+/// Order of sending: fewest transmits, then newest; the size rides along
+/// so that selection needs no map look-up.
+type Rank = (u32, Reverse<u64>, Key, usize);
+
+/// Updates passed over for not fitting before selection gives up; bounds
+/// the work per message when the queue is long.
+const MAX_SELECT_MISSES: usize = 16;
 
 /// Pending updates and how often each was sent.
 #[derive(Debug, Default)]
@@ -56,7 +62,8 @@ impl BroadcastQueue {
         }
         let key = key_of(&update);
         if let Some(old) = self.entries.remove(&key) {
-            self.order.remove(&(old.transmits, Reverse(old.seq), key));
+            self.order
+                .remove(&(old.transmits, Reverse(old.seq), key, old.size));
         }
         if self.entries.len() >= MAX_PENDING_UPDATES {
             if let Some(last) = self.order.pop_last() {
@@ -70,7 +77,7 @@ impl BroadcastQueue {
             transmits: 0,
             seq: self.next_seq,
         };
-        self.order.insert((0, Reverse(entry.seq), key));
+        self.order.insert((0, Reverse(entry.seq), key, size));
         self.entries.insert(key, entry);
     }
 
@@ -79,15 +86,17 @@ impl BroadcastQueue {
     /// times leaves the queue.
     pub(crate) fn select(&mut self, budget_bytes: usize, limit: u32) -> Vec<Update> {
         let mut left = budget_bytes;
+        let mut misses = 0;
         let mut taken = Vec::new();
         for rank in &self.order {
-            if left < 8 {
+            if left < 8 || misses >= MAX_SELECT_MISSES {
                 break;
             }
-            let entry = &self.entries[&rank.2];
-            if entry.size <= left {
-                left -= entry.size;
+            if rank.3 <= left {
+                left -= rank.3;
                 taken.push(*rank);
+            } else {
+                misses += 1;
             }
         }
         let mut out = Vec::with_capacity(taken.len());
@@ -102,7 +111,7 @@ impl BroadcastQueue {
                 self.entries.remove(&rank.2);
             } else {
                 self.order
-                    .insert((entry.transmits, Reverse(entry.seq), rank.2));
+                    .insert((entry.transmits, Reverse(entry.seq), rank.2, entry.size));
             }
         }
         out

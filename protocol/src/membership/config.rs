@@ -78,16 +78,17 @@ impl Config {
     /// Tuned for 1000 members, 1% loss and pauses up to 1.5 s: a 200 ms probe
     /// interval makes the first probe of a crashed member come soon (probes
     /// of all members reach it as a Poisson stream of one per interval, so
-    /// the 99th percentile wait is ~4.6 intervals); `alpha = 4` gives a
-    /// 2.4 s minimum suspicion at N = 1000, longer than a 1.5 s pause plus
-    /// the spread of the refutation; gossip every 100 ms to 3 members
-    /// spreads an update to all in well under a second.
+    /// the 99th percentile wait is ~4.6 intervals); `alpha = 3.5` gives a
+    /// 2.1 s minimum suspicion at N = 1000, longer than a 1.5 s pause plus
+    /// the spread of the refutation (a paused node refutes as soon as it
+    /// runs again, see `Stats::stalls`); gossip every 100 ms to 3 members
+    /// spreads an update to all in about 0.3 s.
     pub fn lan() -> Self {
         Config {
             probe_interval: Duration::from_millis(200),
             probe_timeout: Duration::from_millis(80),
             indirect_probes: 3,
-            suspicion_alpha: 4.0,
+            suspicion_alpha: 3.5,
             suspicion_beta: 3.0,
             suspicion_confirmations: 3,
             retransmit_mult: 3,
@@ -264,9 +265,9 @@ mod tests {
     #[test]
     fn lan_suspicion_bounds_at_a_thousand_members() {
         let c = Config::lan();
-        assert_eq!(c.suspicion_timeout_min(1000), Duration::from_millis(2400));
-        assert_eq!(c.suspicion_timeout_max(1000), Duration::from_millis(7200));
-        assert_eq!(c.suspicion_timeout_min(3), Duration::from_millis(800));
+        assert_eq!(c.suspicion_timeout_min(1000), Duration::from_millis(2100));
+        assert_eq!(c.suspicion_timeout_max(1000), Duration::from_millis(6300));
+        assert_eq!(c.suspicion_timeout_min(3), Duration::from_millis(700));
         assert_eq!(c.retransmit_limit(1000), 30);
         assert_eq!(c.push_pull_interval_for(10), Duration::from_secs(60));
         assert_eq!(c.push_pull_interval_for(1000), Duration::from_secs(360));

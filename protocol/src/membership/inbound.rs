@@ -1,7 +1,7 @@
 //! Decoding, authenticating and dispatching one received payload.
 
-use super::{InputError, Membership, MAX_UPDATES_PER_MESSAGE};
-use crate::wire::swim::{PushPull, SwimBody, SwimMessage};
+use super::{InputError, MemberState, Membership, MAX_UPDATES_PER_MESSAGE};
+use crate::wire::swim::{PushPull, SwimBody, SwimMessage, Update};
 use crate::wire::{decode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 use crate::{Instant, NodeId};
 use std::net::SocketAddr;
@@ -36,6 +36,7 @@ impl Membership {
             self.apply_update(now, update);
         }
         let sender = message.sender;
+        self.tell_if_given_up(src, sender);
         match message.body {
             SwimBody::Ping { seq, suspected_at } => self.on_ping(now, src, seq, suspected_at),
             SwimBody::Ack { seq } => self.on_ack(sender, seq),
@@ -50,6 +51,29 @@ impl Membership {
         }
         self.refresh_derived_timers();
         Ok(())
+    }
+
+    /// A member we hold down or left is talking to us, so it is running and
+    /// does not know: tell it at once so it refutes. After a partition this
+    /// is what lets both sides find each other again within seconds.
+    fn tell_if_given_up(&mut self, src: SocketAddr, sender: NodeId) {
+        let Some(member) = self.members.get(&sender) else {
+            return;
+        };
+        let incarnation = member.incarnation;
+        let verdict = match member.state {
+            MemberState::Down => Update::Down {
+                id: sender,
+                incarnation,
+                by: self.identity.id,
+            },
+            MemberState::Left => Update::Left {
+                id: sender,
+                incarnation,
+            },
+            MemberState::Alive | MemberState::Suspect => return,
+        };
+        self.send_with(src, SwimBody::Gossip, vec![verdict]);
     }
 
     fn authenticate(src_id: NodeId, payload: &[u8]) -> Result<SwimMessage, InputError> {

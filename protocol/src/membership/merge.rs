@@ -234,7 +234,7 @@ impl Membership {
         if id == self.identity.id {
             // An earlier life of ours published newer versions: skip past them.
             if let Some(local) = &self.local_state {
-                if state.version >= local.version {
+                if state.version > local.version {
                     let mut newer = local.clone();
                     newer.version = state.version.saturating_add(1);
                     self.local_state = Some(newer.clone());

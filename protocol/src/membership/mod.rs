@@ -59,6 +59,8 @@ pub const MAX_QUEUED_EVENTS: usize = 65_536;
 /// Down members considered for a reconnecting push-pull (the oldest are
 /// the first candidates: they were down the longest).
 pub const MAX_RECONNECT_CANDIDATES: usize = 1024;
+/// Passes over the timer table in one `handle_timeout`.
+const MAX_TIMER_PASSES: usize = 4;
 /// Most updates applied from one message.
 pub const MAX_UPDATES_PER_MESSAGE: usize = 256;
 
@@ -200,6 +202,11 @@ pub struct Stats {
     pub transmits: u64,
     /// Bytes handed to the host.
     pub bytes_out: u64,
+    /// Times this node found itself far behind its own probe timer (paused
+    /// or starved) and refuted pre-emptively.
+    pub stalls: u64,
+    /// Periodic push-pull rounds started (joins not counted).
+    pub push_pulls_started: u64,
 }
 
 /// The membership machine of one node.
@@ -231,6 +238,9 @@ pub struct Membership {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    created_at: Instant,
+    /// This node's random phase in the push-pull cycle, in per mille.
+    push_pull_phase_permille: u32,
 }
 
 impl Membership {
@@ -273,6 +283,8 @@ impl Membership {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            created_at: now,
+            push_pull_phase_permille: 0,
         };
         // Random phases keep the nodes of a cluster started together from
         // probing and exchanging in lockstep.
@@ -313,12 +325,25 @@ impl Membership {
 
     /// The timer fired. Harmless when called early: only expired timers run.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in Timer::VALUES {
-            if self.timers.is_expired(timer, now) {
-                self.on_timer(timer, now);
+        if self.timers.is_expired(Timer::Probe, now) {
+            self.detect_stall(now);
+        }
+        // One handler can pull another deadline into the past (our own
+        // failed probe confirms a suspicion), so run until none is due.
+        // Every handler re-arms its timer after `now`, so a few passes do.
+        for _ in 0..MAX_TIMER_PASSES {
+            let mut ran = false;
+            for timer in Timer::VALUES {
+                if self.timers.is_expired(timer, now) {
+                    self.on_timer(timer, now);
+                    self.refresh_derived_timers();
+                    ran = true;
+                }
+            }
+            if !ran {
+                break;
             }
         }
-        self.refresh_derived_timers();
     }
 
     /// Announces a graceful leave; the host should drain transmits, wait a
@@ -503,11 +528,19 @@ impl Membership {
                 self.timers.set(Timer::Gossip, next);
             }
             Timer::PushPull => {
+                let interval = self.config.push_pull_interval_for(self.cluster_size());
+                let first_at = self.first_push_pull_at(interval);
+                if self.stats.push_pulls_started == 0 && first_at > now {
+                    // The cluster grew since we armed it: keep our phase
+                    // in the longer cycle so the first exchanges of a
+                    // cluster started together do not come all at once.
+                    self.timers.set(Timer::PushPull, first_at);
+                    return;
+                }
+                self.stats.push_pulls_started += 1;
                 self.push_pull_with_random_member();
                 self.push_pull_with_random_down_member();
-                let interval = self.config.push_pull_interval_for(self.cluster_size());
-                let next = now + interval;
-                self.timers.set(Timer::PushPull, next);
+                self.timers.set(Timer::PushPull, now + interval);
             }
             Timer::Join => {
                 if self.joined {
@@ -534,6 +567,27 @@ impl Membership {
             .first()
             .map(|(since, _)| *since + self.config.down_retention);
         self.timers.set_opt(Timer::Reap, reap);
+    }
+
+    /// Lifeguard: a node that falls behind its own timers was paused or
+    /// starved, and was very likely suspected meanwhile. It slows down and
+    /// refutes at once instead of waiting to be told (a paused node's
+    /// refutation must beat the suspicion timeout).
+    fn detect_stall(&mut self, now: Instant) {
+        let Some(deadline) = self.timers.get(Timer::Probe) else {
+            return;
+        };
+        let late = now.saturating_duration_since(deadline);
+        if late <= self.config.probe_interval || self.has_left || self.live_count == 0 {
+            return;
+        }
+        self.stats.stalls += 1;
+        self.bump_local_health();
+        self.incarnation = self.incarnation.saturating_add(1);
+        self.push_event(Event::SelfRefuted {
+            incarnation: self.incarnation,
+        });
+        self.broadcast_self_alive();
     }
 
     fn expire_suspicions(&mut self, now: Instant) {
@@ -569,6 +623,12 @@ impl Membership {
                 });
             }
         }
+    }
+
+    /// When this node's first push-pull is due in a cycle of `interval`.
+    fn first_push_pull_at(&self, interval: Duration) -> Instant {
+        let phase = interval.mul_f64(f64::from(self.push_pull_phase_permille) / 1000.0);
+        self.created_at + phase.max(Duration::from_millis(1))
     }
 
     /// `d` stretched by the Lifeguard local health multiplier.

@@ -1,7 +1,9 @@
 //! Building and queueing messages: piggybacked probes, gossip, push-pull.
 
 use super::{MemberState, Membership, Transmit, MAX_QUEUED_TRANSMITS};
-use crate::wire::swim::{MemberRecord, PushPull, StateRecord, SwimBody, SwimMessage, WireState};
+use crate::wire::swim::{
+    MemberRecord, PushPull, StateRecord, SwimBody, SwimMessage, Update, WireState,
+};
 use crate::wire::{encode, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 use std::net::SocketAddr;
 
@@ -24,15 +26,21 @@ fn wire_state(state: MemberState) -> WireState {
 impl Membership {
     /// Sends `body` as a datagram to `dst` with as many pending updates as fit.
     pub(super) fn send(&mut self, dst: SocketAddr, body: SwimBody) {
+        self.send_with(dst, body, Vec::new());
+    }
+
+    /// Like [`Membership::send`], with `first` ahead of the queued updates.
+    pub(super) fn send_with(&mut self, dst: SocketAddr, body: SwimBody, first: Vec<Update>) {
         let mut message = SwimMessage {
             sender: self.identity.id,
             body,
-            updates: Vec::new(),
+            updates: first,
         };
         let base = encode(&message).len();
         let budget = MAX_DATAGRAM_BYTES.saturating_sub(base + UPDATES_PREFIX_BYTES);
         let limit = self.config.retransmit_limit(self.cluster_size());
-        message.updates = self.broadcasts.select(budget, limit);
+        let queued = self.broadcasts.select(budget, limit);
+        message.updates.extend(queued);
         let payload = encode(&message);
         debug_assert!(payload.len() <= MAX_DATAGRAM_BYTES, "datagram overflow");
         self.push_transmit(Transmit {

@@ -173,8 +173,13 @@ mod tests {
     use proptest::prelude::*;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+    /// Mostly a few small ids, so that generated updates hit the receiving
+    /// machine itself and members it knows.
     fn arb_id() -> impl Strategy<Value = NodeId> {
-        any::<[u8; 16]>().prop_map(NodeId)
+        prop_oneof![
+            3 => (1u64..6).prop_map(NodeId::from_u64),
+            1 => any::<[u8; 16]>().prop_map(NodeId),
+        ]
     }
 
     fn arb_addr() -> impl Strategy<Value = SocketAddr> {
@@ -337,6 +342,70 @@ mod tests {
             let _ = decode::<SwimMessage>(&bytes, MAX_STREAM_MESSAGE_BYTES);
             bytes.truncate(cut.index(bytes.len() + 1));
             let _ = decode::<SwimMessage>(&bytes, MAX_STREAM_MESSAGE_BYTES);
+        }
+    }
+
+    fn machine() -> crate::membership::Membership {
+        use crate::membership::{Config, Identity, Membership};
+        let identity = Identity {
+            id: NodeId::from_u64(1),
+            name: "n1".into(),
+            addr: "127.0.0.1:7001".parse().unwrap(),
+        };
+        Membership::new(identity, Config::lan(), 7, 0, crate::Instant::ZERO)
+    }
+
+    /// Feeds `inputs` from the peer with id `peer`, interleaved with timer
+    /// runs, draining outputs; any panic fails the property.
+    fn drive(inputs: &[Vec<u8>], peer: NodeId) {
+        let mut m = machine();
+        let src: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        let mut now = crate::Instant::ZERO;
+        for bytes in inputs {
+            now = now + std::time::Duration::from_millis(37);
+            let _ = m.handle_datagram(now, src, peer, bytes);
+            if let Some(at) = m.poll_timeout() {
+                if at <= now {
+                    m.handle_timeout(now);
+                }
+            }
+            while m.poll_transmit().is_some() {}
+            while m.poll_event().is_some() {}
+        }
+        // Let every timer run once more, far in the future.
+        m.handle_timeout(now + std::time::Duration::from_secs(3600));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_machine(
+            inputs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..8),
+        ) {
+            drive(&inputs, NodeId::from_u64(2));
+        }
+
+        #[test]
+        fn mutated_valid_messages_never_panic_the_machine(
+            messages in proptest::collection::vec(arb_message(), 1..6),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let peer = NodeId::from_u64(2);
+            let inputs: Vec<Vec<u8>> = messages
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut m)| {
+                    m.sender = peer;
+                    let mut bytes = encode(&m);
+                    if i % 2 == 1 {
+                        for (at, value) in &flips {
+                            let j = at.index(bytes.len());
+                            bytes[j] = *value;
+                        }
+                    }
+                    bytes
+                })
+                .collect();
+            drive(&inputs, peer);
         }
     }
 

@@ -41,12 +41,21 @@ pub struct Cluster {
     rng: ChaCha8Rng,
     /// One-way latency of every link.
     pub latency: Duration,
+    /// Extra random one-way latency, uniform in `0..=latency_jitter`.
+    pub latency_jitter: Duration,
     /// Drop probability of every datagram.
     pub loss: f64,
     /// Directed links that drop everything, streams included.
     pub blocked: BTreeSet<(usize, usize)>,
     addr_index: BTreeMap<SocketAddr, usize>,
+    /// Each node's next wake-up (timer or resume), mirrored in `wakeups`.
+    wakeup_of: Vec<Option<Instant>>,
+    wakeups: BTreeSet<(Instant, usize)>,
     pub steps: u64,
+    /// Payload bytes handed to the network per node.
+    pub bytes_sent: Vec<u64>,
+    /// Payload bytes by message kind, when `tally` is on.
+    pub tally: Option<BTreeMap<String, (u64, u64)>>,
 }
 
 pub fn id_of(i: usize) -> NodeId {
@@ -86,7 +95,7 @@ impl Cluster {
                 events: Vec::new(),
             })
             .collect();
-        Cluster {
+        let mut c = Cluster {
             now: Instant::ZERO,
             nodes,
             config,
@@ -94,10 +103,35 @@ impl Cluster {
             next_packet: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             latency: Duration::from_millis(1),
+            latency_jitter: Duration::ZERO,
             loss: 0.0,
             blocked: BTreeSet::new(),
             addr_index: (0..n).map(|i| (addr_of(i), i)).collect(),
+            wakeup_of: vec![None; n],
+            wakeups: BTreeSet::new(),
             steps: 0,
+            bytes_sent: vec![0; n],
+            tally: None,
+        };
+        for i in 0..n {
+            c.refresh_wakeup(i);
+        }
+        c
+    }
+
+    /// Re-files node `i`'s next wake-up after anything touched it.
+    fn refresh_wakeup(&mut self, i: usize) {
+        if let Some(old) = self.wakeup_of[i].take() {
+            self.wakeups.remove(&(old, i));
+        }
+        let node = &self.nodes[i];
+        if node.crashed {
+            return;
+        }
+        let next = node.paused_until.or_else(|| node.machine.poll_timeout());
+        if let Some(at) = next {
+            self.wakeups.insert((at, i));
+            self.wakeup_of[i] = Some(at);
         }
     }
 
@@ -172,10 +206,12 @@ impl Cluster {
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].crashed = true;
         self.nodes[i].inbox.clear();
+        self.refresh_wakeup(i);
     }
 
     pub fn pause(&mut self, i: usize, d: Duration) {
         self.nodes[i].paused_until = Some(self.now + d);
+        self.refresh_wakeup(i);
     }
 
     /// A fresh machine for node `i` (same identity) that joins via `seed_node`.
@@ -213,10 +249,18 @@ impl Cluster {
 
     /// Moves node `i`'s outputs to the network and its events to its log.
     pub fn drain(&mut self, i: usize) {
+        self.refresh_wakeup(i);
         while let Some(event) = self.nodes[i].machine.poll_event() {
             self.nodes[i].events.push((self.now, event));
         }
         while let Some(t) = self.nodes[i].machine.poll_transmit() {
+            self.bytes_sent[i] += t.payload.len() as u64;
+            if let Some(tally) = &mut self.tally {
+                let kind = kind_of(&t.payload);
+                let entry = tally.entry(kind).or_default();
+                entry.0 += 1;
+                entry.1 += t.payload.len() as u64;
+            }
             let Some(&dst) = self.addr_index.get(&t.dst) else {
                 continue;
             };
@@ -227,7 +271,14 @@ impl Cluster {
                 continue;
             }
             self.next_packet += 1;
-            let at = self.now + self.latency;
+            let jitter_us = self.latency_jitter.as_micros() as u64;
+            let extra = if jitter_us > 0 {
+                Duration::from_micros(self.rng.gen_range(0..=jitter_us))
+            } else {
+                Duration::ZERO
+            };
+            // Instants are whole milliseconds: round the latency up.
+            let at = self.now + (self.latency + extra).max(Duration::from_millis(1));
             self.queue.insert(
                 (at, self.next_packet),
                 Packet {
@@ -263,12 +314,8 @@ impl Cluster {
     /// The earliest pending thing: a delivery, a timer, or a resume.
     fn next_time(&self) -> Option<Instant> {
         let packet = self.queue.keys().next().map(|(t, _)| *t);
-        let nodes = self
-            .nodes
-            .iter()
-            .filter(|n| !n.crashed)
-            .filter_map(|n| n.paused_until.or_else(|| n.machine.poll_timeout()));
-        packet.into_iter().chain(nodes).min()
+        let wakeup = self.wakeups.first().map(|(t, _)| *t);
+        packet.into_iter().chain(wakeup).min()
     }
 
     /// Jumps to the next event time and processes everything due then.
@@ -288,30 +335,42 @@ impl Cluster {
             let packet = entry.remove();
             self.deliver(packet);
         }
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].crashed {
-                continue;
+        while let Some(&(at, i)) = self.wakeups.first() {
+            if at > self.now {
+                break;
             }
-            if let Some(until) = self.nodes[i].paused_until {
-                if until > self.now {
-                    continue;
-                }
+            self.wake(i);
+        }
+        true
+    }
+
+    fn wake(&mut self, i: usize) {
+        if let Some(until) = self.nodes[i].paused_until {
+            if until <= self.now {
                 self.nodes[i].paused_until = None;
                 let inbox = std::mem::take(&mut self.nodes[i].inbox);
                 for packet in inbox {
                     self.deliver(packet);
                 }
             }
-            if self.nodes[i]
+        }
+        if self.nodes[i].paused_until.is_none()
+            && self.nodes[i]
                 .machine
                 .poll_timeout()
                 .is_some_and(|t| t <= self.now)
-            {
-                self.nodes[i].machine.handle_timeout(self.now);
-                self.drain(i);
-            }
+        {
+            self.nodes[i].machine.handle_timeout(self.now);
         }
-        true
+        self.drain(i);
+        // A machine must move its deadline past `now` once it ran.
+        if let Some(&(at, j)) = self.wakeups.first() {
+            assert!(
+                !(j == i && at <= self.now && self.nodes[i].paused_until.is_none()),
+                "node {i} left an expired deadline armed: {:?}",
+                self.nodes[i].machine
+            );
+        }
     }
 
     /// Runs for `d` of virtual time (bounded in steps).
@@ -361,4 +420,34 @@ impl Cluster {
         }
         self.now = self.now.max(end);
     }
+}
+
+/// A message's kind and update count, for traffic reports.
+fn kind_of(payload: &[u8]) -> String {
+    use shoal_protocol::wire::swim::{SwimBody, SwimMessage, Update};
+    let Ok(m) = shoal_protocol::wire::decode::<SwimMessage>(payload, usize::MAX) else {
+        return "undecodable".into();
+    };
+    let body = match m.body {
+        SwimBody::Ping { .. } => "ping",
+        SwimBody::Ack { .. } => "ack",
+        SwimBody::PingReq { .. } => "ping-req",
+        SwimBody::Nack { .. } => "nack",
+        SwimBody::Gossip => "gossip",
+        SwimBody::PushPull(_) => "push-pull",
+    };
+    let mut kinds: Vec<&str> = m
+        .updates
+        .iter()
+        .map(|u| match u {
+            Update::Alive { .. } => "A",
+            Update::Suspect { .. } => "S",
+            Update::Down { .. } => "D",
+            Update::Left { .. } => "L",
+            Update::State(_) => "N",
+        })
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    format!("{body}[{}]", kinds.join(""))
 }
