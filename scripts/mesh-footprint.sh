@@ -8,7 +8,11 @@
 # /metrics). Prints one row per agent and a summary line.
 #
 # Usage: scripts/mesh-footprint.sh
-# Env:   N=30 PRESET=lan SETTLE_S=20 MEASURE_S=30 BASE_PORT=27000
+# Then (DETECT=1, the default) kills the last agent with SIGKILL and reports
+# how long until every other agent lists it down (sweeps of all APIs, so
+# the figure is rounded up by one sweep, about 0.3 s for 30 agents).
+#
+# Env:   N=30 PRESET=lan SETTLE_S=20 MEASURE_S=30 BASE_PORT=27000 DETECT=1
 #        SHOAL_BIN=path/to/shoal (default: target/release/shoal if built,
 #        else target/debug/shoal; CARGO_TARGET_DIR is honoured)
 set -euo pipefail
@@ -48,6 +52,7 @@ for i in $(seq 1 "$N"); do
     --tls-dir "$WORK/tls-$name" --membership-preset "$PRESET" "${join[@]}" \
     2>"$WORK/$name.log" &
   PIDS+=($!)
+  disown "$!"
 done
 
 api() { echo "http://127.0.0.1:$((BASE_PORT + 1000 + $1 - 1))"; }
@@ -90,3 +95,25 @@ echo "$summary"
 echo "$summary" | awk '{rss+=$2; cpu+=$3; bin+=$4; bout+=$5; if ($2>mrss) mrss=$2; if ($3>mcpu) mcpu=$3; n++}
   END {printf "mean: RSS %.1f MB (max %.1f), CPU %.2f%% of a core (max %.2f), in %.0f B/s, out %.0f B/s per agent\n",
        rss/n, mrss, cpu/n, mcpu, bin/n, bout/n}'
+
+if [[ ${DETECT:-1} == 1 ]]; then
+  victim=$N
+  state_of() { curl -sf --max-time 2 "$(api "$1")/v1/members" | grep -o "\"name\":\"f$victim\"[^}]*\"state\":\"[a-z]*\"" | grep -o '"state":"[a-z]*"' | cut -d'"' -f4; }
+  kill -KILL "${PIDS[$((victim - 1))]}"
+  start=$(date +%s.%N)
+  detected=0
+  for _ in $(seq 1 600); do
+    all=1
+    for i in $(seq 1 $((N - 1))); do
+      [[ $(state_of "$i") == down ]] || { all=0; break; }
+    done
+    if [[ $all == 1 ]]; then detected=1; break; fi
+    sleep 0.05
+  done
+  took=$(echo "$(date +%s.%N) - $start" | bc)
+  if [[ $detected == 1 ]]; then
+    echo "kill -9 f$victim: listed down by all $((N - 1)) others after ${took}s (preset $PRESET)"
+  else
+    echo "kill -9 f$victim: not down everywhere after ${took}s" >&2
+  fi
+fi

@@ -90,6 +90,7 @@ fn killed_agent_is_listed_down_by_every_other_within_the_bound() {
         "not every survivor listed n3 down within {bound:?}\n{}",
         logs(&agents)
     );
+    assert!(survivors.iter().all(|a| a.logged_change("n3", "down")));
     eprintln!("kill -9 -> down at every survivor in {took:?} (bound {bound:?})");
 }
 
@@ -100,7 +101,7 @@ fn paused_agent_shorter_than_suspicion_is_never_confirmed_down() {
     converge(&agents, &NAMES);
     // Shorter than the minimum suspicion timeout, so a suspicion raised
     // while it sleeps cannot have expired when it wakes and refutes.
-    let pause = Config::local().suspicion_timeout_min(N) * 3 / 4;
+    let pause = Config::local().suspicion_timeout_min(N) / 2;
     let paused = &agents[3];
     let watchers = others(&agents, "n4");
     let mut seen = Vec::new();
@@ -132,6 +133,14 @@ fn paused_agent_shorter_than_suspicion_is_never_confirmed_down() {
         "n4 was confirmed down after a {pause:?} pause\n{}",
         logs(&agents)
     );
+    // A down verdict between two samples would still be in the logs.
+    for w in &watchers {
+        assert!(
+            !w.logged_change("n4", "down"),
+            "{} logged n4 down",
+            w.name()
+        );
+    }
     converge(&agents, &NAMES);
     eprintln!(
         "pause {pause:?} x3: {} observations, {} suspect",

@@ -170,6 +170,7 @@ impl AgentSpec {
         ])
         .arg("--tls-dir")
         .arg(&self.tls)
+        .args(["--log-format", "json"])
         .env("RUST_LOG", "info,shoal_node=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -316,6 +317,17 @@ impl Agent {
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
             .collect();
         (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// Whether this agent ever logged `member` entering `state`.
+    pub fn logged_change(&self, member: &str, state: &str) -> bool {
+        let text = std::fs::read_to_string(&self.spec.log).unwrap_or_default();
+        let (m, s) = (
+            format!("\"member\":\"{member}\""),
+            format!("\"state\":\"{state}\""),
+        );
+        text.lines()
+            .any(|l| l.contains("membership change") && l.contains(&m) && l.contains(&s))
     }
 
     pub fn log_tail(&self) -> String {
