@@ -60,6 +60,14 @@ fn five_agents_join_through_one_seed_and_all_list_five_alive() {
             assert!(m["incarnation"].as_u64().unwrap() >= 1);
         }
         assert_eq!(agent.get("/readyz").as_deref(), Some("ready\n"));
+        // The id a node derives from its own certificate is the id its
+        // peers derive from the certificate TLS showed them.
+        let own: serde_json::Value = serde_json::from_str(&agent.get("/v1/node").unwrap()).unwrap();
+        for other in &agents {
+            let listed = other.members().unwrap();
+            let entry = listed.iter().find(|m| m["name"] == agent.name()).unwrap();
+            assert_eq!(entry["id"], own["member"]["id"]);
+        }
         assert_eq!(
             agent.metric("shoal_members"),
             Some(N as f64),
