@@ -62,20 +62,19 @@ impl Membership {
         } = record;
         match state {
             WireState::Alive => self.on_alive(now, id, name, addr, incarnation),
-            WireState::Suspect | WireState::Down | WireState::Left => {
-                // A member we never heard of arrives with its identity, so
-                // learn it first (as alive at an older incarnation would be
-                // wrong: record it directly in the reported state).
+            WireState::Suspect => {
+                // A suspect we never heard of is most likely alive: learn
+                // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
-                    self.insert_member(now, id, name, addr, incarnation, state);
-                    return;
+                    self.on_alive(now, id, name, addr, incarnation);
                 }
-                match state {
-                    WireState::Suspect => self.on_suspect(now, id, incarnation, sender),
-                    WireState::Down => self.on_down(now, id, incarnation, sender),
-                    _ => self.on_left(now, id, incarnation),
-                }
+                self.on_suspect(now, id, incarnation, sender);
             }
+            // Down or left members we do not know are not learned: a
+            // forgotten member must stay forgotten, or two nodes reaping at
+            // slightly different times would hand it back and forth forever.
+            WireState::Down => self.on_down(now, id, incarnation, sender),
+            WireState::Left => self.on_left(now, id, incarnation),
         }
     }
 
@@ -99,7 +98,7 @@ impl Membership {
             return;
         }
         let Some(member) = self.members.get_mut(&id) else {
-            self.insert_member(now, id, name, addr, incarnation, WireState::Alive);
+            self.insert_alive(now, id, name, addr, incarnation);
             return;
         };
         if incarnation <= member.incarnation {
@@ -278,31 +277,25 @@ impl Membership {
         });
     }
 
-    fn insert_member(
+    /// Learns a member we never heard of, alive at `incarnation`.
+    fn insert_alive(
         &mut self,
         now: Instant,
         id: NodeId,
         name: String,
         addr: SocketAddr,
         incarnation: u64,
-        state: WireState,
     ) {
         if self.members.len() >= MAX_MEMBERS {
             return;
         }
-        let state = match state {
-            WireState::Alive => MemberState::Alive,
-            WireState::Suspect => MemberState::Suspect,
-            WireState::Down => MemberState::Down,
-            WireState::Left => MemberState::Left,
-        };
         let member = Member {
             identity: Identity {
                 id,
                 name: name.clone(),
                 addr,
             },
-            // Placeholder: `transition` sets the real state and counts it.
+            // Not live yet: `transition` makes it alive and counts it once.
             state: MemberState::Down,
             incarnation,
             state_since: now,
@@ -311,29 +304,19 @@ impl Membership {
         };
         self.members.insert(id, member);
         self.graveyard.insert((now, id));
-        self.transition(now, id, state, incarnation, ChangeReason::Joined);
-        if state == MemberState::Suspect {
-            let n = self.cluster_size();
-            self.suspicions.insert(
-                id,
-                Suspicion::new(
-                    incarnation,
-                    id,
-                    now,
-                    self.config.suspicion_timeout_min(n),
-                    self.config.suspicion_timeout_max(n),
-                    self.config.suspicion_confirmations,
-                ),
-            );
-        }
-        if state == MemberState::Alive {
-            self.broadcasts.push(Update::Alive {
-                id,
-                name,
-                addr,
-                incarnation,
-            });
-        }
+        self.transition(
+            now,
+            id,
+            MemberState::Alive,
+            incarnation,
+            ChangeReason::Joined,
+        );
+        self.broadcasts.push(Update::Alive {
+            id,
+            name,
+            addr,
+            incarnation,
+        });
     }
 
     /// Moves a known member to `state` at `incarnation`, keeping the live
