@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How long a leave may take to reach the peers before the process exits.
+/// How long the agent keeps running after announcing its leave, so the
+/// announcement reaches the peers before the process exits.
 const LEAVE_DRAIN: Duration = Duration::from_millis(500);
 /// How often this node's gossiped state is recomputed.
 const STATE_REFRESH: Duration = Duration::from_secs(1);
@@ -148,6 +149,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "leaving the mesh");
+    let leave_deadline = tokio::time::Instant::now() + LEAVE_DRAIN;
     let (tx, rx) = oneshot::channel();
     let final_incarnation = if commands_tx.send(Command::Leave(tx)).await.is_ok() {
         tokio::time::timeout(LEAVE_DRAIN, rx)
@@ -157,7 +159,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Keep the driver and the connections running for the whole window:
+    // queued datagrams only leave when quinn's connection tasks run, and the
+    // machine keeps gossiping the leave meanwhile.
     transport.flush(LEAVE_DRAIN).await;
+    tokio::time::sleep_until(leave_deadline).await;
     if let Some(incarnation) = final_incarnation {
         if let Err(e) = incarnation_file.store(incarnation) {
             tracing::error!(error = %e, "cannot persist incarnation");
