@@ -44,6 +44,8 @@ const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_QUEUE_LEN: usize = 256;
 /// A destination's sender task exits after this long without payloads.
 const PEER_IDLE_EXIT: Duration = Duration::from_secs(60);
+/// Destinations remembered before exited sender tasks are pruned.
+const PEER_MAP_PRUNE_AT: usize = 1024;
 /// Concurrent inbound streams per connection.
 const MAX_INBOUND_STREAMS: u32 = 32;
 /// Loopback and Ethernet both carry 1452-byte QUIC packets; starting there
@@ -99,7 +101,7 @@ pub enum TransportError {
     #[error("quic tls configuration: {0}")]
     QuicTls(String),
     /// The UDP socket could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -212,6 +214,10 @@ impl Transport {
         };
         let shared = &self.shared;
         let mut peers = shared.peers.lock().expect("peers lock poisoned");
+        if peers.len() >= PEER_MAP_PRUNE_AT {
+            // Sender tasks of addresses gone quiet have exited; forget them.
+            peers.retain(|_, queue| !queue.is_closed());
+        }
         let queue = peers
             .entry(dst)
             .or_insert_with(|| spawn_peer(shared.clone(), dst));
