@@ -167,8 +167,14 @@ fn local_health_slows_a_sick_node() {
         sick.probe_interval_now(),
         Config::local().probe_interval * (sick.local_health() + 1)
     );
+    // Healthy nodes may pay +1 for refuting the sick node's accusations,
+    // and earn it back with their next good probe.
     for i in 1..6 {
-        assert_eq!(c.machine(i).local_health(), 0, "healthy node {i} slowed");
+        let lhm = c.machine(i).local_health();
+        assert!(
+            lhm <= 1 && lhm < sick.local_health(),
+            "healthy node {i} slowed to {lhm}"
+        );
     }
     let capped = Config::local().max_local_health;
     c.run_for(secs(30));
@@ -269,9 +275,27 @@ fn push_pull_heals_a_partition() {
         })
     });
     assert!(split.is_some(), "the sides never gave each other up");
+    // News on one side that gossip finishes spreading before the heal:
+    // only a full-state exchange can carry it across afterwards.
+    let news = NodeState {
+        slots_free: 7,
+        ..NodeState::default()
+    };
+    c.nodes[1].machine.set_local_state(c.now, news);
+    c.drain(1);
+    c.run_for(secs(3));
+    assert!((0..8).all(|i| c.machine(i).pending_updates() == 0));
     c.heal();
     let all: Vec<usize> = (0..8).collect();
-    let healed = c.run_until(secs(60), |c| c.all_see_alive(&all));
+    let healed = c.run_until(secs(60), |c| {
+        c.all_see_alive(&all)
+            && b.iter().all(|&y| {
+                c.machine(y)
+                    .member(&id_of(1))
+                    .and_then(|m| m.node_state.as_ref())
+                    .is_some_and(|s| s.slots_free == 7)
+            })
+    });
     assert!(healed.is_some(), "partition did not heal");
 }
 

@@ -51,8 +51,16 @@ impl Membership {
         }
     }
 
-    /// Applies one member of a push-pull from `sender`.
-    pub(super) fn apply_record(&mut self, now: Instant, sender: NodeId, record: MemberRecord) {
+    /// Applies one member of a push-pull from `sender`. Returns the member
+    /// to tell directly that we hold it down, when the sender holds it
+    /// alive at the incarnation we hold it down at: it is probably running
+    /// and only we (cut off for a while) gave it up, so it must refute.
+    pub(super) fn apply_record(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        record: MemberRecord,
+    ) -> Option<(SocketAddr, Update)> {
         let MemberRecord {
             id,
             name,
@@ -61,20 +69,42 @@ impl Membership {
             state,
         } = record;
         match state {
-            WireState::Alive => self.on_alive(now, id, name, addr, incarnation),
-            WireState::Suspect => {
+            WireState::Alive => {
+                let verdict = self.members.get(&id).and_then(|m| {
+                    (m.state == MemberState::Down && m.incarnation == incarnation).then(|| {
+                        (
+                            m.identity.addr,
+                            Update::Down {
+                                id,
+                                incarnation,
+                                by: self.identity.id,
+                            },
+                        )
+                    })
+                });
+                self.on_alive(now, id, name, addr, incarnation);
+                verdict
+            }
+            // A remote "down" is only a suspicion here (memberlist does the
+            // same): a node back from a partition must not make us give up
+            // everyone it gave up; a suspicion lets the live ones refute.
+            WireState::Suspect | WireState::Down => {
                 // A suspect we never heard of is most likely alive: learn
                 // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
                     self.on_alive(now, id, name, addr, incarnation);
                 }
-                self.on_suspect(now, id, incarnation, sender);
+                if id == self.identity.id && state == WireState::Down {
+                    self.on_down(now, id, incarnation, sender);
+                } else {
+                    self.on_suspect(now, id, incarnation, sender);
+                }
+                None
             }
-            // Down or left members we do not know are not learned: a
-            // forgotten member must stay forgotten, or two nodes reaping at
-            // slightly different times would hand it back and forth forever.
-            WireState::Down => self.on_down(now, id, incarnation, sender),
-            WireState::Left => self.on_left(now, id, incarnation),
+            WireState::Left => {
+                self.on_left(now, id, incarnation);
+                None
+            }
         }
     }
 
@@ -183,6 +213,9 @@ impl Membership {
         if id == self.identity.id {
             if !self.has_left && incarnation >= self.incarnation {
                 self.refute(now, incarnation);
+                // Given up by others: we were cut off, and our own view is
+                // stale too. Pull the sender's view (see `inbound`).
+                self.resync_wanted = true;
             }
             return;
         }
