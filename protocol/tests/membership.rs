@@ -671,3 +671,54 @@ fn join_is_retried_until_a_seed_answers() {
         "join did not complete once the seed was reachable"
     );
 }
+
+#[test]
+fn stale_news_about_us_is_corrected_directly() {
+    let mut m = machine_knowing(4, Config::lan());
+    let now = Instant::from_millis(5);
+    // Suspected at 0: refute to 1.
+    let suspect = Update::Suspect {
+        id: id_of(0),
+        incarnation: 0,
+        by: id_of(1),
+    };
+    m.handle_datagram(
+        now,
+        addr_of(1),
+        id_of(1),
+        &message(1, SwimBody::Gossip, vec![suspect]),
+    )
+    .unwrap();
+    assert_eq!(m.incarnation(), 1);
+    while m.poll_transmit().is_some() {}
+    // Node 2 missed the refutation and still holds us down at 0.
+    let stale = Update::Down {
+        id: id_of(0),
+        incarnation: 0,
+        by: id_of(2),
+    };
+    m.handle_datagram(
+        now,
+        addr_of(2),
+        id_of(2),
+        &message(2, SwimBody::Gossip, vec![stale]),
+    )
+    .unwrap();
+    assert_eq!(
+        m.incarnation(),
+        1,
+        "stale news must not raise the incarnation"
+    );
+    let corrected = std::iter::from_fn(|| m.poll_transmit())
+        .filter(|t| t.dst == addr_of(2))
+        .filter_map(|t| shoal_protocol::wire::decode::<SwimMessage>(&t.payload, 1200).ok())
+        .any(|msg| {
+            msg.updates
+                .iter()
+                .any(|u| matches!(u, Update::Alive { id, incarnation: 1, .. } if *id == id_of(0)))
+        });
+    assert!(
+        corrected,
+        "the holder of stale news was not told our incarnation"
+    );
+}

@@ -58,6 +58,10 @@ impl Membership {
         if std::mem::take(&mut self.resync_wanted) {
             self.resync_with(now, src);
         }
+        if std::mem::take(&mut self.sender_has_stale_news) {
+            let me = self.self_alive_update();
+            self.send_with(src, SwimBody::Gossip, vec![me]);
+        }
         self.refresh_derived_timers();
         Ok(())
     }

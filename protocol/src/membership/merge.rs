@@ -70,18 +70,18 @@ impl Membership {
         } = record;
         match state {
             WireState::Alive => {
-                let verdict = self.members.get(&id).and_then(|m| {
-                    (m.state == MemberState::Down && m.incarnation == incarnation).then(|| {
-                        (
-                            m.identity.addr,
-                            Update::Down {
-                                id,
-                                incarnation,
-                                by: self.identity.id,
-                            },
-                        )
-                    })
-                });
+                let verdict = self
+                    .members
+                    .get(&id)
+                    .filter(|m| m.state == MemberState::Down && m.incarnation == incarnation)
+                    .map(|m| {
+                        let down = Update::Down {
+                            id,
+                            incarnation,
+                            by: self.identity.id,
+                        };
+                        (m.identity.addr, down)
+                    });
                 self.on_alive(now, id, name, addr, incarnation);
                 verdict
             }
@@ -152,9 +152,7 @@ impl Membership {
 
     pub(super) fn on_suspect(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
         if id == self.identity.id {
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
-            }
+            self.answer_news_about_us(now, incarnation);
             return;
         }
         let Some(member) = self.members.get(&id) else {
@@ -211,8 +209,7 @@ impl Membership {
 
     pub(super) fn on_down(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
         if id == self.identity.id {
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
+            if self.answer_news_about_us(now, incarnation) {
                 // Given up by others: we were cut off, and our own view is
                 // stale too. Pull the sender's view (see `inbound`).
                 self.resync_wanted = true;
@@ -244,9 +241,7 @@ impl Membership {
     pub(super) fn on_left(&mut self, now: Instant, id: NodeId, incarnation: u64) {
         if id == self.identity.id {
             // A leave of an earlier life of ours: we are back.
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
-            }
+            self.answer_news_about_us(now, incarnation);
             return;
         }
         let Some(member) = self.members.get(&id) else {
@@ -287,6 +282,22 @@ impl Membership {
         }
     }
 
+    /// Someone says we are suspect, down or left at `incarnation`. At or
+    /// above our own incarnation we refute (returns `true`); below it the
+    /// sender holds stale news of us that nobody gossips any more, so we
+    /// tell it our current incarnation directly (see `inbound`).
+    pub(super) fn answer_news_about_us(&mut self, now: Instant, incarnation: u64) -> bool {
+        if self.has_left {
+            return false;
+        }
+        if incarnation >= self.incarnation {
+            self.refute(now, incarnation);
+            return true;
+        }
+        self.sender_has_stale_news = true;
+        false
+    }
+
     /// We are suspected, declared down or left at `incarnation`, or an
     /// earlier life of ours is known at it: out-number it and say so.
     pub(super) fn refute(&mut self, _now: Instant, incarnation: u64) {
@@ -302,12 +313,17 @@ impl Membership {
     }
 
     pub(super) fn broadcast_self_alive(&mut self) {
-        self.broadcasts.push(Update::Alive {
+        let me = self.self_alive_update();
+        self.broadcasts.push(me);
+    }
+
+    pub(super) fn self_alive_update(&self) -> Update {
+        Update::Alive {
             id: self.identity.id,
             name: self.identity.name.clone(),
             addr: self.identity.addr,
             incarnation: self.incarnation,
-        });
+        }
     }
 
     /// Learns a member we never heard of, alive at `incarnation`.

@@ -272,6 +272,8 @@ pub struct Membership {
     /// Set when a message told us we are down: pull its sender's view.
     resync_wanted: bool,
     last_resync: Option<Instant>,
+    /// Set when a message carried news of us older than our incarnation.
+    sender_has_stale_news: bool,
     /// This node's random phase in the push-pull cycle, in per mille.
     push_pull_phase_permille: u32,
 }
@@ -319,6 +321,7 @@ impl Membership {
             created_at: now,
             resync_wanted: false,
             last_resync: None,
+            sender_has_stale_news: false,
             push_pull_phase_permille: 0,
         };
         // Random phases keep the nodes of a cluster started together from
