@@ -170,15 +170,15 @@ fn config_file_env_and_flags_apply_in_that_order() {
     let party = Party::new();
     let spec = party.spec("n1");
     let config = party.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"from-file\"\nslots = 7\nlisten = \"{}\"\napi = \"{}\"\n",
-            spec.listen, spec.api
-        ),
-    )
-    .unwrap();
     let start = |env_name: Option<&str>, flag_name: Option<&str>| {
+        // Fresh ports each time: a port freed by the previous agent may be
+        // taken by another test running beside this one.
+        let (listen, api) = (party.spec("n1").listen, party.spec("n1").api);
+        std::fs::write(
+            &config,
+            format!("name = \"from-file\"\nslots = 7\nlisten = \"{listen}\"\napi = \"{api}\"\n"),
+        )
+        .unwrap();
         let mut cmd = Command::new(SHOAL);
         cmd.args(["agent", "--config"])
             .arg(&config)
@@ -196,8 +196,9 @@ fn config_file_env_and_flags_apply_in_that_order() {
         }
         let mut child = cmd.spawn().unwrap();
         let node = wait_for(Duration::from_secs(10), POLL, || {
-            let body = http_get(spec.api, "/v1/node", None)?;
-            serde_json::from_str::<serde_json::Value>(&body).ok()
+            let body = http_get(api, "/v1/node", None)?;
+            let node: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (node["member"]["addr"] == listen.to_string().as_str()).then_some(node)
         });
         let _ = child.kill();
         let _ = child.wait();

@@ -473,10 +473,13 @@ async fn read_stream(
             .await
             .map_err(|e| e.to_string())?;
         let len = frame::stream_frame_len(prefix).map_err(|e| e.to_string())?;
-        let mut body = vec![0u8; len];
-        recv.read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Memory grows with the bytes that actually arrive, not with what
+        // the prefix claims; one frame per stream, so the stream must end
+        // exactly where the frame does.
+        let body = recv.read_to_end(len).await.map_err(|e| e.to_string())?;
+        if body.len() != len {
+            return Err(format!("stream ended after {} of {len} bytes", body.len()));
+        }
         Ok::<_, String>(body)
     })
     .await;
