@@ -195,10 +195,14 @@ impl AgentSpec {
             Duration::from_millis(50),
             || match self.netns {
                 Some(_) => agent.members().map(|_| ()),
-                None => agent
-                    .get("/healthz")
-                    .filter(|b| b.starts_with("ok"))
-                    .map(|_| ()),
+                // Up, and really this agent: a port freed by an earlier
+                // agent may have been taken by another test's agent.
+                None => {
+                    let node: Value = serde_json::from_str(&agent.get("/v1/node")?).ok()?;
+                    (node["member"]["name"] == self.name.as_str()
+                        && node["member"]["addr"] == self.listen.to_string().as_str())
+                    .then_some(())
+                }
             },
         );
         assert!(
