@@ -722,3 +722,24 @@ fn stale_news_about_us_is_corrected_directly() {
         "the holder of stale news was not told our incarnation"
     );
 }
+
+#[test]
+fn a_rejoining_node_whose_seeds_are_gone_joins_through_whoever_finds_it() {
+    let config = Config {
+        // Periodic push-pull would get it in eventually; this is about now.
+        push_pull_interval: secs(600),
+        ..Config::local()
+    };
+    let mut c = Cluster::converged(4, config, 16);
+    c.crash(3);
+    let down = c.run_until(secs(10), |c| c.all_see(3, MemberState::Down));
+    assert!(down.is_some());
+    c.crash(0);
+    // Node 3 comes back remembering a high incarnation, with only the dead
+    // node 0 as seed: its own join can never be answered.
+    c.restart(3, 5, 0);
+    let joined = c.run_until(secs(20), |c| {
+        c.machine(3).is_joined() && c.all_see_alive(&[1, 2, 3])
+    });
+    assert!(joined.is_some(), "node 3 never joined");
+}

@@ -55,6 +55,11 @@ impl Membership {
                 self.resync_wanted = false;
             }
         }
+        if !self.joined && !self.seeds.is_empty() {
+            // Still joining (the seeds may all be gone) and a member found
+            // us: join through it as well.
+            self.resync_wanted = true;
+        }
         if std::mem::take(&mut self.resync_wanted) {
             self.resync_with(now, src);
         }
