@@ -70,31 +70,38 @@ sleep "$SETTLE_S"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 metric() { curl -sf --max-time 2 "$(api "$1")/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
-declare -a T0 IN0 OUT0
+declare -a T0 IN0 OUT0 WIN0 WOUT0
 for i in $(seq 1 "$N"); do
   T0[$i]=$(ticks "${PIDS[$((i - 1))]}")
   IN0[$i]=$(metric "$i" shoal_bytes_in_total)
   OUT0[$i]=$(metric "$i" shoal_bytes_out_total)
+  WIN0[$i]=$(metric "$i" shoal_udp_bytes_in_total)
+  WOUT0[$i]=$(metric "$i" shoal_udp_bytes_out_total)
 done
 sleep "$MEASURE_S"
 HZ=$(getconf CLK_TCK)
-printf "%-6s %8s %8s %10s %10s %6s\n" AGENT RSS_MB CPU_% IN_B/S OUT_B/S ALIVE
+# IN/OUT: membership frame bytes; WIRE: UDP payload bytes (QUIC included).
+printf "%-6s %8s %8s %10s %10s %10s %10s %6s\n" AGENT RSS_MB CPU_% IN_B/S OUT_B/S WIRE_IN WIRE_OUT ALIVE
 summary=$(for i in $(seq 1 "$N"); do
   pid=${PIDS[$((i - 1))]}
   rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   t1=$(ticks "$pid")
   in1=$(metric "$i" shoal_bytes_in_total)
   out1=$(metric "$i" shoal_bytes_out_total)
+  win1=$(metric "$i" shoal_udp_bytes_in_total)
+  wout1=$(metric "$i" shoal_udp_bytes_out_total)
   alive=$(alive_count "$i")
   awk -v a="f$i" -v rss="$rss_kb" -v dt="$((t1 - T0[i]))" -v hz="$HZ" -v s="$MEASURE_S" \
-      -v in0="${IN0[$i]}" -v in1="$in1" -v o0="${OUT0[$i]}" -v o1="$out1" -v alive="$alive" 'BEGIN {
-    printf "%-6s %8.1f %8.2f %10.0f %10.0f %6d\n", a, rss/1024, dt/hz/s*100, (in1-in0)/s, (o1-o0)/s, alive
+      -v in0="${IN0[$i]}" -v in1="$in1" -v o0="${OUT0[$i]}" -v o1="$out1" \
+      -v win0="${WIN0[$i]}" -v win1="$win1" -v wo0="${WOUT0[$i]}" -v wo1="$wout1" -v alive="$alive" 'BEGIN {
+    printf "%-6s %8.1f %8.2f %10.0f %10.0f %10.0f %10.0f %6d\n", a, rss/1024, dt/hz/s*100,
+      (in1-in0)/s, (o1-o0)/s, (win1-win0)/s, (wo1-wo0)/s, alive
   }'
 done)
 echo "$summary"
-echo "$summary" | awk '{rss+=$2; cpu+=$3; bin+=$4; bout+=$5; if ($2>mrss) mrss=$2; if ($3>mcpu) mcpu=$3; n++}
-  END {printf "mean: RSS %.1f MB (max %.1f), CPU %.2f%% of a core (max %.2f), in %.0f B/s, out %.0f B/s per agent\n",
-       rss/n, mrss, cpu/n, mcpu, bin/n, bout/n}'
+echo "$summary" | awk '{rss+=$2; cpu+=$3; bin+=$4; bout+=$5; win+=$6; wout+=$7; if ($2>mrss) mrss=$2; if ($3>mcpu) mcpu=$3; n++}
+  END {printf "mean: RSS %.1f MB (max %.1f), CPU %.2f%% of a core (max %.2f), frames in %.0f / out %.0f B/s, wire in %.0f / out %.0f B/s per agent\n",
+       rss/n, mrss, cpu/n, mcpu, bin/n, bout/n, win/n, wout/n}'
 
 if [[ ${DETECT:-1} == 1 ]]; then
   victim=$N

@@ -178,6 +178,7 @@ fn garbage_datagrams_and_truncated_streams_leave_the_agent_up_and_counted() {
     let target = agents[0].spec.listen;
 
     // Raw UDP garbage, including packets shaped like QUIC long headers.
+    let udp_before = agents[0].metric("shoal_udp_datagrams_in_total").unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut seed = 0x9e37_79b9_u32;
     for i in 0..200 {
@@ -194,6 +195,13 @@ fn garbage_datagrams_and_truncated_streams_leave_the_agent_up_and_counted() {
             .collect();
         let _ = socket.send_to(&packet, target);
     }
+
+    // quinn drops what is not QUIC; the wire counter still sees it.
+    let seen = wait_for(Duration::from_secs(5), POLL, || {
+        let now = agents[0].metric("shoal_udp_datagrams_in_total")?;
+        (now >= udp_before + 200.0).then_some(())
+    });
+    assert!(seen.is_some(), "raw garbage not counted at the socket");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

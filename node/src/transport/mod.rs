@@ -11,6 +11,7 @@
 //! frame to the agent and sends whatever the agent asks.
 
 pub mod frame;
+pub mod udp;
 
 use crate::tls::{node_id_from_cert, rustls_configs, TlsError, TlsMaterial, SERVER_NAME};
 use bytes::Bytes;
@@ -76,6 +77,8 @@ pub struct TransportCounters {
     pub dial_failures: Counter,
     /// Outbound payloads dropped (queue full, no connection, send error).
     pub outbound_dropped: Counter,
+    /// What crossed the wire, QUIC overhead and garbage included.
+    pub udp: udp::UdpCounters,
 }
 
 /// One frame from an authenticated peer.
@@ -181,11 +184,21 @@ impl Transport {
         inbound: mpsc::Sender<Inbound>,
     ) -> Result<Transport, TransportError> {
         let (server, client) = quinn_configs(material, counters.handshake_refusals.clone())?;
-        let mut endpoint =
-            Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let bind_err = |source| TransportError::Bind {
+            addr: listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let socket = runtime.wrap_udp_socket(socket).map_err(bind_err)?;
+        let socket = udp::CountingSocket::new(socket, counters.udp.clone());
+        let mut endpoint = Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(bind_err)?;
         endpoint.set_default_client_config(client);
         let transport = Transport {
             shared: Arc::new(Shared {
