@@ -57,21 +57,38 @@ fn agents_from_another_ca_or_another_party_never_become_members() {
         let mut material = tls::load_tls_material(dir).unwrap();
         material.ca = real_ca.clone();
         material.party = common::PARTY.to_string();
-        let admitted = runtime.block_on(dial_and_hold(&material, seed));
+        let refusals = || {
+            agents[0]
+                .metric("shoal_handshake_refusals_total")
+                .unwrap_or(0.0)
+        };
+        let before = refusals();
+        // A dial can also fail for want of CPU on a loaded machine before
+        // the seed saw the certificate: retry a few times, each bounded.
+        let mut counted = false;
+        for _ in 0..3 {
+            let admitted = runtime.block_on(dial_and_hold(&material, seed));
+            assert!(
+                !admitted,
+                "the seed admitted a rogue certificate from {}",
+                dir.display()
+            );
+            let bumped = wait_for(Duration::from_secs(3), POLL, || {
+                (refusals() > before).then_some(())
+            });
+            if bumped.is_some() {
+                counted = true;
+                break;
+            }
+        }
         assert!(
-            !admitted,
-            "the seed admitted a rogue certificate from {}",
-            dir.display()
+            counted,
+            "seed never counted the refusal of {} (refusals {})\n{}",
+            dir.display(),
+            refusals(),
+            logs(&agents)
         );
     }
-    let refused = wait_for(Duration::from_secs(10), POLL, || {
-        (agents[0].metric("shoal_handshake_refusals_total")? >= 2.0).then_some(())
-    });
-    assert!(
-        refused.is_some(),
-        "seed did not count refusals\n{}",
-        logs(&agents)
-    );
     std::thread::sleep(Duration::from_secs(2));
     for agent in &agents {
         let names: Vec<String> = agent
