@@ -743,3 +743,24 @@ fn a_rejoining_node_whose_seeds_are_gone_joins_through_whoever_finds_it() {
     });
     assert!(joined.is_some(), "node 3 never joined");
 }
+
+#[test]
+fn an_isolated_node_and_the_rest_find_each_other_after_the_heal() {
+    let mut c = Cluster::converged(8, Config::local(), 17);
+    let rest: Vec<usize> = (0..8).filter(|&i| i != 5).collect();
+    c.partition(&[5], &rest);
+    let split = c.run_until(secs(30), |c| {
+        c.all_see(5, MemberState::Down)
+            && rest
+                .iter()
+                .all(|&y| matches!(c.view(5, y), Some((MemberState::Down, _))))
+    });
+    assert!(
+        split.is_some(),
+        "the isolated node and the rest never gave up"
+    );
+    c.heal();
+    let all: Vec<usize> = (0..8).collect();
+    let healed = c.run_until(secs(20), |c| c.all_see_alive(&all));
+    assert!(healed.is_some(), "isolation did not heal");
+}
