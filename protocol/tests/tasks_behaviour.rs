@@ -140,6 +140,7 @@ fn live_lease_is_never_overwritten_by_higher_ballot() {
             ballot: shoal_protocol::paxos::Ballot {
                 counter: u64::MAX,
                 node: sim.nodes[other].id,
+                incarnation: 1,
             },
             renewal: false,
         }],
@@ -403,6 +404,7 @@ fn sealed_group_refuses_and_points_to_successor() {
         ballot: shoal_protocol::paxos::Ballot {
             counter: 1_000,
             node: sim.nodes[outsider].id,
+            incarnation: 1,
         },
     };
     let out = acceptor.handle(

@@ -314,6 +314,9 @@ pub enum Effect {
         attempt: u64,
         /// The record's new state.
         state: TaskState,
+        /// The record's current attempt after the commit: equal to
+        /// `attempt` unless fencing failed.
+        record_attempt: u64,
     },
     /// An attempt's outcome was refused (it was no longer current).
     AttemptRefused {
@@ -420,6 +423,7 @@ pub struct Coordinator {
     view: BTreeMap<NodeId, NodeState>,
     next_req: u64,
     ballot_counter: u64,
+    incarnation: u64,
     ops: BTreeMap<u64, InFlight>,
     attempts: BTreeMap<TaskId, Attempt>,
     reconfigs: BTreeMap<ShardId, Reconfig>,
@@ -510,6 +514,7 @@ impl Coordinator {
             directory: jitter(cfg.directory_sync_ms),
             gc: jitter(cfg.gc_interval_ms),
         };
+        let incarnation = rng.gen::<u64>() | 1;
         let mut live = BTreeSet::new();
         live.insert(me);
         Coordinator {
@@ -525,6 +530,7 @@ impl Coordinator {
             view: BTreeMap::new(),
             next_req: 1,
             ballot_counter: 0,
+            incarnation,
             ops: BTreeMap::new(),
             attempts: BTreeMap::new(),
             reconfigs: BTreeMap::new(),
@@ -672,7 +678,10 @@ impl Coordinator {
             now,
             config,
             RegisterKey::Job(job),
-            Change::JobWrite(value),
+            Change::JobWrite {
+                bytes: value,
+                over: None,
+            },
             Purpose::Job { request },
         );
         self.deliver_local(now);
@@ -816,6 +825,7 @@ impl Coordinator {
         Ballot {
             counter: self.ballot_counter,
             node: self.me,
+            incarnation: self.incarnation,
         }
     }
 

@@ -457,7 +457,9 @@ impl Coordinator {
 fn merge<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> Snapshot {
     let mut regs: BTreeMap<RegisterKey, Slot> = BTreeMap::new();
     let mut leases: BTreeMap<(crate::tasks::TaskId, NodeId, u64), LeaseTransfer> = BTreeMap::new();
+    let mut quarantine_ms = 0;
     for s in snapshots {
+        quarantine_ms = quarantine_ms.max(s.quarantine_ms);
         for (k, slot) in &s.registers {
             let keep = regs.get(k).is_none_or(|have| slot.accepted > have.accepted);
             if keep {
@@ -474,5 +476,6 @@ fn merge<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> Snapshot {
     Snapshot {
         registers: regs.into_iter().collect(),
         leases: leases.into_values().collect(),
+        quarantine_ms,
     }
 }

@@ -574,6 +574,7 @@ impl Coordinator {
                     task,
                     attempt,
                     state: r.state.clone(),
+                    record_attempt: r.attempt,
                 });
                 if let Some(config) = self.directory.get(&shard).cloned() {
                     // Our belief ended when the attempt was removed; only

@@ -421,6 +421,7 @@ impl Acceptor {
                 let snapshot = Snapshot {
                     registers: s.registers.iter().map(|(k, v)| (*k, v.clone())).collect(),
                     leases: s.leases.transfer(now),
+                    quarantine_ms: s.leases.quarantine_left_ms(now),
                 };
                 return AcceptorOutput::reply(PaxosMessage::SealedState { hdr, snapshot });
             }
@@ -443,6 +444,7 @@ impl Acceptor {
         let snapshot = Snapshot {
             registers: s.registers.iter().map(|(k, v)| (*k, v.clone())).collect(),
             leases: s.leases.transfer(now),
+            quarantine_ms: s.leases.quarantine_left_ms(now),
         };
         AcceptorOutput {
             reply: Some(PaxosMessage::SealedState { hdr, snapshot }),
@@ -497,9 +499,21 @@ impl Acceptor {
         // (each one's granting majority meets the sealing majority), so the
         // carried leases replace the joining quarantine; a forced
         // reconfiguration cannot promise that and quarantines.
-        let quarantine_ms = if quarantine { p.acceptor_lease_ms } else { 0 };
+        // A sealed acceptor that had restarted may have forgotten grants:
+        // its remaining quarantine carries over, stretched by the drift
+        // factor because it was measured on the sender's clock.
+        let carried = stretch(snapshot.quarantine_ms, p.rho);
+        let quarantine_ms = if quarantine {
+            p.acceptor_lease_ms.max(carried)
+        } else {
+            carried
+        };
         let leases = LeaseTable::from_transfer(now, quarantine_ms, p.rho, &snapshot.leases);
-        let known_since = if quarantine { now } else { Instant::ZERO };
+        let known_since = if quarantine_ms > 0 {
+            now
+        } else {
+            Instant::ZERO
+        };
         self.shards.insert(
             hdr.shard,
             ShardAcceptor::new(meta, registers, leases, now, known_since),
@@ -567,6 +581,12 @@ impl Acceptor {
         }
         out
     }
+}
+
+/// `ms` measured on a clock within `1 ± rho`, as a safe upper bound on ours.
+fn stretch(ms: u64, rho: f64) -> u64 {
+    let rho = rho.clamp(0.0, 0.5);
+    ((ms as f64) * (1.0 + rho) / (1.0 - rho)).ceil() as u64
 }
 
 #[allow(clippy::too_many_arguments)]

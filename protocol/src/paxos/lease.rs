@@ -80,6 +80,13 @@ impl LeaseTable {
         self.quarantine_until
     }
 
+    /// Time left of the quarantine at `now`.
+    pub fn quarantine_left_ms(&self, now: Instant) -> u64 {
+        self.quarantine_until
+            .saturating_duration_since(now)
+            .as_millis() as u64
+    }
+
     /// Decides one ask from `from`. `record` is this acceptor's copy of the
     /// task's register, if any.
     pub fn decide(
@@ -246,6 +253,7 @@ mod tests {
             ballot: Ballot {
                 counter,
                 node: NodeId::from_u64(node),
+                incarnation: 1,
             },
             renewal: false,
         }

@@ -12,14 +12,19 @@ use crate::tasks::{TaskId, TaskRecord};
 use crate::NodeId;
 use serde::{Deserialize, Serialize};
 
-/// A CASPaxos ballot: ordered by counter, then by node, so two proposers
-/// never share one.
+/// A CASPaxos ballot: ordered by counter, then node, then incarnation, so
+/// two proposers never share one. The incarnation is drawn at random each
+/// time a node's machine is constructed: the counter is not persisted, and
+/// a restarted node must never reuse a ballot of its previous life (Paxos
+/// breaks if one ballot carries two values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     /// Grows with every round of the proposer.
     pub counter: u64,
     /// The proposer.
     pub node: NodeId,
+    /// The proposer's incarnation.
+    pub incarnation: u64,
 }
 
 impl Ballot {
@@ -27,6 +32,7 @@ impl Ballot {
     pub const ZERO: Ballot = Ballot {
         counter: 0,
         node: NodeId([0; 16]),
+        incarnation: 0,
     };
 }
 
@@ -47,9 +53,19 @@ pub enum Value {
     /// A task record.
     Task(Box<TaskRecord>),
     /// A job record.
-    Job(Vec<u8>),
+    Job(JobValue),
     /// A shard configuration.
     Config(ShardConfig),
+}
+
+/// A job register's value: opaque bytes with a version, so that a write
+/// retried after an unknown outcome is applied at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobValue {
+    /// Grows by one with every write.
+    pub version: u64,
+    /// The bytes; `None` once deleted.
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// One register at one acceptor.

@@ -341,6 +341,14 @@ pub fn apply(
             }
             return Ok(None);
         }
+        // Idempotence: a CAS round can be retried after an earlier round of
+        // the same operation was chosen; a repeated change must then report
+        // success, not a refusal.
+        Mutation::Cancel if rec.state == TaskState::Cancelled => {}
+        Mutation::Claim { from, holder, .. }
+            if rec.attempt == from + 1 && rec.state.holder() == Some((from + 1, *holder)) => {}
+        Mutation::Finish { attempt, .. }
+            if rec.state.is_final() && rec.final_attempt == Some(*attempt) => {}
         Mutation::Cancel => {
             if rec.state.is_final() {
                 return Err(Refusal::Final);
@@ -514,8 +522,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(cancelled.state, TaskState::Cancelled);
+        // Cancelling twice is idempotent (a retried round); cancelling a
+        // task that ended otherwise is refused.
         assert_eq!(
             apply(Some(&cancelled), &Mutation::Cancel, &Bugs::none()),
+            Ok(Some(cancelled.clone()))
+        );
+        let mut done = rec.clone();
+        done.state = TaskState::Succeeded;
+        assert_eq!(
+            apply(Some(&done), &Mutation::Cancel, &Bugs::none()),
             Err(Refusal::Final)
         );
         let claim = Mutation::Claim {

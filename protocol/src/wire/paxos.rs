@@ -98,6 +98,9 @@ pub struct Snapshot {
     pub registers: Vec<(RegisterKey, Slot)>,
     /// Every live lease.
     pub leases: Vec<LeaseTransfer>,
+    /// Time left of the sender's own quarantine: it restarted and may have
+    /// forgotten grants, so the successor must not grant for that long.
+    pub quarantine_ms: u64,
 }
 
 /// A message between coordinators (channel [`super::Channel::Paxos`]).
