@@ -49,6 +49,19 @@ pub fn run_watched(seed: u64, bugs: Bugs, watch: Option<TaskId>) -> Outcome {
 /// One run with clock rates drawn within `1 ± rho`, the bound the machines
 /// are told too.
 pub fn run_with(seed: u64, bugs: Bugs, watch: Option<TaskId>, rho: f64) -> Outcome {
+    run_profile(seed, bugs, watch, rho, false)
+}
+
+/// With `restarts`, acceptors crash and come back with their disk often
+/// and quickly (tens to hundreds of milliseconds down): the fault that a
+/// missing restart quarantine needs to show.
+pub fn run_profile(
+    seed: u64,
+    bugs: Bugs,
+    watch: Option<TaskId>,
+    rho: f64,
+    restarts: bool,
+) -> Outcome {
     let mut cfg = chaos_config(bugs);
     cfg.rho = rho;
     let mut sim = Sim::new(NODES, cfg, seed, rho);
@@ -74,7 +87,11 @@ pub fn run_with(seed: u64, bugs: Bugs, watch: Option<TaskId>, rho: f64) -> Outco
         let r: f64 = sim.rng.gen();
         let now = sim.now;
         let down = down_until.iter().filter(|d| d.is_some()).count();
-        if r < 0.01 && down == 0 {
+        if restarts && r < 0.04 && down == 0 {
+            let i = sim.rng.gen_range(0..NODES);
+            sim.crash(i);
+            down_until[i] = Some((now + sim.rng.gen_range(10..200), true));
+        } else if r < 0.01 && down == 0 {
             let i = sim.rng.gen_range(0..NODES);
             let keep_disk = now < last_wipe + 10_000 || sim.rng.gen_bool(0.7);
             if !keep_disk {
