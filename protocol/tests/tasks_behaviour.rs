@@ -370,6 +370,7 @@ fn sealed_group_refuses_and_points_to_successor() {
         shard,
         epoch: old.epoch + 1,
         members: old.members.clone(),
+        previous: old.members.clone(),
     };
     let hdr = shoal_protocol::wire::paxos::Header {
         shard,

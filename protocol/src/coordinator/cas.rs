@@ -111,14 +111,14 @@ fn apply_change(
                 return Ok(current.cloned());
             }
             Ok(Some(Value::Job(crate::paxos::JobValue {
-                version: version + 1,
+                version: version.saturating_add(1),
                 bytes: bytes.clone(),
             })))
         }
         Change::JobRead => Ok(current.cloned()),
         Change::Successor(proposed) => match current {
             // Someone chose already: keep theirs (anyone finishes it).
-            Some(Value::Config(c)) if c.epoch == config.epoch + 1 => {
+            Some(Value::Config(c)) if c.epoch == config.epoch.saturating_add(1) => {
                 Ok(Some(Value::Config(c.clone())))
             }
             _ => Ok(Some(Value::Config(proposed.clone()))),

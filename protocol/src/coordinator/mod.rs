@@ -926,7 +926,7 @@ impl Coordinator {
         match reason {
             GroupRefusal::Sealed(succ) => {
                 if let Some(old) = self.directory.get(&shard) {
-                    if old.epoch + 1 == succ.epoch {
+                    if old.epoch.saturating_add(1) == succ.epoch {
                         self.predecessor.insert(shard, old.clone());
                     }
                 }
@@ -1022,6 +1022,7 @@ pub fn first_configs(cfg: &Config, founders: &[NodeId]) -> Vec<ShardConfig> {
             shard,
             epoch: 1,
             members,
+            previous: Vec::new(),
         })
         .collect()
 }

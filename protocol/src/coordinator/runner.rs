@@ -114,7 +114,7 @@ impl Coordinator {
             && spec.fits_labels(&self.cfg.labels)
     }
 
-    /// Starts a claim of attempt `from + 1` if this node has room.
+    /// Starts a claim of attempt `from.saturating_add(1)` if this node has room.
     pub(super) fn try_claim(
         &mut self,
         now: Instant,
@@ -130,7 +130,7 @@ impl Coordinator {
             return;
         };
         let ballot = self.next_ballot();
-        let attempt = from + 1;
+        let attempt = from.saturating_add(1);
         self.stats.claims_started += 1;
         self.attempts.insert(
             task,

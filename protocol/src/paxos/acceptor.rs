@@ -416,8 +416,10 @@ impl Acceptor {
         // activated still speaks for the sealed epoch with its installed
         // state, so that anyone can finish the move even when the old
         // members that moved on are most of the old group.
-        if let GroupStatus::Installed(pred) = &s.meta.status {
-            if pred.epoch == hdr.epoch && s.meta.config == *successor {
+        // (Installed or active: what it holds is what a fresh acceptor may
+        // hold after accepting, late, proposals that were really made.)
+        if !matches!(s.meta.status, GroupStatus::Sealed(_)) {
+            if s.meta.config.epoch == hdr.epoch.saturating_add(1) && s.meta.config == *successor {
                 let snapshot = Snapshot {
                     registers: s.registers.iter().map(|(k, v)| (*k, v.clone())).collect(),
                     leases: s.leases.transfer(now),
@@ -433,7 +435,7 @@ impl Acceptor {
             };
             return refused(hdr, r);
         }
-        if s.meta.config.epoch < hdr.epoch || successor.epoch != hdr.epoch + 1 {
+        if s.meta.config.epoch < hdr.epoch || successor.epoch != hdr.epoch.saturating_add(1) {
             return refused(hdr, GroupRefusal::NotMember);
         }
         let mut writes = Vec::new();

@@ -264,7 +264,7 @@ impl TaskRecord {
 pub enum Mutation {
     /// Create the record if absent (a retried submit is idempotent).
     Create(Box<TaskRecord>),
-    /// Take attempt `from + 1` for `holder`, if the record is still at
+    /// Take attempt `from.saturating_add(1)` for `holder`, if the record is still at
     /// attempt `from` and not final.
     Claim {
         /// The attempt the claimer saw.
@@ -346,7 +346,8 @@ pub fn apply(
         // success, not a refusal.
         Mutation::Cancel if rec.state == TaskState::Cancelled => {}
         Mutation::Claim { from, holder, .. }
-            if rec.attempt == from + 1 && rec.state.holder() == Some((from + 1, *holder)) => {}
+            if rec.attempt == from.saturating_add(1)
+                && rec.state.holder() == Some((from.saturating_add(1), *holder)) => {}
         Mutation::Finish { attempt, .. }
             if rec.state.is_final() && rec.final_attempt == Some(*attempt) => {}
         Mutation::Cancel => {
@@ -369,9 +370,9 @@ pub fn apply(
                     have: rec.attempt,
                 });
             }
-            next.attempt = from + 1;
+            next.attempt = from.saturating_add(1);
             next.state = TaskState::Claimed {
-                attempt: from + 1,
+                attempt: from.saturating_add(1),
                 holder: *holder,
             };
             next.holder_name = Some(holder_name.clone());

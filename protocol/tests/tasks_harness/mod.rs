@@ -604,7 +604,10 @@ impl Sim {
                 node.store.iter().map(|(k, v)| (*k, v.clone())).collect();
             Coordinator::restore(node.id, cfg, seed, local, &self.founders, stored, true)
         } else {
+            // A node that lost its disk lost its key too: it comes back as
+            // a new member (design: NodeId = hash of the certificate key).
             node.store.clear();
+            node.id = NodeId::from_u64(1_000 + i as u64 * 100 + u64::from(node.restarts));
             Coordinator::new(
                 node.id,
                 cfg,
