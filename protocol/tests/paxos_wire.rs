@@ -94,7 +94,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
                     task: TaskId(a + i),
                     attempt: i,
                     ballot: ballot(i, a),
-                    renewal: i % 2 == 0,
+                    renewal: i.is_multiple_of(2),
                 })
                 .collect(),
         },
@@ -141,7 +141,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
                     config: config(4, b, a),
                     snapshot,
                     predecessor: config(4, b.saturating_sub(1), b),
-                    quarantine: a % 2 == 0,
+                    quarantine: a.is_multiple_of(2),
                 }
             }
         }

@@ -395,7 +395,7 @@ pub struct Stats {
 
 enum InFlight {
     Cas(Box<CasOp>),
-    Lease(LeaseRound),
+    Lease(Box<LeaseRound>),
     Pull { shard: ShardId, deadline: Instant },
 }
 

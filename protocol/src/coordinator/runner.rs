@@ -188,7 +188,7 @@ impl Coordinator {
             claim,
             deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
         };
-        self.ops.insert(id, InFlight::Lease(round));
+        self.ops.insert(id, InFlight::Lease(Box::new(round)));
         self.broadcast(&members, &msg);
     }
 
@@ -269,7 +269,7 @@ impl Coordinator {
         self.ops.insert(id, InFlight::Lease(round));
     }
 
-    pub(super) fn lease_round_over(&mut self, now: Instant, _id: u64, round: LeaseRound) {
+    pub(super) fn lease_round_over(&mut self, now: Instant, _id: u64, round: Box<LeaseRound>) {
         for i in 0..round.asks.len() {
             if !round.resolved[i] {
                 let granted: Vec<NodeId> = round.grants[i].iter().copied().collect();

@@ -418,8 +418,11 @@ impl Acceptor {
         // members that moved on are most of the old group.
         // (Installed or active: what it holds is what a fresh acceptor may
         // hold after accepting, late, proposals that were really made.)
-        if !matches!(s.meta.status, GroupStatus::Sealed(_)) {
-            if s.meta.config.epoch == hdr.epoch.saturating_add(1) && s.meta.config == *successor {
+        if !matches!(s.meta.status, GroupStatus::Sealed(_))
+            && s.meta.config.epoch == hdr.epoch.saturating_add(1)
+            && s.meta.config == *successor
+        {
+            {
                 let snapshot = Snapshot {
                     registers: s.registers.iter().map(|(k, v)| (*k, v.clone())).collect(),
                     leases: s.leases.transfer(now),
