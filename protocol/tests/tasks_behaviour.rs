@@ -510,3 +510,31 @@ fn gc_of_finished_records() {
         .count();
     assert!(gone >= 2, "deleted on {gone} acceptors only");
 }
+
+#[test]
+fn per_task_timeout_kills_the_attempt_and_fails_the_task() {
+    let mut sim = Sim::new(3, test_config(), 13, 0.0);
+    sim.run_for(50);
+    let mut spec = TaskSpec::mock(30_000, 0);
+    spec.timeout_ms = Some(400);
+    let task = acked_one(&mut sim, 0, spec);
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    let started = sim.now;
+    assert!(sim.run_until(3_000, |s| s
+        .record(task)
+        .is_some_and(|r| r.state.is_final())));
+    let kill = sim
+        .kills
+        .iter()
+        .find(|k| k.2 == task && k.4 == KillReason::Timeout)
+        .expect("killed by its timeout");
+    assert_eq!((kill.1, kill.3), (holder, attempt));
+    assert!(
+        kill.0 >= started + 390 && kill.0 <= started + 500,
+        "killed at +{}",
+        kill.0 - started
+    );
+    let r = sim.record(task).expect("record");
+    assert_eq!(r.state, TaskState::Failed);
+    assert_eq!(sim.starts.iter().filter(|s| s.2 == task).count(), 1);
+}
