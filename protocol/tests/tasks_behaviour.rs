@@ -509,6 +509,23 @@ fn gc_of_finished_records() {
         .filter(|a| a.record(task).is_none())
         .count();
     assert!(gone >= 2, "deleted on {gone} acceptors only");
+    // One more retention period later the tombstones are gone too, from
+    // memory and from disk.
+    sim.run_for(3_500);
+    let key = StoreKey::Register(shard, RegisterKey::Task(task));
+    let pruned = sim
+        .nodes
+        .iter()
+        .filter(|n| {
+            let in_memory = n
+                .coord
+                .as_ref()
+                .and_then(|c| c.acceptor().shard(shard))
+                .is_some_and(|a| a.registers.contains_key(&RegisterKey::Task(task)));
+            !in_memory && !n.store.contains_key(&key)
+        })
+        .count();
+    assert!(pruned >= 2, "tombstone pruned on {pruned} nodes only");
 }
 
 #[test]

@@ -981,6 +981,12 @@ impl Coordinator {
 
     fn collect_garbage(&mut self, now: Instant) {
         self.acceptor.expire_leases(now);
+        let pruned = self
+            .acceptor
+            .prune_tombstones(now, self.cfg.retention_ms, 256);
+        if !pruned.is_empty() {
+            self.persist(pruned, Vec::new());
+        }
         self.offered
             .retain(|_, at| now.saturating_duration_since(*at).as_millis() < 10_000);
         let candidates = self

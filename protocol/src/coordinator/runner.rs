@@ -313,8 +313,13 @@ impl Coordinator {
             return;
         }
         let until = sent_at + lease;
-        // A grant that arrives after the lease it gives ran out is worth nothing.
+        // A grant that arrives after the lease it gives ran out is worth
+        // nothing; a claim that got only that gives up its slots.
         if until <= now {
+            if claim && a.phase == Phase::Leasing {
+                self.attempts.remove(&ask.task);
+                self.release(config, ask.task, ask.attempt);
+            }
             return;
         }
         if claim {

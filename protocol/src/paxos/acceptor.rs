@@ -36,6 +36,8 @@ pub struct ShardAcceptor {
     eligible_at: BTreeMap<TaskId, Instant>,
     /// When each task was first seen final here (memory only).
     final_at: BTreeMap<TaskId, Instant>,
+    /// When each task's record was seen deleted here (memory only).
+    deleted_at: BTreeMap<TaskId, Instant>,
 }
 
 impl ShardAcceptor {
@@ -56,6 +58,7 @@ impl ShardAcceptor {
             changed_at: BTreeMap::new(),
             eligible_at: BTreeMap::new(),
             final_at: BTreeMap::new(),
+            deleted_at: BTreeMap::new(),
         };
         let tasks: Vec<(TaskId, bool)> = s
             .registers
@@ -125,6 +128,7 @@ impl ShardAcceptor {
                 self.final_at.remove(&task);
                 self.eligible_at.remove(&task);
                 self.changed_at.remove(&task);
+                self.deleted_at.insert(task, now);
             }
         }
     }
@@ -554,6 +558,45 @@ impl Acceptor {
             }
         }
         out
+    }
+
+    /// Forgets the slots of task records deleted more than `retention_ms`
+    /// ago (at most `max`), returning the store deletes to persist. Safe:
+    /// only a create can bring a record back from nothing, and a submit is
+    /// retried for seconds, not for a retention period.
+    pub fn prune_tombstones(
+        &mut self,
+        now: Instant,
+        retention_ms: u64,
+        max: usize,
+    ) -> Vec<StoreWrite> {
+        let mut writes = Vec::new();
+        for (shard, s) in self.shards.iter_mut() {
+            let old: Vec<TaskId> = s
+                .deleted_at
+                .iter()
+                .filter(|(_, at)| {
+                    now.saturating_duration_since(**at).as_millis() as u64 >= retention_ms
+                })
+                .map(|(t, _)| *t)
+                .take(max.saturating_sub(writes.len()))
+                .collect();
+            for t in old {
+                s.deleted_at.remove(&t);
+                let key = RegisterKey::Task(t);
+                if s.registers
+                    .get(&key)
+                    .is_some_and(|slot| slot.value.is_none())
+                {
+                    s.registers.remove(&key);
+                    writes.push(StoreWrite {
+                        key: StoreKey::Register(*shard, key),
+                        value: None,
+                    });
+                }
+            }
+        }
+        writes
     }
 
     /// Drops expired leases everywhere (bounded housekeeping).
