@@ -31,8 +31,13 @@ const FAULT_MS: u64 = 20_000;
 const LIVENESS_MS: u64 = 40_000;
 
 pub fn chaos_config(bugs: Bugs) -> Config {
+    // CHAOS_GROUP=5 runs the same chaos with groups of five.
+    let group = std::env::var("CHAOS_GROUP")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(3);
     Config {
-        group_size_large: 3,
+        group_size_large: group,
         bugs,
         ..test_config()
     }
