@@ -91,7 +91,9 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
             lease_ms: a,
             asks: (0..b % 5)
                 .map(|i| LeaseAsk {
-                    task: TaskId(a + i),
+                    shard: ShardId(i as u32),
+                    epoch: b,
+                    task: TaskId(a.wrapping_add(i)),
                     attempt: i,
                     ballot: ballot(i, a),
                     renewal: i.is_multiple_of(2),
@@ -110,6 +112,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
                 LeaseVerdict::Quarantined,
                 LeaseVerdict::Final,
                 LeaseVerdict::Stale,
+                LeaseVerdict::Group(GroupRefusal::NotMember),
             ],
         },
         7 => PaxosMessage::LeaseRelease {

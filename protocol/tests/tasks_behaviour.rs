@@ -135,6 +135,8 @@ fn live_lease_is_never_overwritten_by_higher_ballot() {
         },
         lease_ms: 1_500,
         asks: vec![shoal_protocol::wire::paxos::LeaseAsk {
+            shard,
+            epoch: config.epoch,
             task,
             attempt: attempt + 1,
             ballot: shoal_protocol::paxos::Ballot {

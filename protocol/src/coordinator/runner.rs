@@ -148,6 +148,8 @@ impl Coordinator {
             },
         );
         let ask = LeaseAsk {
+            shard: config.shard,
+            epoch: config.epoch,
             task,
             attempt,
             ballot,
@@ -211,6 +213,17 @@ impl Coordinator {
                         }
                         LeaseVerdict::Final => {
                             round.finals[i] += 1;
+                            round.nays[i].insert(from);
+                        }
+                        LeaseVerdict::Group(reason) => {
+                            let shard = round.asks[i].shard;
+                            self.learn_from_refusal(from, shard, reason);
+                            if matches!(reason, crate::wire::paxos::GroupRefusal::Sealed(_)) {
+                                // Renew on the successor at once.
+                                if let Some(a) = self.attempts.get_mut(&round.asks[i].task) {
+                                    a.next_renew = now;
+                                }
+                            }
                             round.nays[i].insert(from);
                         }
                         LeaseVerdict::Held {
@@ -659,25 +672,36 @@ impl Coordinator {
         self.renew_due(now);
     }
 
+    /// Renews every lease that is due, one request per acceptor group
+    /// (shards served by the same nodes share it).
     fn renew_due(&mut self, now: Instant) {
-        let mut by_shard: BTreeMap<ShardId, Vec<LeaseAsk>> = BTreeMap::new();
+        let mut by_group: BTreeMap<Vec<NodeId>, (ShardConfig, Vec<LeaseAsk>)> = BTreeMap::new();
+        let renew = Duration::from_millis(self.cfg.renew_ms);
         for a in self.attempts.values_mut() {
             let valid = a.valid_until.is_some_and(|v| v > now);
-            if a.needs_lease() && valid && !a.renewing && now >= a.next_renew {
-                a.renewing = true;
-                a.next_renew = now + Duration::from_millis(self.cfg.renew_ms);
-                by_shard.entry(a.shard).or_default().push(LeaseAsk {
-                    task: a.task,
-                    attempt: a.attempt,
-                    ballot: a.ballot,
-                    renewal: true,
-                });
+            if !(a.needs_lease() && valid && !a.renewing && now >= a.next_renew) {
+                continue;
             }
-        }
-        for (shard, asks) in by_shard {
-            let Some(config) = self.directory.get(&shard).cloned() else {
+            let Some(config) = self.directory.get(&a.shard) else {
                 continue;
             };
+            a.renewing = true;
+            a.next_renew = now + renew;
+            let mut group = config.members.clone();
+            group.sort_unstable();
+            let entry = by_group
+                .entry(group)
+                .or_insert_with(|| (config.clone(), Vec::new()));
+            entry.1.push(LeaseAsk {
+                shard: config.shard,
+                epoch: config.epoch,
+                task: a.task,
+                attempt: a.attempt,
+                ballot: a.ballot,
+                renewal: true,
+            });
+        }
+        for (_, (config, asks)) in by_group {
             for chunk in asks.chunks(crate::wire::paxos::MAX_LEASES_PER_MESSAGE) {
                 self.start_lease_round(now, config.clone(), chunk.to_vec(), false);
             }

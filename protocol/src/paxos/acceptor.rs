@@ -297,19 +297,28 @@ impl Acceptor {
                 lease_ms: _,
                 asks,
             } => {
-                let s = match self.serving(hdr) {
-                    Ok(s) => s,
-                    Err(r) => return refused(*hdr, r),
-                };
-                let verdicts = asks
-                    .iter()
-                    .take(crate::wire::paxos::MAX_LEASES_PER_MESSAGE)
-                    .map(|a| {
-                        let rec = s.record(a.task).cloned();
-                        s.leases
-                            .decide(now, from, a, p.acceptor_lease_ms, rec.as_ref(), &p.bugs)
-                    })
-                    .collect::<Vec<LeaseVerdict>>();
+                let mut verdicts = Vec::with_capacity(asks.len());
+                for a in asks.iter().take(crate::wire::paxos::MAX_LEASES_PER_MESSAGE) {
+                    let h = Header {
+                        shard: a.shard,
+                        epoch: a.epoch,
+                        req: hdr.req,
+                    };
+                    verdicts.push(match self.serving(&h) {
+                        Ok(s) => {
+                            let rec = s.record(a.task).cloned();
+                            s.leases.decide(
+                                now,
+                                from,
+                                a,
+                                p.acceptor_lease_ms,
+                                rec.as_ref(),
+                                &p.bugs,
+                            )
+                        }
+                        Err(r) => LeaseVerdict::Group(r),
+                    });
+                }
                 AcceptorOutput::reply(PaxosMessage::LeaseReply {
                     hdr: *hdr,
                     verdicts,

@@ -248,6 +248,8 @@ mod tests {
 
     fn ask(task: u64, attempt: u64, counter: u64, node: u64) -> LeaseAsk {
         LeaseAsk {
+            shard: crate::shard::ShardId(0),
+            epoch: 1,
             task: TaskId(task),
             attempt,
             ballot: Ballot {

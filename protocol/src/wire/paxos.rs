@@ -43,6 +43,11 @@ pub enum GroupRefusal {
 /// One lease asked for (a claim) or renewed (a batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseAsk {
+    /// The task's shard: one request carries the asks of every shard the
+    /// receiving group serves (renewals are batched per group).
+    pub shard: ShardId,
+    /// The epoch of that shard the sender believes current.
+    pub epoch: u64,
     /// The task.
     pub task: TaskId,
     /// The attempt the lease is for.
@@ -74,6 +79,8 @@ pub enum LeaseVerdict {
     Final,
     /// The attempt is older than the record's current one.
     Stale,
+    /// The acceptor does not serve the ask's shard at that epoch.
+    Group(GroupRefusal),
 }
 
 /// A live lease carried from a sealed group to its successor.
