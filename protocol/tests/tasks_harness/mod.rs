@@ -359,7 +359,10 @@ impl Sim {
                 if let Some(crash) = self.orphaned_at.remove(&task) {
                     self.failovers_ms.push(self.now - crash);
                     if std::env::var("SLOW").is_ok() && self.now - crash > 3_000 {
-                        eprintln!("slow failover: task {task} crash t={crash} restart t={} on n{i}", self.now);
+                        eprintln!(
+                            "slow failover: task {task} crash t={crash} restart t={} on n{i}",
+                            self.now
+                        );
                     }
                 }
                 let prev = self.latest_start.entry(task).or_insert(0);
