@@ -175,7 +175,12 @@ fn history(seed: u64) -> (Vec<Tester>, usize) {
 #[test]
 fn registers_are_linearizable_under_faults() {
     let mut completed = 0;
-    for seed in 1..=8 {
+    // LIN_SEEDS=n checks more histories.
+    let seeds: u64 = std::env::var("LIN_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    for seed in 1..=seeds {
         let (testers, done) = history(seed);
         for (k, t) in testers.iter().enumerate() {
             assert!(
