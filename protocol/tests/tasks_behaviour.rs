@@ -454,6 +454,22 @@ fn cancel_from_running() {
         1,
         "restarted after cancel"
     );
+    // Any node reads the record linearizably.
+    let reader = (holder + 2) % 3;
+    let req = sim
+        .with(reader, |c, now| c.read_task(now, task))
+        .expect("up")
+        .expect("ok");
+    sim.run_for(200);
+    let read = sim.effects.iter().find_map(|(_, n, e)| match e {
+        Effect::TaskRead {
+            request,
+            result: Ok(Some(r)),
+            ..
+        } if *n == reader && *request == req => Some(r.state.clone()),
+        _ => None,
+    });
+    assert_eq!(read, Some(TaskState::Cancelled));
 }
 
 #[test]

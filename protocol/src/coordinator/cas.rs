@@ -60,6 +60,7 @@ pub(super) enum Purpose {
     Finish { task: TaskId, attempt: u64 },
     Gc,
     Job { request: RequestId },
+    ReadTask { request: RequestId, task: TaskId },
     Successor,
 }
 
@@ -371,6 +372,14 @@ impl Coordinator {
             Purpose::Start | Purpose::Gc => {}
             Purpose::Finish { task, attempt } => {
                 self.finish_done(now, task, attempt, res.map(|v| record(&v)))
+            }
+            Purpose::ReadTask { request, task } => {
+                let result = res.map(|v| record(&v).map(Box::new));
+                self.effects.push_back(Effect::TaskRead {
+                    request,
+                    task,
+                    result,
+                });
             }
             Purpose::Job { request } => {
                 let result = res.map(|v| match v {

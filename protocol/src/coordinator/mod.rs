@@ -327,6 +327,15 @@ pub enum Effect {
         /// Why.
         error: OpError,
     },
+    /// The outcome of [`Coordinator::read_task`].
+    TaskRead {
+        /// The request.
+        request: RequestId,
+        /// The task.
+        task: TaskId,
+        /// The record (`None`: no such task, or collected).
+        result: Result<Option<Box<TaskRecord>>, OpError>,
+    },
     /// The outcome of a job register operation.
     JobDone {
         /// The request.
@@ -663,6 +672,21 @@ impl Coordinator {
             .get(&shard)
             .cloned()
             .ok_or(RequestError::UnknownShard(shard))
+    }
+
+    /// Reads a task record linearizably; [`Effect::TaskRead`] follows.
+    pub fn read_task(&mut self, now: Instant, task: TaskId) -> Result<RequestId, RequestError> {
+        let config = self.config_for(task.0)?;
+        let request = self.request_id();
+        self.start_cas(
+            now,
+            config,
+            RegisterKey::Task(task),
+            Change::Task(Mutation::Read),
+            Purpose::ReadTask { request, task },
+        );
+        self.deliver_local(now);
+        Ok(request)
     }
 
     /// Writes (or with `None` deletes) job register `job`; [`Effect::JobDone`] follows.
