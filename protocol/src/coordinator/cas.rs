@@ -53,14 +53,32 @@ pub(super) enum Change {
 /// Who waits for the operation.
 #[derive(Debug, Clone)]
 pub(super) enum Purpose {
-    Submit { request: RequestId, task: TaskId },
-    Cancel { request: RequestId, task: TaskId },
-    Claim { task: TaskId, attempt: u64 },
+    Submit {
+        request: RequestId,
+        task: TaskId,
+    },
+    Cancel {
+        request: RequestId,
+        task: TaskId,
+    },
+    Claim {
+        task: TaskId,
+        attempt: u64,
+        claim: u64,
+    },
     Start,
-    Finish { task: TaskId, attempt: u64 },
+    Finish {
+        task: TaskId,
+        attempt: u64,
+    },
     Gc,
-    Job { request: RequestId },
-    ReadTask { request: RequestId, task: TaskId },
+    Job {
+        request: RequestId,
+    },
+    ReadTask {
+        request: RequestId,
+        task: TaskId,
+    },
     Successor,
 }
 
@@ -366,9 +384,11 @@ impl Coordinator {
                     result: res.map(|_| ()),
                 });
             }
-            Purpose::Claim { task, attempt } => {
-                self.claim_done(now, task, attempt, res.map(|v| record(&v)))
-            }
+            Purpose::Claim {
+                task,
+                attempt,
+                claim,
+            } => self.claim_done(now, task, attempt, claim, res.map(|v| record(&v))),
             Purpose::Start | Purpose::Gc => {}
             Purpose::Finish { task, attempt } => {
                 self.finish_done(now, task, attempt, res.map(|v| record(&v)))

@@ -45,6 +45,9 @@ pub(super) struct Attempt {
     timeout_at: Option<Instant>,
     next_renew: Instant,
     renewing: bool,
+    /// Names this claim: the answer of an abandoned earlier claim of the
+    /// same attempt must not decide this one.
+    claim: u64,
 }
 
 impl Attempt {
@@ -130,6 +133,7 @@ impl Coordinator {
             return;
         };
         let ballot = self.next_ballot();
+        let claim_id = self.next_id();
         let attempt = from.saturating_add(1);
         self.stats.claims_started += 1;
         self.attempts.insert(
@@ -145,6 +149,7 @@ impl Coordinator {
                 timeout_at: None,
                 next_renew: now,
                 renewing: false,
+                claim: claim_id,
             },
         );
         let ask = LeaseAsk {
@@ -342,7 +347,7 @@ impl Coordinator {
             a.valid_until = Some(until);
             a.phase = Phase::Claiming;
             a.next_renew = sent_at + Duration::from_millis(self.cfg.renew_ms);
-            let (task, from) = (a.task, a.attempt - 1);
+            let (task, from, claim) = (a.task, a.attempt - 1, a.claim);
             let mutation = Mutation::Claim {
                 from,
                 holder: self.me,
@@ -356,6 +361,7 @@ impl Coordinator {
                 Purpose::Claim {
                     task,
                     attempt: ask.attempt,
+                    claim,
                 },
             );
         } else if a.valid_until.is_some() {
@@ -390,6 +396,12 @@ impl Coordinator {
                 .is_some_and(|a| a.attempt == ask.attempt && a.phase == Phase::Leasing);
             if ours {
                 self.attempts.remove(&ask.task);
+            }
+            // The acceptors' grants are per (owner, task, attempt): if this
+            // node holds that lease through another round, releasing the
+            // partial grants of this one would end the lease it relies on.
+            if self.holds(ask.task, ask.attempt) {
+                return;
             }
             for g in granted {
                 let msg = PaxosMessage::LeaseRelease {
@@ -449,7 +461,17 @@ impl Coordinator {
         }
     }
 
+    /// Whether this node still counts on its lease of `(task, attempt)`.
+    fn holds(&self, task: TaskId, attempt: u64) -> bool {
+        self.attempts
+            .get(&task)
+            .is_some_and(|a| a.attempt == attempt && a.valid_until.is_some())
+    }
+
     fn release(&mut self, config: &ShardConfig, task: TaskId, attempt: u64) {
+        if self.holds(task, attempt) {
+            return;
+        }
         let msg = PaxosMessage::LeaseRelease {
             hdr: Header {
                 shard: config.shard,
@@ -468,13 +490,14 @@ impl Coordinator {
         now: Instant,
         task: TaskId,
         attempt: u64,
+        claim: u64,
         res: Result<Option<TaskRecord>, OpError>,
     ) {
         let margin = self.cfg.fence_margin_ms;
         let Some(a) = self.attempts.get_mut(&task) else {
             return;
         };
-        if a.attempt != attempt || a.phase != Phase::Claiming {
+        if a.attempt != attempt || a.phase != Phase::Claiming || a.claim != claim {
             return;
         }
         let won = matches!(&res, Ok(Some(r)) if r.state == TaskState::Claimed { attempt, holder: self.me });

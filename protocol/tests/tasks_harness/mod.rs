@@ -764,7 +764,7 @@ impl Sim {
                 .filter(|l| l.task == task)
                 .collect();
             out += &format!(
-                "  n{i}: dir {dir:?}\n       acc {acc:?}\n       held {held:?} running {:?} free {}\n",
+                "  n{i}: dir {dir:?}\n       acc {acc:?}\n       held {held:?} (local now {local:?}) running {:?} free {}\n",
                 n.running.get(&task).map(|a| a.attempt),
                 c.slots_free()
             );
