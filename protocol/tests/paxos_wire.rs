@@ -119,6 +119,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
             hdr,
             task: TaskId(a),
             attempt: b,
+            ballot: ballot(b, a),
         },
         8 => PaxosMessage::Seal {
             hdr,

@@ -324,7 +324,7 @@ impl Coordinator {
     ) {
         let lease = Duration::from_millis(self.cfg.lease_ms);
         let Some(a) = self.attempts.get_mut(&ask.task) else {
-            self.release(config, ask.task, ask.attempt);
+            self.release(config, ask.task, ask.attempt, ask.ballot);
             return;
         };
         if a.attempt != ask.attempt {
@@ -336,7 +336,7 @@ impl Coordinator {
         if until <= now {
             if claim && a.phase == Phase::Leasing {
                 self.attempts.remove(&ask.task);
-                self.release(config, ask.task, ask.attempt);
+                self.release(config, ask.task, ask.attempt, ask.ballot);
             }
             return;
         }
@@ -412,6 +412,7 @@ impl Coordinator {
                     },
                     task: ask.task,
                     attempt: ask.attempt,
+                    ballot: ask.ballot,
                 };
                 self.send(*g, msg);
             }
@@ -468,7 +469,7 @@ impl Coordinator {
             .is_some_and(|a| a.attempt == attempt && a.valid_until.is_some())
     }
 
-    fn release(&mut self, config: &ShardConfig, task: TaskId, attempt: u64) {
+    fn release(&mut self, config: &ShardConfig, task: TaskId, attempt: u64, ballot: Ballot) {
         if self.holds(task, attempt) {
             return;
         }
@@ -480,6 +481,7 @@ impl Coordinator {
             },
             task,
             attempt,
+            ballot,
         };
         let members = config.members.clone();
         self.broadcast(&members, &msg);
@@ -534,9 +536,10 @@ impl Coordinator {
             self.attempt_exited(now, task, attempt, -1);
         } else {
             // Lost the race (or the task is final): let the lease go.
+            let ballot = a.ballot;
             self.attempts.remove(&task);
             if let Some(config) = self.directory.get(&shard).cloned() {
-                self.release(&config, task, attempt);
+                self.release(&config, task, attempt, ballot);
             }
         }
     }
@@ -566,11 +569,11 @@ impl Coordinator {
             Phase::Killing(KillReason::Fenced) => Outcome::Fenced,
             Phase::Killing(KillReason::Cancelled) => {
                 // The record is final already; nothing to commit.
-                let shard = a.shard;
+                let (shard, ballot) = (a.shard, a.ballot);
                 a.valid_until = None;
                 self.attempts.remove(&task);
                 if let Some(config) = self.directory.get(&shard).cloned() {
-                    self.release(&config, task, attempt);
+                    self.release(&config, task, attempt, ballot);
                 }
                 return;
             }
@@ -607,7 +610,7 @@ impl Coordinator {
         if a.attempt != attempt {
             return;
         }
-        let shard = a.shard;
+        let (shard, ballot) = (a.shard, a.ballot);
         self.attempts.remove(&task);
         match res {
             Ok(Some(r)) => {
@@ -620,7 +623,7 @@ impl Coordinator {
                 if let Some(config) = self.directory.get(&shard).cloned() {
                     // Our belief ended when the attempt was removed; only
                     // now may the acceptors let the lease go.
-                    self.release(&config, task, attempt);
+                    self.release(&config, task, attempt, ballot);
                     if r.state == TaskState::Pending && r.backoff_ms() == 0 {
                         self.offer(now, config, r);
                     }

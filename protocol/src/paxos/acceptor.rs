@@ -324,9 +324,14 @@ impl Acceptor {
                     verdicts,
                 })
             }
-            PaxosMessage::LeaseRelease { hdr, task, attempt } => {
+            PaxosMessage::LeaseRelease {
+                hdr,
+                task,
+                attempt,
+                ballot,
+            } => {
                 if let Ok(s) = self.serving(hdr) {
-                    s.leases.release(from, *task, *attempt);
+                    s.leases.release(from, *task, *attempt, *ballot);
                 }
                 AcceptorOutput::default()
             }

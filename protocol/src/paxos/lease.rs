@@ -124,7 +124,8 @@ impl LeaseTable {
             .find(|g| g.owner == from && g.attempt == ask.attempt && (ask.renewal || !others_live))
         {
             g.expires = g.expires.max(expires);
-            g.ballot = g.ballot.max(ask.ballot);
+            // The latest round's ballot: only its owner's release ends it.
+            g.ballot = ask.ballot;
             return LeaseVerdict::Granted;
         }
         let quarantine_ignored = bugs.has(Bug::NoQuarantine);
@@ -153,9 +154,9 @@ impl LeaseTable {
     }
 
     /// The owner gives its lease up.
-    pub fn release(&mut self, from: NodeId, task: TaskId, attempt: u64) {
+    pub fn release(&mut self, from: NodeId, task: TaskId, attempt: u64, ballot: Ballot) {
         if let Some(grants) = self.grants.get_mut(&task) {
-            grants.retain(|g| !(g.owner == from && g.attempt == attempt));
+            grants.retain(|g| !(g.owner == from && g.attempt == attempt && g.ballot == ballot));
             if grants.is_empty() {
                 self.grants.remove(&task);
             }

@@ -176,6 +176,9 @@ pub enum PaxosMessage {
         task: TaskId,
         /// The attempt.
         attempt: u64,
+        /// The ballot of the round whose grants are given up: a release
+        /// from an earlier life or round of the owner ends nothing newer.
+        ballot: Ballot,
     },
     /// Reconfiguration step 2: seal the epoch in favour of `successor`.
     Seal {
