@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// How long an offered task is not offered again by the same node.
-const REOFFER_MS: u64 = 1_000;
+const REOFFER_MS: u64 = 400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -45,6 +45,9 @@ pub(super) struct Attempt {
     timeout_at: Option<Instant>,
     next_renew: Instant,
     renewing: bool,
+    /// Names this claim: the answer of an abandoned earlier claim of the
+    /// same attempt must not decide this one.
+    claim: u64,
 }
 
 impl Attempt {
@@ -114,7 +117,7 @@ impl Coordinator {
             && spec.fits_labels(&self.cfg.labels)
     }
 
-    /// Starts a claim of attempt `from + 1` if this node has room.
+    /// Starts a claim of attempt `from.saturating_add(1)` if this node has room.
     pub(super) fn try_claim(
         &mut self,
         now: Instant,
@@ -130,7 +133,8 @@ impl Coordinator {
             return;
         };
         let ballot = self.next_ballot();
-        let attempt = from + 1;
+        let claim_id = self.next_id();
+        let attempt = from.saturating_add(1);
         self.stats.claims_started += 1;
         self.attempts.insert(
             task,
@@ -145,12 +149,16 @@ impl Coordinator {
                 timeout_at: None,
                 next_renew: now,
                 renewing: false,
+                claim: claim_id,
             },
         );
         let ask = LeaseAsk {
+            shard: config.shard,
+            epoch: config.epoch,
             task,
             attempt,
             ballot,
+            renewal: false,
         };
         self.start_lease_round(now, config, vec![ask], true);
     }
@@ -187,7 +195,7 @@ impl Coordinator {
             claim,
             deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
         };
-        self.ops.insert(id, InFlight::Lease(round));
+        self.ops.insert(id, InFlight::Lease(Box::new(round)));
         self.broadcast(&members, &msg);
     }
 
@@ -212,6 +220,17 @@ impl Coordinator {
                             round.finals[i] += 1;
                             round.nays[i].insert(from);
                         }
+                        LeaseVerdict::Group(reason) => {
+                            let shard = round.asks[i].shard;
+                            self.learn_from_refusal(from, shard, reason);
+                            if matches!(reason, crate::wire::paxos::GroupRefusal::Sealed(_)) {
+                                // Renew on the successor at once.
+                                if let Some(a) = self.attempts.get_mut(&round.asks[i].task) {
+                                    a.next_renew = now;
+                                }
+                            }
+                            round.nays[i].insert(from);
+                        }
                         LeaseVerdict::Held {
                             owner,
                             remaining_ms,
@@ -228,13 +247,6 @@ impl Coordinator {
                 }
             }
             PaxosMessage::Refused { reason, .. } => {
-                if matches!(
-                    reason,
-                    crate::wire::paxos::GroupRefusal::NotActive
-                        | crate::wire::paxos::GroupRefusal::NotMember
-                ) {
-                    self.needs_reconfig.insert(round.config.shard);
-                }
                 if matches!(reason, crate::wire::paxos::GroupRefusal::Sealed(_)) {
                     // Renew on the successor at once.
                     for a in self.attempts.values_mut() {
@@ -275,7 +287,7 @@ impl Coordinator {
         self.ops.insert(id, InFlight::Lease(round));
     }
 
-    pub(super) fn lease_round_over(&mut self, now: Instant, _id: u64, round: LeaseRound) {
+    pub(super) fn lease_round_over(&mut self, now: Instant, _id: u64, round: Box<LeaseRound>) {
         for i in 0..round.asks.len() {
             if !round.resolved[i] {
                 let granted: Vec<NodeId> = round.grants[i].iter().copied().collect();
@@ -312,15 +324,20 @@ impl Coordinator {
     ) {
         let lease = Duration::from_millis(self.cfg.lease_ms);
         let Some(a) = self.attempts.get_mut(&ask.task) else {
-            self.release(config, ask.task, ask.attempt);
+            self.release(config, ask.task, ask.attempt, ask.ballot);
             return;
         };
         if a.attempt != ask.attempt {
             return;
         }
         let until = sent_at + lease;
-        // A grant that arrives after the lease it gives ran out is worth nothing.
+        // A grant that arrives after the lease it gives ran out is worth
+        // nothing; a claim that got only that gives up its slots.
         if until <= now {
+            if claim && a.phase == Phase::Leasing {
+                self.attempts.remove(&ask.task);
+                self.release(config, ask.task, ask.attempt, ask.ballot);
+            }
             return;
         }
         if claim {
@@ -330,7 +347,7 @@ impl Coordinator {
             a.valid_until = Some(until);
             a.phase = Phase::Claiming;
             a.next_renew = sent_at + Duration::from_millis(self.cfg.renew_ms);
-            let (task, from) = (a.task, a.attempt - 1);
+            let (task, from, claim) = (a.task, a.attempt - 1, a.claim);
             let mutation = Mutation::Claim {
                 from,
                 holder: self.me,
@@ -344,6 +361,7 @@ impl Coordinator {
                 Purpose::Claim {
                     task,
                     attempt: ask.attempt,
+                    claim,
                 },
             );
         } else if a.valid_until.is_some() {
@@ -379,6 +397,12 @@ impl Coordinator {
             if ours {
                 self.attempts.remove(&ask.task);
             }
+            // The acceptors' grants are per (owner, task, attempt): if this
+            // node holds that lease through another round, releasing the
+            // partial grants of this one would end the lease it relies on.
+            if self.holds(ask.task, ask.attempt) {
+                return;
+            }
             for g in granted {
                 let msg = PaxosMessage::LeaseRelease {
                     hdr: Header {
@@ -388,6 +412,7 @@ impl Coordinator {
                     },
                     task: ask.task,
                     attempt: ask.attempt,
+                    ballot: ask.ballot,
                 };
                 self.send(*g, msg);
             }
@@ -437,7 +462,17 @@ impl Coordinator {
         }
     }
 
-    fn release(&mut self, config: &ShardConfig, task: TaskId, attempt: u64) {
+    /// Whether this node still counts on its lease of `(task, attempt)`.
+    fn holds(&self, task: TaskId, attempt: u64) -> bool {
+        self.attempts
+            .get(&task)
+            .is_some_and(|a| a.attempt == attempt && a.valid_until.is_some())
+    }
+
+    fn release(&mut self, config: &ShardConfig, task: TaskId, attempt: u64, ballot: Ballot) {
+        if self.holds(task, attempt) {
+            return;
+        }
         let msg = PaxosMessage::LeaseRelease {
             hdr: Header {
                 shard: config.shard,
@@ -446,6 +481,7 @@ impl Coordinator {
             },
             task,
             attempt,
+            ballot,
         };
         let members = config.members.clone();
         self.broadcast(&members, &msg);
@@ -456,13 +492,14 @@ impl Coordinator {
         now: Instant,
         task: TaskId,
         attempt: u64,
+        claim: u64,
         res: Result<Option<TaskRecord>, OpError>,
     ) {
         let margin = self.cfg.fence_margin_ms;
         let Some(a) = self.attempts.get_mut(&task) else {
             return;
         };
-        if a.attempt != attempt || a.phase != Phase::Claiming {
+        if a.attempt != attempt || a.phase != Phase::Claiming || a.claim != claim {
             return;
         }
         let won = matches!(&res, Ok(Some(r)) if r.state == TaskState::Claimed { attempt, holder: self.me });
@@ -499,9 +536,10 @@ impl Coordinator {
             self.attempt_exited(now, task, attempt, -1);
         } else {
             // Lost the race (or the task is final): let the lease go.
+            let ballot = a.ballot;
             self.attempts.remove(&task);
             if let Some(config) = self.directory.get(&shard).cloned() {
-                self.release(&config, task, attempt);
+                self.release(&config, task, attempt, ballot);
             }
         }
     }
@@ -531,11 +569,11 @@ impl Coordinator {
             Phase::Killing(KillReason::Fenced) => Outcome::Fenced,
             Phase::Killing(KillReason::Cancelled) => {
                 // The record is final already; nothing to commit.
-                let shard = a.shard;
+                let (shard, ballot) = (a.shard, a.ballot);
                 a.valid_until = None;
                 self.attempts.remove(&task);
                 if let Some(config) = self.directory.get(&shard).cloned() {
-                    self.release(&config, task, attempt);
+                    self.release(&config, task, attempt, ballot);
                 }
                 return;
             }
@@ -572,7 +610,7 @@ impl Coordinator {
         if a.attempt != attempt {
             return;
         }
-        let shard = a.shard;
+        let (shard, ballot) = (a.shard, a.ballot);
         self.attempts.remove(&task);
         match res {
             Ok(Some(r)) => {
@@ -580,11 +618,12 @@ impl Coordinator {
                     task,
                     attempt,
                     state: r.state.clone(),
+                    record_attempt: r.attempt,
                 });
                 if let Some(config) = self.directory.get(&shard).cloned() {
                     // Our belief ended when the attempt was removed; only
                     // now may the acceptors let the lease go.
-                    self.release(&config, task, attempt);
+                    self.release(&config, task, attempt, ballot);
                     if r.state == TaskState::Pending && r.backoff_ms() == 0 {
                         self.offer(now, config, r);
                     }
@@ -659,24 +698,36 @@ impl Coordinator {
         self.renew_due(now);
     }
 
+    /// Renews every lease that is due, one request per acceptor group
+    /// (shards served by the same nodes share it).
     fn renew_due(&mut self, now: Instant) {
-        let mut by_shard: BTreeMap<ShardId, Vec<LeaseAsk>> = BTreeMap::new();
+        let mut by_group: BTreeMap<Vec<NodeId>, (ShardConfig, Vec<LeaseAsk>)> = BTreeMap::new();
+        let renew = Duration::from_millis(self.cfg.renew_ms);
         for a in self.attempts.values_mut() {
             let valid = a.valid_until.is_some_and(|v| v > now);
-            if a.needs_lease() && valid && !a.renewing && now >= a.next_renew {
-                a.renewing = true;
-                a.next_renew = now + Duration::from_millis(self.cfg.renew_ms);
-                by_shard.entry(a.shard).or_default().push(LeaseAsk {
-                    task: a.task,
-                    attempt: a.attempt,
-                    ballot: a.ballot,
-                });
+            if !(a.needs_lease() && valid && !a.renewing && now >= a.next_renew) {
+                continue;
             }
-        }
-        for (shard, asks) in by_shard {
-            let Some(config) = self.directory.get(&shard).cloned() else {
+            let Some(config) = self.directory.get(&a.shard) else {
                 continue;
             };
+            a.renewing = true;
+            a.next_renew = now + renew;
+            let mut group = config.members.clone();
+            group.sort_unstable();
+            let entry = by_group
+                .entry(group)
+                .or_insert_with(|| (config.clone(), Vec::new()));
+            entry.1.push(LeaseAsk {
+                shard: config.shard,
+                epoch: config.epoch,
+                task: a.task,
+                attempt: a.attempt,
+                ballot: a.ballot,
+                renewal: true,
+            });
+        }
+        for (_, (config, asks)) in by_group {
             for chunk in asks.chunks(crate::wire::paxos::MAX_LEASES_PER_MESSAGE) {
                 self.start_lease_round(now, config.clone(), chunk.to_vec(), false);
             }
