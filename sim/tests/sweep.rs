@@ -65,7 +65,9 @@ fn sweep(s: &Scenario, seeds: std::ops::Range<u64>, imp: Impl, tolerated: &[&str
 /// heal, n0 still holds n14 down at incarnation 2 while n14 is live at 3 and
 /// sees n0 alive: the refutation never reaches n0 (same shape as
 /// membership-chaos seeds 1, 2, 4, 5 at full size).
-const SHOAL_CHAOS_KNOWN: &[(u64, &str)] = &[(10, "no_convergence")];
+// Seed 10 (an observer kept a refuted member down after the heal) was fixed
+// in the membership machine; the sweep below covers it as an ordinary seed.
+const SHOAL_CHAOS_KNOWN: &[(u64, &str)] = &[];
 
 /// membership-chaos with fewer nodes and less time, keeping every fault kind.
 fn reduced_chaos() -> Scenario {
