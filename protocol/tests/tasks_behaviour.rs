@@ -141,6 +141,7 @@ fn live_lease_is_never_overwritten_by_higher_ballot() {
                 counter: u64::MAX,
                 node: sim.nodes[other].id,
             },
+            renewal: false,
         }],
     };
     for m in config.members.clone() {

@@ -222,8 +222,7 @@ impl Coordinator {
                     self.retry(now, id, op, false);
                     return;
                 }
-                GroupRefusal::NotActive | GroupRefusal::NotMember => {
-                    self.needs_reconfig.insert(op.config.shard);
+                GroupRefusal::NotMember => {
                     op.nays.insert(from);
                 }
                 _ => {

@@ -882,7 +882,7 @@ impl Coordinator {
             | PaxosMessage::SealedState { hdr, .. }
             | PaxosMessage::Installed { hdr } => {
                 if let PaxosMessage::Refused { reason, .. } = &msg {
-                    self.learn_from_refusal(hdr.shard, reason);
+                    self.learn_from_refusal(from, hdr.shard, reason);
                 }
                 let req = hdr.req;
                 if self.reconfigs.get(&hdr.shard).is_some_and(|r| r.req == req) {
@@ -912,7 +912,7 @@ impl Coordinator {
         }
     }
 
-    fn learn_from_refusal(&mut self, shard: ShardId, reason: &GroupRefusal) {
+    fn learn_from_refusal(&mut self, from: NodeId, shard: ShardId, reason: &GroupRefusal) {
         match reason {
             GroupRefusal::Sealed(succ) => {
                 if let Some(old) = self.directory.get(&shard) {
@@ -924,7 +924,17 @@ impl Coordinator {
             }
             GroupRefusal::Stale(c) => self.learn_config(c.clone()),
             GroupRefusal::Ballot(b) => self.observe_ballot(*b),
-            GroupRefusal::NotMember | GroupRefusal::NotActive => {}
+            GroupRefusal::NotMember => {
+                // A member of the group we know has no state for it: it lost
+                // its disk, or never got the install.
+                if self
+                    .directory
+                    .get(&shard)
+                    .is_some_and(|c| c.contains(&from))
+                {
+                    self.needs_reconfig.insert(shard);
+                }
+            }
         }
     }
 
