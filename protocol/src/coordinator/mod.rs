@@ -331,6 +331,16 @@ pub enum Effect {
         /// The register's value after the operation.
         result: Result<Option<Vec<u8>>, OpError>,
     },
+    /// The outcome of a task read: the record as a majority of its shard
+    /// group holds it (`None` when no such task exists).
+    TaskRead {
+        /// The request.
+        request: RequestId,
+        /// The task.
+        task: TaskId,
+        /// The record, or why the read did not complete.
+        result: Result<Option<TaskRecord>, OpError>,
+    },
     /// A shard moved to a new configuration through this node.
     Reconfigured {
         /// The new configuration.
@@ -642,6 +652,22 @@ impl Coordinator {
             RegisterKey::Task(task),
             Change::Task(Mutation::Cancel),
             Purpose::Cancel { request, task },
+        );
+        self.deliver_local(now);
+        Ok(request)
+    }
+
+    /// Reads a task record linearizably (a CASPaxos round that changes
+    /// nothing); [`Effect::TaskRead`] follows.
+    pub fn read_task(&mut self, now: Instant, task: TaskId) -> Result<RequestId, RequestError> {
+        let config = self.config_for(task.0)?;
+        let request = self.request_id();
+        self.start_cas(
+            now,
+            config,
+            RegisterKey::Task(task),
+            Change::Task(Mutation::Read),
+            Purpose::Read { request, task },
         );
         self.deliver_local(now);
         Ok(request)
