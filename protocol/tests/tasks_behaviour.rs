@@ -551,6 +551,7 @@ fn read_task_returns_the_majority_record_and_none_for_unknown_ids() {
         .find(|(r, _)| *r == req)
         .and_then(|(_, res)| res.clone().ok())
         .flatten()
+        .map(|r| *r)
         .expect("record read");
     assert_eq!(rec.id, task);
     assert_eq!(rec.state, TaskState::Succeeded);

@@ -335,7 +335,7 @@ impl Coordinator {
                 });
             }
             Purpose::Read { request, task } => {
-                let result = res.map(|v| record(&v));
+                let result = res.map(|v| record(&v).map(Box::new));
                 self.effects.push_back(Effect::TaskRead {
                     request,
                     task,

@@ -339,7 +339,7 @@ pub enum Effect {
         /// The task.
         task: TaskId,
         /// The record, or why the read did not complete.
-        result: Result<Option<TaskRecord>, OpError>,
+        result: Result<Option<Box<TaskRecord>>, OpError>,
     },
     /// A shard moved to a new configuration through this node.
     Reconfigured {
