@@ -46,7 +46,7 @@ done
 
 metric() { curl -s "$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 
-for _ in $(seq 1 240); do
+for _ in $(seq 1 480); do
     ok=0
     for a in "${APIS[@]}"; do
         [ "$(metric "$a" shoal_shard_group_min_size)" = "3" ] && ok=$((ok + 1))
@@ -54,7 +54,7 @@ for _ in $(seq 1 240); do
     [ "$ok" = 3 ] && break
     sleep 0.25
 done
-[ "$ok" = 3 ] || { echo "shard groups never reached 3 members" >&2; exit 1; }
+[ "$ok" = 3 ] || { echo "shard groups never reached 3 members" >&2; tail -n 5 "$WORK"/n*.log >&2; exit 1; }
 
 if [ "$DRIVER" = mock ]; then
     BODY='{"driver":"mock"}'
