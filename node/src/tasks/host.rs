@@ -151,6 +151,10 @@ pub async fn start(
         Coordinator::restore(config.me, cfg, rand::random(), now, &[], stored, true)
     }
     .map_err(|e| anyhow::anyhow!("coordinator configuration: {e}"))?;
+    let mut coord = coord;
+    // The machine wants a live set before any other input; the real one
+    // follows from the membership driver within one poll.
+    coord.handle_membership(now, &[(config.me, None)]);
 
     let exec_config = exec::ExecutorConfig::new(
         config.data_dir.clone(),
