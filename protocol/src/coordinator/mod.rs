@@ -327,21 +327,22 @@ pub enum Effect {
         /// Why.
         error: OpError,
     },
-    /// The outcome of [`Coordinator::read_task`].
-    TaskRead {
-        /// The request.
-        request: RequestId,
-        /// The task.
-        task: TaskId,
-        /// The record (`None`: no such task, or collected).
-        result: Result<Option<Box<TaskRecord>>, OpError>,
-    },
     /// The outcome of a job register operation.
     JobDone {
         /// The request.
         request: RequestId,
         /// The register's value after the operation.
         result: Result<Option<Vec<u8>>, OpError>,
+    },
+    /// The outcome of a task read: the record as a majority of its shard
+    /// group holds it (`None` when no such task exists).
+    TaskRead {
+        /// The request.
+        request: RequestId,
+        /// The task.
+        task: TaskId,
+        /// The record, or why the read did not complete.
+        result: Result<Option<Box<TaskRecord>>, OpError>,
     },
     /// A shard moved to a new configuration through this node.
     Reconfigured {
