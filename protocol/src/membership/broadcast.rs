@@ -1,5 +1,9 @@
 //! The dissemination queue: updates waiting to be piggybacked, each sent a
 //! bounded number of times, fewest-sent (then newest) first.
+//!
+//! Updates are kept encoded: an update goes out up to
+//! `retransmit_limit` times, and splicing its bytes into each datagram
+//! saves a clone and an encoding per send.
 
 use crate::wire::swim::Update;
 use crate::wire::{encode, MAX_DATAGRAM_BYTES};
@@ -31,8 +35,8 @@ fn key_of(update: &Update) -> Key {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    update: Update,
-    size: usize,
+    /// The update as bincode encodes it inside a message's update list.
+    bytes: Vec<u8>,
     transmits: u32,
     seq: u64,
 }
@@ -51,19 +55,22 @@ pub(crate) struct BroadcastQueue {
     entries: BTreeMap<Key, Entry>,
     order: BTreeSet<Rank>,
     next_seq: u64,
+    /// Ranks picked by the current selection (kept to reuse its memory).
+    taken: Vec<Rank>,
 }
 
 impl BroadcastQueue {
     /// Queues `update`, replacing a waiting one about the same member.
     pub(crate) fn push(&mut self, update: Update) {
-        let size = encode(&update).len();
+        let bytes = encode(&update);
+        let size = bytes.len();
         if size > MAX_UPDATE_BYTES {
             return;
         }
         let key = key_of(&update);
         if let Some(old) = self.entries.remove(&key) {
             self.order
-                .remove(&(old.transmits, Reverse(old.seq), key, old.size));
+                .remove(&(old.transmits, Reverse(old.seq), key, old.bytes.len()));
         }
         if self.entries.len() >= MAX_PENDING_UPDATES {
             if let Some(last) = self.order.pop_last() {
@@ -72,8 +79,7 @@ impl BroadcastQueue {
         }
         self.next_seq += 1;
         let entry = Entry {
-            update,
-            size,
+            bytes,
             transmits: 0,
             seq: self.next_seq,
         };
@@ -81,13 +87,14 @@ impl BroadcastQueue {
         self.entries.insert(key, entry);
     }
 
-    /// Takes updates worth at most `budget_bytes` encoded, fewest-sent
-    /// first, and counts one more send for each; an update sent `limit`
-    /// times leaves the queue.
-    pub(crate) fn select(&mut self, budget_bytes: usize, limit: u32) -> Vec<Update> {
+    /// Appends the encodings of updates worth at most `budget_bytes` to
+    /// `out`, fewest-sent first, and counts one more send for each; an
+    /// update sent `limit` times leaves the queue. Returns how many.
+    pub(crate) fn select(&mut self, budget_bytes: usize, limit: u32, out: &mut Vec<u8>) -> usize {
         let mut left = budget_bytes;
         let mut misses = 0;
-        let mut taken = Vec::new();
+        let mut taken = std::mem::take(&mut self.taken);
+        taken.clear();
         for rank in &self.order {
             if left < 8 || misses >= MAX_SELECT_MISSES {
                 break;
@@ -99,22 +106,24 @@ impl BroadcastQueue {
                 misses += 1;
             }
         }
-        let mut out = Vec::with_capacity(taken.len());
-        for rank in taken {
-            self.order.remove(&rank);
+        let mut count = 0;
+        for rank in &taken {
+            self.order.remove(rank);
             let Some(entry) = self.entries.get_mut(&rank.2) else {
                 continue;
             };
-            out.push(entry.update.clone());
+            out.extend_from_slice(&entry.bytes);
+            count += 1;
             entry.transmits += 1;
             if entry.transmits >= limit {
                 self.entries.remove(&rank.2);
             } else {
                 self.order
-                    .insert((entry.transmits, Reverse(entry.seq), rank.2, entry.size));
+                    .insert((entry.transmits, Reverse(entry.seq), rank.2, rank.3));
             }
         }
-        out
+        self.taken = taken;
+        count
     }
 
     /// Updates waiting.
@@ -131,6 +140,15 @@ impl BroadcastQueue {
 mod tests {
     use super::*;
 
+    /// What `select` hands out, decoded again.
+    fn take(q: &mut BroadcastQueue, budget_bytes: usize, limit: u32) -> Vec<Update> {
+        let mut bytes = Vec::new();
+        let count = q.select(budget_bytes, limit, &mut bytes);
+        let mut list = encode(&(count as u64));
+        list.extend_from_slice(&bytes);
+        crate::wire::decode(&list, usize::MAX).expect("selected updates decode")
+    }
+
     fn left(n: u64, incarnation: u64) -> Update {
         Update::Left {
             id: NodeId::from_u64(n),
@@ -142,11 +160,11 @@ mod tests {
     fn each_update_goes_out_limit_times_fewest_sent_first() {
         let mut q = BroadcastQueue::default();
         q.push(left(1, 0));
-        assert_eq!(q.select(1000, 2), vec![left(1, 0)]);
+        assert_eq!(take(&mut q, 1000, 2), vec![left(1, 0)]);
         q.push(left(2, 0));
         // The never-sent update comes first.
-        assert_eq!(q.select(1000, 2), vec![left(2, 0), left(1, 0)]);
-        assert_eq!(q.select(1000, 2), vec![left(2, 0)]);
+        assert_eq!(take(&mut q, 1000, 2), vec![left(2, 0), left(1, 0)]);
+        assert_eq!(take(&mut q, 1000, 2), vec![left(2, 0)]);
         assert!(q.is_empty());
     }
 
@@ -156,7 +174,7 @@ mod tests {
         q.push(left(1, 0));
         q.push(left(1, 5));
         assert_eq!(q.len(), 1);
-        assert_eq!(q.select(1000, 3), vec![left(1, 5)]);
+        assert_eq!(take(&mut q, 1000, 3), vec![left(1, 5)]);
     }
 
     #[test]
@@ -166,7 +184,7 @@ mod tests {
             q.push(left(n, n));
         }
         let size = encode(&left(1, 1)).len();
-        let taken = q.select(size * 10, 5);
+        let taken = take(&mut q, size * 10, 5);
         assert!(!taken.is_empty());
         let used: usize = taken.iter().map(|u| encode(u).len()).sum();
         assert!(used <= size * 10);

@@ -398,7 +398,9 @@ impl Membership {
                 self.graveyard.insert((now, id));
             }
         }
-        let name = member.identity.name.clone();
+        // The name is cloned only for the event, not on every update.
+        let name =
+            (changed || reason == ChangeReason::Refuted).then(|| member.identity.name.clone());
         if state != MemberState::Suspect {
             self.suspicions.remove(&id);
         }
@@ -410,7 +412,7 @@ impl Membership {
             (true, false) => self.live_count = self.live_count.saturating_sub(1),
             _ => {}
         }
-        if changed || reason == ChangeReason::Refuted {
+        if let Some(name) = name {
             self.push_event(Event::MemberChanged {
                 id,
                 name,

@@ -30,18 +30,35 @@ impl Membership {
     }
 
     /// Like [`Membership::send`], with `first` ahead of the queued updates.
+    ///
+    /// The update list is the message's last field, and bincode writes a
+    /// list as its length followed by its elements: so the payload is the
+    /// message encoded with no updates, its one-byte empty length replaced
+    /// by the real length and the updates' bytes (queued ones are kept
+    /// encoded, see `broadcast`).
     pub(super) fn send_with(&mut self, dst: SocketAddr, body: SwimBody, first: Vec<Update>) {
-        let mut message = SwimMessage {
+        let message = SwimMessage {
             sender: self.identity.id,
             body,
-            updates: first,
+            updates: Vec::new(),
         };
-        let base = encode(&message).len();
+        let mut payload = encode(&message);
+        debug_assert_eq!(
+            payload.last(),
+            Some(&0),
+            "empty update list ends the message"
+        );
+        let mut updates = Vec::with_capacity(MAX_DATAGRAM_BYTES);
+        for update in &first {
+            updates.extend_from_slice(&encode(update));
+        }
+        let base = payload.len() + updates.len();
         let budget = MAX_DATAGRAM_BYTES.saturating_sub(base + UPDATES_PREFIX_BYTES);
         let limit = self.config.retransmit_limit(self.cluster_size());
-        let queued = self.broadcasts.select(budget, limit);
-        message.updates.extend(queued);
-        let payload = encode(&message);
+        let queued = self.broadcasts.select(budget, limit, &mut updates);
+        payload.pop();
+        payload.extend_from_slice(&encode(&((first.len() + queued) as u64)));
+        payload.extend_from_slice(&updates);
         debug_assert!(payload.len() <= MAX_DATAGRAM_BYTES, "datagram overflow");
         self.push_transmit(Transmit {
             dst,
