@@ -44,6 +44,12 @@ pub enum Command {
     },
     /// List the members a node knows of.
     Members(MembersArgs),
+    /// Start a local 5-node mesh, run tasks, kill the busiest node, and
+    /// show the tasks restarting elsewhere with every guarantee checked.
+    Demo(crate::demo::DemoArgs),
+    /// Chaos run against real agents (for scripts/chaos.sh).
+    #[command(hide = true)]
+    Chaos(crate::demo::ChaosArgs),
 }
 
 /// `shoal ca ...`.

@@ -1,0 +1,118 @@
+//! Chaos against real agent processes: the engine lives in
+//! `shoal_node::demo::chaos` (shared with `scripts/chaos.sh`); this is its
+//! short CI run, plus the demo itself. Every fault schedule comes from a
+//! printed seed (`SHOAL_CHAOS_SEED=N` replays one).
+
+use shoal_node::demo::chaos::{self, ChaosOptions};
+use shoal_node::demo::tasks::TaskClient;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+fn seed() -> u64 {
+    std::env::var("SHOAL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| shoal_node::demo::run::wall_ns() % 1_000_000)
+}
+
+#[test]
+fn demo_membership_part_sees_the_kill_and_the_rejoin() {
+    let out = Command::new(SHOAL)
+        .args(["demo", "--membership-only"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("is down in every survivor's view"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rejoined: alive in every view"), "{stdout}");
+    assert!(stdout.contains("every guarantee held"), "{stdout}");
+}
+
+#[test]
+fn demo_refuses_a_mesh_too_small_to_lose_a_node() {
+    let out = Command::new(SHOAL)
+        .args(["demo", "--nodes", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nodes must be at least 3"));
+}
+
+#[test]
+fn interrupted_demo_leaves_no_agent_behind() {
+    let child = Command::new(SHOAL)
+        .args(["demo", "--membership-only", "--keep"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an interrupted demo must not claim success"
+    );
+    // Agents were started with this run's directory in their command line.
+    let dir = stderr
+        .lines()
+        .find_map(|l| l.split("run directory (kept): ").nth(1))
+        .map(PathBuf::from);
+    let Some(dir) = dir else {
+        panic!("no run directory printed:\n{stderr}");
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&ps.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(left.trim().is_empty(), "agents left running: {left}");
+}
+
+#[test]
+fn short_chaos_run_keeps_every_task_guarantee() {
+    let binary = PathBuf::from(SHOAL);
+    if !TaskClient::new(&binary).available() {
+        eprintln!("SKIPPED: this build has no task API (`shoal submit`)");
+        return;
+    }
+    let seed = seed();
+    eprintln!("chaos seed {seed} (replay: SHOAL_CHAOS_SEED={seed})");
+    let options = ChaosOptions {
+        binary,
+        nodes: 5,
+        tasks: 100,
+        duration: Duration::from_secs(40),
+        seed,
+        task_secs: 2.0,
+        fault_every_secs: 3.0,
+        slots: 4,
+        keep: false,
+    };
+    let report = chaos::run(&options, &mut std::io::stderr()).expect("chaos run");
+    eprintln!("{}", report.summary());
+    let violations = report.violations();
+    assert!(
+        violations.is_empty(),
+        "seed {seed}: guarantees broken:\n{}",
+        violations.join("\n")
+    );
+    assert!(report.acknowledged > 0, "no task was acknowledged");
+    assert!(!report.faults.is_empty(), "no fault was injected");
+}
