@@ -55,8 +55,10 @@ pub fn demo(args: DemoArgs) -> Result<(), DemoError> {
         )));
     }
     let t0 = Instant::now();
+    // Room for the whole batch with one node gone, so that a failover
+    // never waits for a free slot.
     let slots = if with_tasks {
-        u32::try_from(args.tasks.div_ceil(args.nodes).max(1)).unwrap_or(u32::MAX)
+        u32::try_from(args.tasks.div_ceil(args.nodes - 1).max(1)).unwrap_or(u32::MAX)
     } else {
         1
     };

@@ -11,6 +11,10 @@ use std::path::Path;
 /// an overlap shorter than this could go unseen.
 pub const BEAT_SECS: f64 = 0.2;
 
+/// An attempt silent for longer than this (five beats) before an
+/// instant is taken as no longer running then.
+pub const RUNNING_SILENCE_SECS: f64 = 5.0 * BEAT_SECS;
+
 /// The `sh -c` script of a task that runs about `work_secs` and records
 /// itself in `log`.
 pub fn task_script(log: &Path, work_secs: f64) -> String {
@@ -141,19 +145,24 @@ impl TaskLog {
         found
     }
 
-    /// Attempts running on `node` at wall time `at_ns`.
+    /// Attempts running on `node` at wall time `at_ns`: the task's latest
+    /// attempt by then, not finished, and beating shortly before (an
+    /// attempt fenced earlier has no `end` line either, but fell silent).
     pub fn running_on(&self, node: &str, at_ns: u64) -> Vec<(String, u64)> {
-        self.tasks
-            .iter()
-            .flat_map(|(task, attempts)| {
-                attempts
-                    .iter()
-                    .filter(move |a| {
-                        a.node == node && a.start_ns <= at_ns && a.end_ns.is_none_or(|e| e > at_ns)
-                    })
-                    .map(move |a| (task.clone(), a.attempt))
-            })
-            .collect()
+        let silence_ns = (RUNNING_SILENCE_SECS * 1e9) as u64;
+        let mut found = Vec::new();
+        for (task, attempts) in &self.tasks {
+            let latest = attempts.iter().rev().find(|a| a.start_ns <= at_ns);
+            if let Some(a) = latest {
+                if a.node == node
+                    && a.end_ns.is_none_or(|e| e > at_ns)
+                    && a.last_seen_ns + silence_ns >= at_ns
+                {
+                    found.push((task.clone(), a.attempt));
+                }
+            }
+        }
+        found
     }
 
     /// The first attempt of `task` that started after `after_ns`.
@@ -229,6 +238,16 @@ mod tests {
         let log = TaskLog::parse("start t1 1 n1 100\nbeat t1 1 n1\nend t1 1 n1 1x\n");
         assert_eq!(log.tasks["t1"][0].end_ns, None);
         assert_eq!(log.running_on("n1", 150), vec![("t1".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_silent_or_superseded_attempt_is_not_running() {
+        let log = TaskLog::parse("start t1 1 n1 0\nstart t1 2 n2 2000000000\nstart t2 1 n1 0\n");
+        assert!(log.running_on("n1", 2_500_000_000).is_empty());
+        assert_eq!(
+            log.running_on("n2", 2_500_000_000),
+            vec![("t1".to_string(), 2)]
+        );
     }
 
     #[test]
