@@ -86,6 +86,36 @@ fn interrupted_demo_leaves_no_agent_behind() {
 }
 
 #[test]
+fn membership_heals_after_kills_pauses_and_partitions() {
+    let seed = seed();
+    eprintln!("chaos seed {seed} (replay: SHOAL_CHAOS_SEED={seed})");
+    let options = ChaosOptions {
+        binary: PathBuf::from(SHOAL),
+        nodes: 5,
+        tasks: 0,
+        duration: Duration::from_secs(20),
+        seed,
+        task_secs: 1.0,
+        fault_every_secs: 2.0,
+        slots: 1,
+        keep: false,
+    };
+    let report = chaos::run(&options, &mut std::io::stderr()).expect("chaos run");
+    eprintln!("{}", report.summary());
+    assert!(
+        report.faults.values().sum::<usize>() >= 3,
+        "{:?}",
+        report.faults
+    );
+    let violations = report.violations();
+    assert!(
+        violations.is_empty(),
+        "seed {seed}: guarantees broken:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
 fn short_chaos_run_keeps_every_task_guarantee() {
     let binary = PathBuf::from(SHOAL);
     if !TaskClient::new(&binary).available() {

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(50);
 const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the last fault: a node back from a partition waits for a
+/// push-pull (10 s in the local preset) to be seen alive everywhere.
+const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Retries per task; its command never fails by itself.
 const TASK_RETRIES: u32 = 5;
 /// Part of the run during which tasks are submitted (the rest lets the
@@ -236,12 +239,15 @@ pub struct ChaosReport {
     pub restarted: usize,
     /// Why the partition part did not run, if it did not.
     pub partition_skipped: Option<String>,
+    /// Set when the healed mesh did not agree on the live set in time.
+    pub membership: Option<String>,
 }
 
 impl ChaosReport {
     /// Every broken guarantee.
     pub fn violations(&self) -> Vec<String> {
         let mut v = Vec::new();
+        v.extend(self.membership.iter().map(|m| format!("membership: {m}")));
         if !self.lost.is_empty() {
             v.push(format!(
                 "{} acknowledged tasks never final: {:?}",
@@ -366,7 +372,7 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
         ),
     );
     let client = TaskClient::new(&options.binary);
-    if !client.available() {
+    if options.tasks > 0 && !client.available() {
         return Err(DemoError::Setup(format!(
             "{} has no `submit` command (task API not in this build)",
             options.binary.display()
@@ -402,7 +408,8 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
     let log_path = cluster.root().join("tasks.log");
     let serving: Serving = Arc::new(Mutex::new(Vec::new()));
     mark(&serving, &cluster);
-    let submitter = spawn_submitter(options, &client, &log_path, serving.clone());
+    let submitter =
+        (options.tasks > 0).then(|| spawn_submitter(options, &client, &log_path, serving.clone()));
     let start = Instant::now();
     let mut kills: Vec<(String, u64)> = Vec::new();
     for step in &plan {
@@ -431,8 +438,15 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
             t0,
         )?;
     }
-    let _ = cluster.wait_all_alive(MESH_TIMEOUT);
-    let acked = submitter.join().unwrap_or_default();
+    // Healed: every live node must agree on the live set again.
+    if let Err(e) = cluster.wait_all_alive(HEAL_TIMEOUT) {
+        report.membership = Some(e.to_string());
+    } else {
+        say(out, t0, "healed: every node sees every node alive");
+    }
+    let acked = submitter
+        .map(|s| s.join().unwrap_or_default())
+        .unwrap_or_default();
     report.submit_failures = options.tasks.saturating_sub(acked.len());
     report.acknowledged = acked.len();
     say(
