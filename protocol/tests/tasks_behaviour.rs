@@ -141,6 +141,7 @@ fn live_lease_is_never_overwritten_by_higher_ballot() {
                 counter: u64::MAX,
                 node: sim.nodes[other].id,
             },
+            renewal: false,
         }],
     };
     for m in config.members.clone() {
@@ -505,4 +506,59 @@ fn gc_of_finished_records() {
         .filter(|a| a.record(task).is_none())
         .count();
     assert!(gone >= 2, "deleted on {gone} acceptors only");
+}
+
+#[test]
+fn read_task_returns_the_majority_record_and_none_for_unknown_ids() {
+    let mut sim = Sim::new(3, test_config(), 7, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(10, 0));
+    assert!(
+        sim.run_until(3_000, |s| s
+            .record(task)
+            .is_some_and(|r| r.state == TaskState::Succeeded)),
+        "task did not succeed"
+    );
+    let unknown = TaskId(task.0 ^ 0x10);
+    // Read from another node than the submitter: it must see the final state.
+    let req = sim
+        .with(2, |c, now| c.read_task(now, task))
+        .expect("node up")
+        .expect("read accepted");
+    let req_unknown = sim
+        .with(2, |c, now| c.read_task(now, unknown))
+        .expect("node up")
+        .expect("read accepted");
+    let reads = |s: &Sim| {
+        s.effects
+            .iter()
+            .filter_map(|(_, i, e)| match e {
+                Effect::TaskRead {
+                    request, result, ..
+                } if *i == 2 => Some((*request, result.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        sim.run_until(2_000, |s| reads(s).len() >= 2),
+        "reads did not complete"
+    );
+    let got = reads(&sim);
+    let rec = got
+        .iter()
+        .find(|(r, _)| *r == req)
+        .and_then(|(_, res)| res.clone().ok())
+        .flatten()
+        .map(|r| *r)
+        .expect("record read");
+    assert_eq!(rec.id, task);
+    assert_eq!(rec.state, TaskState::Succeeded);
+    assert_eq!(rec.exit_code, Some(0));
+    let none = got
+        .iter()
+        .find(|(r, _)| *r == req_unknown)
+        .map(|(_, res)| res.clone());
+    assert_eq!(none, Some(Ok(None)));
 }

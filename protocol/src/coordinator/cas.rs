@@ -46,6 +46,7 @@ pub(super) enum Change {
 pub(super) enum Purpose {
     Submit { request: RequestId, task: TaskId },
     Cancel { request: RequestId, task: TaskId },
+    Read { request: RequestId, task: TaskId },
     Claim { task: TaskId, attempt: u64 },
     Start,
     Finish { task: TaskId, attempt: u64 },
@@ -222,8 +223,7 @@ impl Coordinator {
                     self.retry(now, id, op, false);
                     return;
                 }
-                GroupRefusal::NotActive | GroupRefusal::NotMember => {
-                    self.needs_reconfig.insert(op.config.shard);
+                GroupRefusal::NotMember => {
                     op.nays.insert(from);
                 }
                 _ => {
@@ -332,6 +332,14 @@ impl Coordinator {
                     request,
                     task,
                     result: res.map(|_| ()),
+                });
+            }
+            Purpose::Read { request, task } => {
+                let result = res.map(|v| record(&v).map(Box::new));
+                self.effects.push_back(Effect::TaskRead {
+                    request,
+                    task,
+                    result,
                 });
             }
             Purpose::Claim { task, attempt } => {

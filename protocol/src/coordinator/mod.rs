@@ -331,6 +331,16 @@ pub enum Effect {
         /// The register's value after the operation.
         result: Result<Option<Vec<u8>>, OpError>,
     },
+    /// The outcome of a task read: the record as a majority of its shard
+    /// group holds it (`None` when no such task exists).
+    TaskRead {
+        /// The request.
+        request: RequestId,
+        /// The task.
+        task: TaskId,
+        /// The record, or why the read did not complete.
+        result: Result<Option<Box<TaskRecord>>, OpError>,
+    },
     /// A shard moved to a new configuration through this node.
     Reconfigured {
         /// The new configuration.
@@ -647,6 +657,22 @@ impl Coordinator {
         Ok(request)
     }
 
+    /// Reads a task record linearizably (a CASPaxos round that changes
+    /// nothing); [`Effect::TaskRead`] follows.
+    pub fn read_task(&mut self, now: Instant, task: TaskId) -> Result<RequestId, RequestError> {
+        let config = self.config_for(task.0)?;
+        let request = self.request_id();
+        self.start_cas(
+            now,
+            config,
+            RegisterKey::Task(task),
+            Change::Task(Mutation::Read),
+            Purpose::Read { request, task },
+        );
+        self.deliver_local(now);
+        Ok(request)
+    }
+
     /// The configuration of the shard of `key`, if an operation may start.
     fn config_for(&self, key: u64) -> Result<ShardConfig, RequestError> {
         if self.ops.len() >= MAX_OPS_IN_FLIGHT {
@@ -882,7 +908,7 @@ impl Coordinator {
             | PaxosMessage::SealedState { hdr, .. }
             | PaxosMessage::Installed { hdr } => {
                 if let PaxosMessage::Refused { reason, .. } = &msg {
-                    self.learn_from_refusal(hdr.shard, reason);
+                    self.learn_from_refusal(from, hdr.shard, reason);
                 }
                 let req = hdr.req;
                 if self.reconfigs.get(&hdr.shard).is_some_and(|r| r.req == req) {
@@ -912,7 +938,7 @@ impl Coordinator {
         }
     }
 
-    fn learn_from_refusal(&mut self, shard: ShardId, reason: &GroupRefusal) {
+    fn learn_from_refusal(&mut self, from: NodeId, shard: ShardId, reason: &GroupRefusal) {
         match reason {
             GroupRefusal::Sealed(succ) => {
                 if let Some(old) = self.directory.get(&shard) {
@@ -924,7 +950,17 @@ impl Coordinator {
             }
             GroupRefusal::Stale(c) => self.learn_config(c.clone()),
             GroupRefusal::Ballot(b) => self.observe_ballot(*b),
-            GroupRefusal::NotMember | GroupRefusal::NotActive => {}
+            GroupRefusal::NotMember => {
+                // A member of the group we know has no state for it: it lost
+                // its disk, or never got the install.
+                if self
+                    .directory
+                    .get(&shard)
+                    .is_some_and(|c| c.contains(&from))
+                {
+                    self.needs_reconfig.insert(shard);
+                }
+            }
         }
     }
 

@@ -72,7 +72,21 @@ impl Coordinator {
             .map(|(s, c)| (*s, c.members.clone()))
             .collect();
         let desired = shard::place(self.cfg.shards, size, &live, &current);
-        let amnesic = std::mem::take(&mut self.needs_reconfig);
+        let mut amnesic = std::mem::take(&mut self.needs_reconfig);
+        // A move this node was installed by but never saw activated: finish
+        // it (idempotent) from the predecessor it remembers.
+        for (shard, s) in self.acceptor.shards() {
+            if let crate::paxos::GroupStatus::Installed(pred) = &s.meta.status {
+                if self
+                    .directory
+                    .get(shard)
+                    .is_some_and(|c| *c == s.meta.config)
+                {
+                    self.predecessor.insert(*shard, pred.clone());
+                    amnesic.insert(*shard);
+                }
+            }
+        }
         for (shard, config) in self.directory.clone() {
             if self.reconfigs.len() >= MAX_RECONFIGS || self.reconfigs.contains_key(&shard) {
                 continue;
@@ -232,6 +246,7 @@ impl Coordinator {
                     },
                     config: successor.clone(),
                     snapshot: snapshot.clone(),
+                    predecessor: r.old.clone(),
                     quarantine: r.forced,
                 },
             ),

@@ -151,6 +151,7 @@ impl Coordinator {
             task,
             attempt,
             ballot,
+            renewal: false,
         };
         self.start_lease_round(now, config, vec![ask], true);
     }
@@ -228,13 +229,6 @@ impl Coordinator {
                 }
             }
             PaxosMessage::Refused { reason, .. } => {
-                if matches!(
-                    reason,
-                    crate::wire::paxos::GroupRefusal::NotActive
-                        | crate::wire::paxos::GroupRefusal::NotMember
-                ) {
-                    self.needs_reconfig.insert(round.config.shard);
-                }
                 if matches!(reason, crate::wire::paxos::GroupRefusal::Sealed(_)) {
                     // Renew on the successor at once.
                     for a in self.attempts.values_mut() {
@@ -670,6 +664,7 @@ impl Coordinator {
                     task: a.task,
                     attempt: a.attempt,
                     ballot: a.ballot,
+                    renewal: true,
                 });
             }
         }

@@ -260,9 +260,12 @@ impl Acceptor {
         match s.meta.config.epoch.cmp(&hdr.epoch) {
             std::cmp::Ordering::Less => Err(GroupRefusal::NotMember),
             std::cmp::Ordering::Greater => Err(GroupRefusal::Stale(s.meta.config.clone())),
-            std::cmp::Ordering::Equal => match s.meta.status {
+            std::cmp::Ordering::Equal => match &s.meta.status {
                 GroupStatus::Active => Ok(s),
-                GroupStatus::Installed => Err(GroupRefusal::NotActive),
+                // Installed acceptors serve at once: their state is what a
+                // fresh acceptor would hold after accepting, late, the
+                // proposals the sealed majority had accepted.
+                GroupStatus::Installed(_) => Ok(s),
                 GroupStatus::Sealed(_) => unreachable!("handled above"),
             },
         }
@@ -331,13 +334,16 @@ impl Acceptor {
                 hdr,
                 config,
                 snapshot,
+                predecessor,
                 quarantine,
-            } => self.install(now, *hdr, config, snapshot, *quarantine, p),
+            } => self.install(now, *hdr, config, predecessor, snapshot, *quarantine, p),
             PaxosMessage::Activate { hdr } => {
                 let Some(s) = self.shards.get_mut(&hdr.shard) else {
                     return AcceptorOutput::default();
                 };
-                if s.meta.config.epoch == hdr.epoch && s.meta.status == GroupStatus::Installed {
+                if s.meta.config.epoch == hdr.epoch
+                    && matches!(s.meta.status, GroupStatus::Installed(_))
+                {
                     s.meta.status = GroupStatus::Active;
                     return AcceptorOutput {
                         reply: None,
@@ -406,6 +412,19 @@ impl Acceptor {
         let Some(s) = self.shards.get_mut(&hdr.shard) else {
             return refused(hdr, GroupRefusal::NotMember);
         };
+        // A member that moved on to the successor before the move was
+        // activated still speaks for the sealed epoch with its installed
+        // state, so that anyone can finish the move even when the old
+        // members that moved on are most of the old group.
+        if let GroupStatus::Installed(pred) = &s.meta.status {
+            if pred.epoch == hdr.epoch && s.meta.config == *successor {
+                let snapshot = Snapshot {
+                    registers: s.registers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                    leases: s.leases.transfer(now),
+                };
+                return AcceptorOutput::reply(PaxosMessage::SealedState { hdr, snapshot });
+            }
+        }
         if s.meta.config.epoch > hdr.epoch {
             let r = match &s.meta.status {
                 GroupStatus::Sealed(succ) => GroupRefusal::Sealed(succ.clone()),
@@ -431,11 +450,13 @@ impl Acceptor {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
         now: Instant,
         hdr: Header,
         config: &ShardConfig,
+        predecessor: &ShardConfig,
         snapshot: &Snapshot,
         quarantine: bool,
         p: &AcceptorParams,
@@ -468,7 +489,7 @@ impl Acceptor {
             .collect();
         let meta = ShardMeta {
             config: config.clone(),
-            status: GroupStatus::Installed,
+            status: GroupStatus::Installed(predecessor.clone()),
         };
         writes.push(meta_write(hdr.shard, &meta));
         writes.extend(registers.iter().map(|(k, v)| slot_write(hdr.shard, *k, v)));

@@ -78,8 +78,9 @@ impl Default for Slot {
 pub enum GroupStatus {
     /// Serving.
     Active,
-    /// Installed by a reconfiguration, waiting for activation.
-    Installed,
+    /// Installed by a reconfiguration from the given (sealed) predecessor,
+    /// waiting for activation.
+    Installed(ShardConfig),
     /// Sealed: refuses everything and points to the successor.
     Sealed(ShardConfig),
 }

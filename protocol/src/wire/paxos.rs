@@ -38,8 +38,6 @@ pub enum GroupRefusal {
     /// This node holds no state for the shard at that epoch (it was never
     /// installed, or lost its disk).
     NotMember,
-    /// Installed by a reconfiguration that has not been activated yet.
-    NotActive,
 }
 
 /// One lease asked for (a claim) or renewed (a batch).
@@ -51,6 +49,9 @@ pub struct LeaseAsk {
     pub attempt: u64,
     /// The proposer's ballot for this lease.
     pub ballot: Ballot,
+    /// The sender holds this lease now and extends it (as opposed to a
+    /// claim, which is refused while anyone else's grant is live).
+    pub renewal: bool,
 }
 
 /// An acceptor's answer to one [`LeaseAsk`].
@@ -188,6 +189,8 @@ pub enum PaxosMessage {
         config: ShardConfig,
         /// The state read from the sealed majority.
         snapshot: Snapshot,
+        /// The sealed configuration this one follows.
+        predecessor: ShardConfig,
         /// The snapshot may miss live leases (a forced reconfiguration
         /// read less than a majority): grant nothing new for one lease length.
         quarantine: bool,
