@@ -4,7 +4,6 @@
 //! printed seed (`SHOAL_CHAOS_SEED=N` replays one).
 
 use shoal_node::demo::chaos::{self, ChaosOptions};
-use shoal_node::demo::tasks::TaskClient;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -118,10 +117,6 @@ fn membership_heals_after_kills_pauses_and_partitions() {
 #[test]
 fn short_chaos_run_keeps_every_task_guarantee() {
     let binary = PathBuf::from(SHOAL);
-    if !TaskClient::new(&binary).available() {
-        eprintln!("SKIPPED: this build has no task API (`shoal submit`)");
-        return;
-    }
     let seed = seed();
     eprintln!("chaos seed {seed} (replay: SHOAL_CHAOS_SEED={seed})");
     let options = ChaosOptions {

@@ -10,12 +10,14 @@
 use super::cluster::{Cluster, ClusterOptions};
 use super::run::wall_ns;
 use super::tasklog::{quantile, task_script, TaskLog};
-use super::tasks::{TaskClient, TaskStatus};
+use super::tasks;
 use super::{aborted, DemoError};
+use crate::tasks::view::TaskView as TaskStatus;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -309,14 +311,14 @@ impl ChaosReport {
 
 /// Node API URLs and whether each currently serves, shared with the
 /// submitting thread.
-type Serving = Arc<Mutex<Vec<(String, bool)>>>;
+type Serving = Arc<Mutex<Vec<(SocketAddr, bool)>>>;
 
 fn mark(serving: &Serving, cluster: &Cluster) {
     if let Ok(mut s) = serving.lock() {
         *s = cluster
             .nodes
             .iter()
-            .map(|n| (n.api_url(), n.is_serving()))
+            .map(|n| (n.api, n.is_serving()))
             .collect();
     }
 }
@@ -371,26 +373,12 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
             options.duration
         ),
     );
-    let client = TaskClient::new(&options.binary);
-    if options.tasks > 0 && !client.available() {
-        return Err(DemoError::Setup(format!(
-            "{} has no `submit` command (task API not in this build)",
-            options.binary.display()
-        )));
-    }
     let mut cluster = Cluster::start(ClusterOptions {
         binary: options.binary.clone(),
         nodes: options.nodes,
         slots: options.slots,
         keep: options.keep,
     })?;
-    if options.keep {
-        say(
-            out,
-            t0,
-            &format!("run directory (kept): {}", cluster.root().display()),
-        );
-    }
     cluster.wait_all_alive(MESH_TIMEOUT)?;
     say(out, t0, "mesh formed");
     let mut report = ChaosReport {
@@ -409,7 +397,7 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
     let serving: Serving = Arc::new(Mutex::new(Vec::new()));
     mark(&serving, &cluster);
     let submitter =
-        (options.tasks > 0).then(|| spawn_submitter(options, &client, &log_path, serving.clone()));
+        (options.tasks > 0).then(|| spawn_submitter(options, &log_path, serving.clone()));
     let start = Instant::now();
     let mut kills: Vec<(String, u64)> = Vec::new();
     for step in &plan {
@@ -457,7 +445,7 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
             acked.len()
         ),
     );
-    let statuses = wait_final(&cluster, &client, &acked, options, out, t0)?;
+    let statuses = wait_final(&cluster, &acked, options, out, t0)?;
     check(
         &mut report,
         &acked,
@@ -553,12 +541,10 @@ fn inject(
 
 fn spawn_submitter(
     options: &ChaosOptions,
-    client: &TaskClient,
     log_path: &std::path::Path,
     serving: Serving,
 ) -> std::thread::JoinHandle<Vec<String>> {
     let script = task_script(log_path, options.task_secs);
-    let client = client.clone();
     let tasks = options.tasks;
     let window = options.duration.mul_f64(SUBMIT_SHARE);
     let seed = options.seed.wrapping_add(1);
@@ -576,20 +562,15 @@ fn spawn_submitter(
             }
             // A node may die between the pick and the call: try others.
             for _ in 0..3 {
-                let live: Vec<String> = serving
+                let live: Vec<SocketAddr> = serving
                     .lock()
-                    .map(|s| {
-                        s.iter()
-                            .filter(|(_, up)| *up)
-                            .map(|(u, _)| u.clone())
-                            .collect()
-                    })
+                    .map(|s| s.iter().filter(|(_, up)| *up).map(|(u, _)| *u).collect())
                     .unwrap_or_default();
                 if live.is_empty() {
                     break;
                 }
-                let url = &live[rng.gen_range(0..live.len())];
-                if let Ok(id) = client.submit(url, &script, TASK_RETRIES) {
+                let api = live[rng.gen_range(0..live.len())];
+                if let Ok(id) = tasks::submit(api, &script, TASK_RETRIES) {
                     acked.push(id);
                     break;
                 }
@@ -601,7 +582,6 @@ fn spawn_submitter(
 
 fn wait_final(
     cluster: &Cluster,
-    client: &TaskClient,
     ids: &[String],
     options: &ChaosOptions,
     out: &mut dyn Write,
@@ -622,9 +602,9 @@ fn wait_final(
             if done.contains_key(id) {
                 continue;
             }
-            let url = cluster.nodes[live[(k + round) % live.len()]].api_url();
-            if let Ok(status) = client.status(&url, id) {
-                if status.is_final() {
+            let api = cluster.nodes[live[(k + round) % live.len()]].api;
+            if let Ok(status) = tasks::status(api, id) {
+                if tasks::is_final(&status) {
                     done.insert(id.clone(), status);
                 }
             }

@@ -162,8 +162,10 @@ impl Cluster {
             },
             nodes,
         };
-        for i in 0..cluster.nodes.len() {
-            cluster.spawn(i)?;
+        cluster.spawn(0, true)?;
+        cluster.wait_healthy(0)?;
+        for i in 1..cluster.nodes.len() {
+            cluster.spawn(i, true)?;
         }
         for i in 0..cluster.nodes.len() {
             cluster.wait_healthy(i)?;
@@ -181,12 +183,16 @@ impl Cluster {
         &self.options.binary
     }
 
-    fn spawn(&mut self, i: usize) -> Result<(), DemoError> {
+    /// Starts node `i`. The very first start of `n1` joins nobody: it
+    /// founds the party (its shard configurations); every other start,
+    /// including n1's restarts, joins through all the other nodes.
+    fn spawn(&mut self, i: usize, founding: bool) -> Result<(), DemoError> {
+        let founder = founding && i == 0;
         let seeds: Vec<String> = self
             .nodes
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j != i)
+            .filter(|(j, _)| *j != i && !founder)
             .map(|(_, n)| n.listen.to_string())
             .collect();
         let node = &self.nodes[i];
@@ -330,7 +336,7 @@ impl Cluster {
         if wipe_data {
             let _ = std::fs::remove_dir_all(&self.nodes[i].data);
         }
-        self.spawn(i)?;
+        self.spawn(i, false)?;
         self.wait_healthy(i)
     }
 

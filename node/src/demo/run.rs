@@ -3,8 +3,9 @@
 
 use super::cluster::{Cluster, ClusterOptions};
 use super::tasklog::{quantile, task_script, TaskLog};
-use super::tasks::{TaskClient, TaskStatus};
+use super::tasks;
 use super::{aborted, binary_or_self, DemoArgs, DemoError};
+use crate::tasks::view::TaskView as TaskStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +18,8 @@ const DETECT_TIMEOUT: Duration = Duration::from_secs(30);
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for enough tasks to be running before the kill.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long submits may be refused while the new mesh's shard groups settle.
+const SUBMIT_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries each task is allowed (its command never fails by itself).
 const TASK_RETRIES: u32 = 3;
 
@@ -45,15 +48,7 @@ pub fn demo(args: DemoArgs) -> Result<(), DemoError> {
         ));
     }
     let binary = binary_or_self(args.binary.clone())?;
-    let client = TaskClient::new(&binary);
     let with_tasks = !args.membership_only && args.tasks > 0;
-    if with_tasks && !client.available() {
-        return Err(DemoError::Setup(format!(
-            "{} has no `submit` command (task API not in this build); \
-             run `shoal demo --membership-only` for the membership part",
-            binary.display()
-        )));
-    }
     let t0 = Instant::now();
     // Room for the whole batch with one node gone, so that a failover
     // never waits for a free slot.
@@ -73,12 +68,6 @@ pub fn demo(args: DemoArgs) -> Result<(), DemoError> {
         slots,
         keep: args.keep,
     })?;
-    if args.keep {
-        eprintln!(
-            "          run directory (kept): {}",
-            cluster.root().display()
-        );
-    }
     let formed = cluster.wait_all_alive(MESH_TIMEOUT)?;
     println!(
         "[{:>6.1}s] mesh formed: {} nodes, every node sees every node alive ({} ms after start)",
@@ -88,7 +77,7 @@ pub fn demo(args: DemoArgs) -> Result<(), DemoError> {
     );
     let log_path = cluster.root().join("tasks.log");
     let ids = if with_tasks {
-        submit_batch(&cluster, &client, &log_path, &args, t0)?
+        submit_batch(&cluster, &log_path, &args, t0)?
     } else {
         Vec::new()
     };
@@ -109,7 +98,7 @@ pub fn demo(args: DemoArgs) -> Result<(), DemoError> {
     );
     let watch = watch_failover(&cluster, victim, &victim_tasks, &log_path, kill_ns, kill_at)?;
     let statuses = if with_tasks {
-        wait_final(&cluster, &client, &ids, &args, t0)?
+        wait_final(&cluster, &ids, &args, t0)?
     } else {
         BTreeMap::new()
     };
@@ -130,7 +119,6 @@ pub fn demo(args: DemoArgs) -> Result<(), DemoError> {
 
 fn submit_batch(
     cluster: &Cluster,
-    client: &TaskClient,
     log_path: &Path,
     args: &DemoArgs,
     t0: Instant,
@@ -141,10 +129,26 @@ fn submit_batch(
         if aborted() {
             return Err(DemoError::Interrupted);
         }
-        let node = &cluster.nodes[k % cluster.nodes.len()];
-        let id = client
-            .submit(&node.api_url(), &script, TASK_RETRIES)
-            .map_err(|e| DemoError::Guarantee(format!("submit to {} refused: {e}", node.name)))?;
+        // Right after the mesh formed the shard groups may still be
+        // settling (503): retry, bounded, on the next node.
+        let deadline = Instant::now() + SUBMIT_SETTLE_TIMEOUT;
+        let mut turn = k;
+        let id = loop {
+            let node = &cluster.nodes[turn % cluster.nodes.len()];
+            match tasks::submit(node.api, &script, TASK_RETRIES) {
+                Ok(id) => break id,
+                Err(e) if Instant::now() >= deadline || aborted() => {
+                    return Err(DemoError::Guarantee(format!(
+                        "submit to {} refused: {e}",
+                        node.name
+                    )))
+                }
+                Err(_) => {
+                    turn += 1;
+                    std::thread::sleep(POLL * 4);
+                }
+            }
+        };
         ids.push(id);
     }
     println!(
@@ -306,7 +310,6 @@ fn watch_failover(
 /// Polls every task until it is final; asks a live node.
 fn wait_final(
     cluster: &Cluster,
-    client: &TaskClient,
     ids: &[String],
     args: &DemoArgs,
     t0: Instant,
@@ -325,8 +328,8 @@ fn wait_final(
                 continue;
             }
             let node = &cluster.nodes[live[k % live.len()]];
-            match client.status(&node.api_url(), id) {
-                Ok(status) if status.is_final() => {
+            match tasks::status(node.api, id) {
+                Ok(status) if tasks::is_final(&status) => {
                     done.insert(id.clone(), status);
                 }
                 Ok(status) => {
