@@ -6,13 +6,13 @@
 #
 #   scripts/chaos.sh [--duration S] [--tasks N] [--seed N] [other `shoal chaos` flags]
 #
-# Defaults: 600 s, 1500 tasks of 3 s, a fault every ~4 s (about 80 kill -9,
+# Defaults: 600 s, 2400 tasks of 3 s, a fault every ~4 s (about 80 kill -9,
 # each catching several running tasks: well over 100 failovers).
 # Partitions need root (iptables); without it they are skipped and said so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=600
-tasks=1500
+tasks=2400
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -6,9 +6,18 @@
 use shoal_node::demo::chaos::{self, ChaosOptions};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// One mesh at a time: several 5-node meshes on a small machine would
+/// turn CPU starvation into the fault being tested.
+static ONE_MESH: Mutex<()> = Mutex::new(());
+
+fn one_mesh() -> MutexGuard<'static, ()> {
+    ONE_MESH.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn seed() -> u64 {
     std::env::var("SHOAL_CHAOS_SEED")
@@ -19,6 +28,7 @@ fn seed() -> u64 {
 
 #[test]
 fn demo_membership_part_sees_the_kill_and_the_rejoin() {
+    let _mesh = one_mesh();
     let out = Command::new(SHOAL)
         .args(["demo", "--membership-only"])
         .stdin(Stdio::null())
@@ -36,6 +46,27 @@ fn demo_membership_part_sees_the_kill_and_the_rejoin() {
 }
 
 #[test]
+fn demo_with_tasks_exits_zero_with_nothing_lost_or_run_twice() {
+    let _mesh = one_mesh();
+    let out = Command::new(SHOAL)
+        .args(["demo", "--tasks", "20", "--task-secs", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for line in [
+        "tasks done:  20/20",
+        "lost:        0",
+        "double runs: 0",
+        "stale final: 0",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
 fn demo_refuses_a_mesh_too_small_to_lose_a_node() {
     let out = Command::new(SHOAL)
         .args(["demo", "--nodes", "2"])
@@ -48,6 +79,7 @@ fn demo_refuses_a_mesh_too_small_to_lose_a_node() {
 
 #[test]
 fn interrupted_demo_leaves_no_agent_behind() {
+    let _mesh = one_mesh();
     let child = Command::new(SHOAL)
         .args(["demo", "--membership-only", "--keep"])
         .stdin(Stdio::null())
@@ -86,6 +118,7 @@ fn interrupted_demo_leaves_no_agent_behind() {
 
 #[test]
 fn membership_heals_after_kills_pauses_and_partitions() {
+    let _mesh = one_mesh();
     let seed = seed();
     eprintln!("chaos seed {seed} (replay: SHOAL_CHAOS_SEED={seed})");
     let options = ChaosOptions {
@@ -98,6 +131,7 @@ fn membership_heals_after_kills_pauses_and_partitions() {
         fault_every_secs: 2.0,
         slots: 1,
         keep: false,
+        wipe: true,
     };
     let report = chaos::run(&options, &mut std::io::stderr()).expect("chaos run");
     eprintln!("{}", report.summary());
@@ -114,13 +148,11 @@ fn membership_heals_after_kills_pauses_and_partitions() {
     );
 }
 
-#[test]
-fn short_chaos_run_keeps_every_task_guarantee() {
-    let binary = PathBuf::from(SHOAL);
+fn short_chaos_run(wipe: bool) {
     let seed = seed();
     eprintln!("chaos seed {seed} (replay: SHOAL_CHAOS_SEED={seed})");
     let options = ChaosOptions {
-        binary,
+        binary: PathBuf::from(SHOAL),
         nodes: 5,
         tasks: 100,
         duration: Duration::from_secs(40),
@@ -129,6 +161,7 @@ fn short_chaos_run_keeps_every_task_guarantee() {
         fault_every_secs: 3.0,
         slots: 4,
         keep: false,
+        wipe,
     };
     let report = chaos::run(&options, &mut std::io::stderr()).expect("chaos run");
     eprintln!("{}", report.summary());
@@ -140,4 +173,20 @@ fn short_chaos_run_keeps_every_task_guarantee() {
     );
     assert!(report.acknowledged > 0, "no task was acknowledged");
     assert!(!report.faults.is_empty(), "no fault was injected");
+}
+
+#[test]
+fn short_chaos_run_with_kills_pauses_partitions_keeps_every_task_guarantee() {
+    let _mesh = one_mesh();
+    short_chaos_run(false);
+}
+
+/// Restarts with an empty data directory: found lost tasks (their shard
+/// group answers "no majority" for good) on the first runs; kept out of
+/// CI until the agent reconfigures a group around a wiped acceptor.
+#[test]
+#[ignore = "finds tasks lost after restarts without the data directory; run with --ignored"]
+fn short_chaos_run_with_data_loss_keeps_every_task_guarantee() {
+    let _mesh = one_mesh();
+    short_chaos_run(true);
 }

@@ -55,6 +55,9 @@ pub struct ChaosOptions {
     pub slots: u32,
     /// Keep the directory.
     pub keep: bool,
+    /// Whether some restarts after `kill -9` start from an empty data
+    /// directory.
+    pub wipe: bool,
 }
 
 /// One fault.
@@ -112,6 +115,7 @@ pub fn schedule(
     nodes: usize,
     duration: Duration,
     fault_every_secs: f64,
+    wipe: bool,
 ) -> Vec<Scheduled> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let end_ms = duration.as_millis() as u64;
@@ -125,7 +129,7 @@ pub fn schedule(
             Fault::Kill {
                 node,
                 down_ms: rng.gen_range(500..3_000),
-                wipe: rng.gen_bool(0.3),
+                wipe: rng.gen_bool(0.3) && wipe,
             }
         } else if roll < 0.85 {
             // Short pauses must cost nothing; long ones must self-fence.
@@ -340,6 +344,7 @@ pub fn run_cli(args: super::ChaosArgs) -> Result<ChaosReport, DemoError> {
         fault_every_secs: args.fault_every_secs,
         slots: 4,
         keep: args.keep,
+        wipe: !args.no_wipe,
     };
     let report = run(&options, &mut std::io::stderr())?;
     print!("{}", report.summary());
@@ -358,6 +363,7 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
         options.nodes,
         options.duration,
         options.fault_every_secs,
+        options.wipe,
     );
     say(
         out,
@@ -681,9 +687,9 @@ mod tests {
 
     #[test]
     fn one_seed_gives_one_schedule() {
-        let a = schedule(7, 5, Duration::from_secs(60), 4.0);
-        let b = schedule(7, 5, Duration::from_secs(60), 4.0);
-        let c = schedule(8, 5, Duration::from_secs(60), 4.0);
+        let a = schedule(7, 5, Duration::from_secs(60), 4.0, true);
+        let b = schedule(7, 5, Duration::from_secs(60), 4.0, true);
+        let c = schedule(8, 5, Duration::from_secs(60), 4.0, true);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.len() >= 5, "{} faults in 60 s", a.len());
@@ -691,7 +697,7 @@ mod tests {
 
     #[test]
     fn faults_never_overlap() {
-        let plan = schedule(3, 5, Duration::from_secs(300), 2.0);
+        let plan = schedule(3, 5, Duration::from_secs(300), 2.0, true);
         for pair in plan.windows(2) {
             assert!(
                 pair[0].at_ms + pair[0].fault.length_ms() <= pair[1].at_ms,

@@ -129,6 +129,9 @@ pub struct ChaosArgs {
     /// Keep the run's directory.
     #[arg(long)]
     pub keep: bool,
+    /// Never restart a killed node without its data directory.
+    #[arg(long)]
+    pub no_wipe: bool,
     /// The `shoal` binary for agents [default: this one].
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
