@@ -597,9 +597,13 @@ fn wait_final(
     let budget =
         Duration::from_secs_f64(60.0 + options.task_secs * (3.0 + ids.len() as f64 / capacity));
     let deadline = Instant::now() + budget;
+    // Give up sooner once nothing has become final for a while.
+    let stall = Duration::from_secs_f64(60.0 + options.task_secs * 3.0);
+    let mut progress_at = Instant::now();
     let mut done: BTreeMap<String, TaskStatus> = BTreeMap::new();
+    let mut last_error: BTreeMap<String, String> = BTreeMap::new();
     let mut round = 0usize;
-    while done.len() < ids.len() && Instant::now() < deadline {
+    while done.len() < ids.len() && Instant::now() < deadline && progress_at.elapsed() < stall {
         if aborted() {
             return Err(DemoError::Interrupted);
         }
@@ -609,9 +613,17 @@ fn wait_final(
                 continue;
             }
             let api = cluster.nodes[live[(k + round) % live.len()]].api;
-            if let Ok(status) = tasks::status(api, id) {
-                if tasks::is_final(&status) {
+            match tasks::status(api, id) {
+                Ok(status) if tasks::is_final(&status) => {
                     done.insert(id.clone(), status);
+                    last_error.remove(id);
+                    progress_at = Instant::now();
+                }
+                Ok(status) => {
+                    last_error.insert(id.clone(), format!("still {}", status.state));
+                }
+                Err(e) => {
+                    last_error.insert(id.clone(), e.replace(id.as_str(), "<id>"));
                 }
             }
         }
@@ -625,6 +637,17 @@ fn wait_final(
         t0,
         &format!("{} of {} tasks final", done.len(), ids.len()),
     );
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for why in last_error.values() {
+        *reasons.entry(why.as_str()).or_insert(0) += 1;
+    }
+    for (why, count) in reasons {
+        say(
+            out,
+            t0,
+            &format!("  {count} tasks not final, last answer: {why}"),
+        );
+    }
     Ok(done)
 }
 
