@@ -1,7 +1,8 @@
 //! The `shoal` binary's entry point: parse, set up logging, dispatch.
 
 use clap::Parser;
-use shoal_node::cli::{members, CaCommand, Cli, Command, LogFormat};
+use shoal_node::cli::{members, tasks, CaCommand, Cli, Command, LogFormat};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -9,6 +10,7 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -47,6 +49,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = args.resolve()?;
             runtime()?.block_on(shoal_node::agent::run(config))?;
         }
+        Command::Submit(args) => exit_with(runtime()?.block_on(tasks::submit(args))?),
+        Command::Status(args) => exit_with(runtime()?.block_on(tasks::status(args))?),
+        Command::Logs(args) => exit_with(runtime()?.block_on(tasks::logs(args))?),
+        Command::Cancel(args) => exit_with(runtime()?.block_on(tasks::cancel(args))?),
+        Command::Wait(args) => exit_with(runtime()?.block_on(tasks::wait(args))?),
         Command::Members(args) => {
             let list = runtime()?.block_on(members::fetch(&args))?;
             if args.json {
@@ -71,6 +78,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Ends the process with a command's own exit code (0 falls through).
+fn exit_with(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
+    }
 }
 
 fn main() -> ExitCode {

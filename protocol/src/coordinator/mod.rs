@@ -314,6 +314,9 @@ pub enum Effect {
         attempt: u64,
         /// The record's new state.
         state: TaskState,
+        /// The record's current attempt after the commit: equal to
+        /// `attempt` unless fencing failed.
+        record_attempt: u64,
     },
     /// An attempt's outcome was refused (it was no longer current).
     AttemptRefused {
@@ -402,7 +405,7 @@ pub struct Stats {
 
 enum InFlight {
     Cas(Box<CasOp>),
-    Lease(LeaseRound),
+    Lease(Box<LeaseRound>),
     Pull { shard: ShardId, deadline: Instant },
 }
 
@@ -430,6 +433,7 @@ pub struct Coordinator {
     view: BTreeMap<NodeId, NodeState>,
     next_req: u64,
     ballot_counter: u64,
+    incarnation: u64,
     ops: BTreeMap<u64, InFlight>,
     attempts: BTreeMap<TaskId, Attempt>,
     reconfigs: BTreeMap<ShardId, Reconfig>,
@@ -520,6 +524,7 @@ impl Coordinator {
             directory: jitter(cfg.directory_sync_ms),
             gc: jitter(cfg.gc_interval_ms),
         };
+        let incarnation = rng.gen::<u64>() | 1;
         let mut live = BTreeSet::new();
         live.insert(me);
         Coordinator {
@@ -535,6 +540,7 @@ impl Coordinator {
             view: BTreeMap::new(),
             next_req: 1,
             ballot_counter: 0,
+            incarnation,
             ops: BTreeMap::new(),
             attempts: BTreeMap::new(),
             reconfigs: BTreeMap::new(),
@@ -698,7 +704,10 @@ impl Coordinator {
             now,
             config,
             RegisterKey::Job(job),
-            Change::JobWrite(value),
+            Change::JobWrite {
+                bytes: value,
+                over: None,
+            },
             Purpose::Job { request },
         );
         self.deliver_local(now);
@@ -842,6 +851,7 @@ impl Coordinator {
         Ballot {
             counter: self.ballot_counter,
             node: self.me,
+            incarnation: self.incarnation,
         }
     }
 
@@ -942,7 +952,7 @@ impl Coordinator {
         match reason {
             GroupRefusal::Sealed(succ) => {
                 if let Some(old) = self.directory.get(&shard) {
-                    if old.epoch + 1 == succ.epoch {
+                    if old.epoch.saturating_add(1) == succ.epoch {
                         self.predecessor.insert(shard, old.clone());
                     }
                 }
@@ -997,6 +1007,12 @@ impl Coordinator {
 
     fn collect_garbage(&mut self, now: Instant) {
         self.acceptor.expire_leases(now);
+        let pruned = self
+            .acceptor
+            .prune_tombstones(now, self.cfg.retention_ms, 256);
+        if !pruned.is_empty() {
+            self.persist(pruned, Vec::new());
+        }
         self.offered
             .retain(|_, at| now.saturating_duration_since(*at).as_millis() < 10_000);
         let candidates = self
@@ -1038,6 +1054,7 @@ pub fn first_configs(cfg: &Config, founders: &[NodeId]) -> Vec<ShardConfig> {
             shard,
             epoch: 1,
             members,
+            previous: Vec::new(),
         })
         .collect()
 }

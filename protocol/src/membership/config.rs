@@ -17,6 +17,11 @@ pub struct Config {
     pub suspicion_alpha: f64,
     /// Lifeguard `beta`: the maximum suspicion timeout is `beta` times the minimum.
     pub suspicion_beta: f64,
+    /// Lower bound of the minimum suspicion timeout, whatever `N`: the
+    /// longest pause a live node must survive plus the spread of its
+    /// refutation. The log10(N) formula alone falls below a 1.5 s pause in
+    /// small clusters.
+    pub suspicion_timeout_floor: Duration,
     /// Independent suspicions needed to fall from the maximum to the minimum
     /// suspicion timeout.
     pub suspicion_confirmations: u32,
@@ -37,6 +42,10 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// How many random members each gossip-only send goes to.
     pub gossip_fanout: usize,
+    /// Time between two pings to a random down member, which heal a
+    /// partition once it is over (both sides hold the other down and would
+    /// otherwise never talk again).
+    pub reconnect_interval: Duration,
 }
 
 /// Why a [`Config`] cannot be used.
@@ -90,6 +99,7 @@ impl Config {
             indirect_probes: 3,
             suspicion_alpha: 3.5,
             suspicion_beta: 3.0,
+            suspicion_timeout_floor: Duration::from_millis(2000),
             suspicion_confirmations: 3,
             retransmit_mult: 3,
             push_pull_interval: Duration::from_secs(60),
@@ -98,6 +108,7 @@ impl Config {
             join_retry_interval: Duration::from_secs(1),
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
+            reconnect_interval: Duration::from_secs(2),
         }
     }
 
@@ -110,6 +121,7 @@ impl Config {
             gossip_interval: Duration::from_millis(500),
             gossip_fanout: 4,
             join_retry_interval: Duration::from_secs(3),
+            reconnect_interval: Duration::from_secs(10),
             ..Config::lan()
         }
     }
@@ -122,6 +134,9 @@ impl Config {
             push_pull_interval: Duration::from_secs(10),
             gossip_interval: Duration::from_millis(50),
             join_retry_interval: Duration::from_millis(500),
+            reconnect_interval: Duration::from_secs(1),
+            // Loopback tests want fast detection; nothing pauses there.
+            suspicion_timeout_floor: Duration::ZERO,
             ..Config::lan()
         }
     }
@@ -134,6 +149,7 @@ impl Config {
             ("push_pull_interval", self.push_pull_interval),
             ("join_retry_interval", self.join_retry_interval),
             ("gossip_interval", self.gossip_interval),
+            ("reconnect_interval", self.reconnect_interval),
         ];
         for (name, period) in periods {
             if period.as_millis() == 0 {
@@ -172,6 +188,7 @@ impl Config {
         fix(&mut c.push_pull_interval, lan.push_pull_interval);
         fix(&mut c.join_retry_interval, lan.join_retry_interval);
         fix(&mut c.gossip_interval, lan.gossip_interval);
+        fix(&mut c.reconnect_interval, lan.reconnect_interval);
         if c.probe_timeout >= c.probe_interval {
             c.probe_timeout = c.probe_interval / 2;
         }
@@ -189,10 +206,12 @@ impl Config {
     }
 
     /// Lifeguard's minimum suspicion timeout for a cluster of `n` members:
-    /// `alpha * max(1, log10(n)) * probe_interval`.
+    /// `alpha * max(1, log10(n)) * probe_interval`, at least
+    /// `suspicion_timeout_floor`.
     pub fn suspicion_timeout_min(&self, n: usize) -> Duration {
         let scale = (n.max(1) as f64).log10().max(1.0);
         round_ms(self.probe_interval.as_secs_f64() * 1000.0 * self.suspicion_alpha * scale)
+            .max(self.suspicion_timeout_floor)
     }
 
     /// Lifeguard's maximum suspicion timeout: `beta` times the minimum.
@@ -267,7 +286,12 @@ mod tests {
         let c = Config::lan();
         assert_eq!(c.suspicion_timeout_min(1000), Duration::from_millis(2100));
         assert_eq!(c.suspicion_timeout_max(1000), Duration::from_millis(6300));
-        assert_eq!(c.suspicion_timeout_min(3), Duration::from_millis(700));
+        assert_eq!(c.suspicion_timeout_min(3), Duration::from_millis(2000));
+        assert_eq!(c.suspicion_timeout_min(50), Duration::from_millis(2000));
+        assert_eq!(
+            Config::local().suspicion_timeout_min(3),
+            Duration::from_millis(350)
+        );
         assert_eq!(c.retransmit_limit(1000), 30);
         assert_eq!(c.push_pull_interval_for(10), Duration::from_secs(60));
         assert_eq!(c.push_pull_interval_for(1000), Duration::from_secs(360));

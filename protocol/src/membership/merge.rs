@@ -51,8 +51,16 @@ impl Membership {
         }
     }
 
-    /// Applies one member of a push-pull from `sender`.
-    pub(super) fn apply_record(&mut self, now: Instant, sender: NodeId, record: MemberRecord) {
+    /// Applies one member of a push-pull from `sender`. Returns the member
+    /// to tell directly that we hold it down, when the sender holds it
+    /// alive at the incarnation we hold it down at: it is probably running
+    /// and only we (cut off for a while) gave it up, so it must refute.
+    pub(super) fn apply_record(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        record: MemberRecord,
+    ) -> Option<(SocketAddr, Update)> {
         let MemberRecord {
             id,
             name,
@@ -61,20 +69,41 @@ impl Membership {
             state,
         } = record;
         match state {
-            WireState::Alive => self.on_alive(now, id, name, addr, incarnation),
-            WireState::Suspect | WireState::Down | WireState::Left => {
-                // A member we never heard of arrives with its identity, so
-                // learn it first (as alive at an older incarnation would be
-                // wrong: record it directly in the reported state).
+            WireState::Alive => {
+                let verdict = self
+                    .members
+                    .get(&id)
+                    .filter(|m| m.state == MemberState::Down && m.incarnation == incarnation)
+                    .map(|m| {
+                        let down = Update::Down {
+                            id,
+                            incarnation,
+                            by: self.identity.id,
+                        };
+                        (m.identity.addr, down)
+                    });
+                self.on_alive(now, id, name, addr, incarnation);
+                verdict
+            }
+            // A remote "down" is only a suspicion here (memberlist does the
+            // same): a node back from a partition must not make us give up
+            // everyone it gave up; a suspicion lets the live ones refute.
+            WireState::Suspect | WireState::Down => {
+                // A suspect we never heard of is most likely alive: learn
+                // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
-                    self.insert_member(now, id, name, addr, incarnation, state);
-                    return;
+                    self.on_alive(now, id, name, addr, incarnation);
                 }
-                match state {
-                    WireState::Suspect => self.on_suspect(now, id, incarnation, sender),
-                    WireState::Down => self.on_down(now, id, incarnation, sender),
-                    _ => self.on_left(now, id, incarnation),
+                if id == self.identity.id && state == WireState::Down {
+                    self.on_down(now, id, incarnation, sender);
+                } else {
+                    self.on_suspect(now, id, incarnation, sender);
                 }
+                None
+            }
+            WireState::Left => {
+                self.on_left(now, id, incarnation);
+                None
             }
         }
     }
@@ -99,7 +128,7 @@ impl Membership {
             return;
         }
         let Some(member) = self.members.get_mut(&id) else {
-            self.insert_member(now, id, name, addr, incarnation, WireState::Alive);
+            self.insert_alive(now, id, name, addr, incarnation);
             return;
         };
         if incarnation <= member.incarnation {
@@ -123,9 +152,7 @@ impl Membership {
 
     pub(super) fn on_suspect(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
         if id == self.identity.id {
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
-            }
+            self.answer_news_about_us(now, incarnation);
             return;
         }
         let Some(member) = self.members.get(&id) else {
@@ -182,8 +209,10 @@ impl Membership {
 
     pub(super) fn on_down(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
         if id == self.identity.id {
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
+            if self.answer_news_about_us(now, incarnation) {
+                // Given up by others: we were cut off, and our own view is
+                // stale too. Pull the sender's view (see `inbound`).
+                self.resync_wanted = true;
             }
             return;
         }
@@ -212,9 +241,7 @@ impl Membership {
     pub(super) fn on_left(&mut self, now: Instant, id: NodeId, incarnation: u64) {
         if id == self.identity.id {
             // A leave of an earlier life of ours: we are back.
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
-            }
+            self.answer_news_about_us(now, incarnation);
             return;
         }
         let Some(member) = self.members.get(&id) else {
@@ -255,6 +282,22 @@ impl Membership {
         }
     }
 
+    /// Someone says we are suspect, down or left at `incarnation`. At or
+    /// above our own incarnation we refute (returns `true`); below it the
+    /// sender holds stale news of us that nobody gossips any more, so we
+    /// tell it our current incarnation directly (see `inbound`).
+    pub(super) fn answer_news_about_us(&mut self, now: Instant, incarnation: u64) -> bool {
+        if self.has_left {
+            return false;
+        }
+        if incarnation >= self.incarnation {
+            self.refute(now, incarnation);
+            return true;
+        }
+        self.sender_has_stale_news = true;
+        false
+    }
+
     /// We are suspected, declared down or left at `incarnation`, or an
     /// earlier life of ours is known at it: out-number it and say so.
     pub(super) fn refute(&mut self, _now: Instant, incarnation: u64) {
@@ -270,39 +313,38 @@ impl Membership {
     }
 
     pub(super) fn broadcast_self_alive(&mut self) {
-        self.broadcasts.push(Update::Alive {
+        let me = self.self_alive_update();
+        self.broadcasts.push(me);
+    }
+
+    pub(super) fn self_alive_update(&self) -> Update {
+        Update::Alive {
             id: self.identity.id,
             name: self.identity.name.clone(),
             addr: self.identity.addr,
             incarnation: self.incarnation,
-        });
+        }
     }
 
-    fn insert_member(
+    /// Learns a member we never heard of, alive at `incarnation`.
+    fn insert_alive(
         &mut self,
         now: Instant,
         id: NodeId,
         name: String,
         addr: SocketAddr,
         incarnation: u64,
-        state: WireState,
     ) {
         if self.members.len() >= MAX_MEMBERS {
             return;
         }
-        let state = match state {
-            WireState::Alive => MemberState::Alive,
-            WireState::Suspect => MemberState::Suspect,
-            WireState::Down => MemberState::Down,
-            WireState::Left => MemberState::Left,
-        };
         let member = Member {
             identity: Identity {
                 id,
                 name: name.clone(),
                 addr,
             },
-            // Placeholder: `transition` sets the real state and counts it.
+            // Not live yet: `transition` makes it alive and counts it once.
             state: MemberState::Down,
             incarnation,
             state_since: now,
@@ -311,29 +353,19 @@ impl Membership {
         };
         self.members.insert(id, member);
         self.graveyard.insert((now, id));
-        self.transition(now, id, state, incarnation, ChangeReason::Joined);
-        if state == MemberState::Suspect {
-            let n = self.cluster_size();
-            self.suspicions.insert(
-                id,
-                Suspicion::new(
-                    incarnation,
-                    id,
-                    now,
-                    self.config.suspicion_timeout_min(n),
-                    self.config.suspicion_timeout_max(n),
-                    self.config.suspicion_confirmations,
-                ),
-            );
-        }
-        if state == MemberState::Alive {
-            self.broadcasts.push(Update::Alive {
-                id,
-                name,
-                addr,
-                incarnation,
-            });
-        }
+        self.transition(
+            now,
+            id,
+            MemberState::Alive,
+            incarnation,
+            ChangeReason::Joined,
+        );
+        self.broadcasts.push(Update::Alive {
+            id,
+            name,
+            addr,
+            incarnation,
+        });
     }
 
     /// Moves a known member to `state` at `incarnation`, keeping the live

@@ -15,6 +15,34 @@
 //!
 //! Membership answers "who is probably alive". It is never the basis of
 //! safety: leases are.
+//!
+//! # The protocol, and where each part lives
+//! - `probe`: every `probe_interval` (times the local health multiplier,
+//!   LHM + 1) the next member of a shuffled round-robin list gets a ping; no
+//!   ack within `probe_timeout` sends `indirect_probes` ping-reqs through
+//!   alive members, which ping the target and relay its ack or answer with a
+//!   nack. No ack by the end of the round makes the target suspect. A ping
+//!   to a suspect names the suspected incarnation (buddy system).
+//! - `suspicion`: Lifeguard's timeout, from `beta * min` down to
+//!   `min = alpha * log10(N) * probe_interval` as independent suspicions
+//!   arrive; then the member is declared down.
+//! - `merge`: newer information wins (higher incarnation; at equal
+//!   incarnation alive < suspect < down < left); a node told it is suspect,
+//!   down or left at its own incarnation or above refutes with a higher one.
+//!   Only a member raises its own incarnation. A node that finds itself more
+//!   than a probe interval behind its own timer (paused) refutes at once.
+//! - `broadcast`: updates ride on every datagram, fewest-sent first, each
+//!   sent `retransmit_mult * ceil(log2(N+1))` times; pending updates also go
+//!   to `gossip_fanout` random members every `gossip_interval`.
+//! - `outbound`/`inbound`: push-pull full-state exchange (the join handshake,
+//!   periodic anti-entropy scaled with N); every `reconnect_interval` a ping
+//!   to one random down member; a member held down that talks to us is told
+//!   so, which heals partitions.
+//! - `timer`: one enum of timer kinds and a fixed table of deadlines.
+//!
+//! Everything is deterministic from `seed` and the inputs: collections are
+//! ordered, the RNG is ChaCha8 seeded once. Every queue and table is bounded
+//! (the `MAX_*` constants).
 
 mod broadcast;
 mod config;
@@ -56,9 +84,11 @@ pub const MAX_RELAYS: usize = 256;
 pub const MAX_QUEUED_TRANSMITS: usize = 16_384;
 /// Most events waiting for the host; past it the oldest is dropped.
 pub const MAX_QUEUED_EVENTS: usize = 65_536;
-/// Down members considered for a reconnecting push-pull (the oldest are
-/// the first candidates: they were down the longest).
+/// Down members considered for a reconnecting ping (the oldest are the
+/// first candidates: they were down the longest).
 pub const MAX_RECONNECT_CANDIDATES: usize = 1024;
+/// Members told directly that we hold them down, per push-pull received.
+pub const MAX_VERDICTS_PER_PUSH_PULL: usize = 256;
 /// Passes over the timer table in one `handle_timeout`.
 const MAX_TIMER_PASSES: usize = 4;
 /// Most updates applied from one message.
@@ -239,6 +269,11 @@ pub struct Membership {
     events: VecDeque<Event>,
     stats: Stats,
     created_at: Instant,
+    /// Set when a message told us we are down: pull its sender's view.
+    resync_wanted: bool,
+    last_resync: Option<Instant>,
+    /// Set when a message carried news of us older than our incarnation.
+    sender_has_stale_news: bool,
     /// This node's random phase in the push-pull cycle, in per mille.
     push_pull_phase_permille: u32,
 }
@@ -284,6 +319,9 @@ impl Membership {
             events: VecDeque::new(),
             stats: Stats::default(),
             created_at: now,
+            resync_wanted: false,
+            last_resync: None,
+            sender_has_stale_news: false,
             push_pull_phase_permille: 0,
         };
         // Random phases keep the nodes of a cluster started together from
@@ -292,9 +330,12 @@ impl Membership {
         m.timers.set(Timer::Probe, probe_at);
         let gossip_at = now + m.jitter(m.config.gossip_interval);
         m.timers.set(Timer::Gossip, gossip_at);
-        let push_pull_at =
-            now + m.config.push_pull_interval + m.jitter(m.config.push_pull_interval);
+        m.push_pull_phase_permille = rand::Rng::gen_range(&mut m.rng, 0..1000);
+        let push_pull_at = m.first_push_pull_at(m.config.push_pull_interval);
         m.timers.set(Timer::PushPull, push_pull_at);
+        let reconnect_at =
+            now + m.config.reconnect_interval + m.jitter(m.config.reconnect_interval);
+        m.timers.set(Timer::Reconnect, reconnect_at);
         m
     }
 
@@ -539,7 +580,6 @@ impl Membership {
                 }
                 self.stats.push_pulls_started += 1;
                 self.push_pull_with_random_member();
-                self.push_pull_with_random_down_member();
                 self.timers.set(Timer::PushPull, now + interval);
             }
             Timer::Join => {
@@ -552,6 +592,11 @@ impl Membership {
                 }
             }
             Timer::Reap => self.reap(now),
+            Timer::Reconnect => {
+                self.ping_random_down_member();
+                let next = now + self.config.reconnect_interval;
+                self.timers.set(Timer::Reconnect, next);
+            }
         }
     }
 

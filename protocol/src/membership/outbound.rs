@@ -103,9 +103,11 @@ impl Membership {
     }
 
     /// After a partition both sides hold the other down and never probe
-    /// it; a push-pull to one random down member per round lets either side
-    /// learn it was declared down, refute, and heal (serf's reconnect).
-    pub(super) fn push_pull_with_random_down_member(&mut self) {
+    /// it. A ping to one random down member now and then (serf's reconnect,
+    /// but a ping instead of a full-state exchange) reaches it if it runs:
+    /// whichever side holds the other down says so on receipt (see
+    /// `tell_if_given_up`), the other refutes, and the refutation spreads.
+    pub(super) fn ping_random_down_member(&mut self) {
         if self.has_left {
             return;
         }
@@ -125,7 +127,14 @@ impl Membership {
         }
         let pick = down[rand::Rng::gen_range(&mut self.rng, 0..down.len())];
         if let Some(addr) = self.members.get(&pick).map(|m| m.identity.addr) {
-            self.send_push_pull(addr, true);
+            let seq = self.next_seq();
+            self.send(
+                addr,
+                SwimBody::Ping {
+                    seq,
+                    suspected_at: None,
+                },
+            );
         }
     }
 
@@ -138,9 +147,25 @@ impl Membership {
     }
 
     pub(super) fn send_push_pull(&mut self, dst: SocketAddr, reply_wanted: bool) {
+        let push_pull = self.full_state(reply_wanted);
+        self.send_push_pull_body(dst, push_pull);
+    }
+
+    /// A push-pull that carries only our own record: asks for the peer's
+    /// full state without pushing a view we know to be stale.
+    pub(super) fn send_pull(&mut self, dst: SocketAddr) {
+        let mut push_pull = self.full_state(true);
+        push_pull.members.truncate(1);
+        push_pull
+            .states
+            .truncate(usize::from(self.local_state.is_some()));
+        self.send_push_pull_body(dst, push_pull);
+    }
+
+    fn send_push_pull_body(&mut self, dst: SocketAddr, push_pull: PushPull) {
         let message = SwimMessage {
             sender: self.identity.id,
-            body: SwimBody::PushPull(self.full_state(reply_wanted)),
+            body: SwimBody::PushPull(push_pull),
             updates: Vec::new(),
         };
         let payload = encode(&message);

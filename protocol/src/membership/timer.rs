@@ -22,11 +22,13 @@ pub(crate) enum Timer {
     Relay,
     /// The earliest down/left member to forget (derived).
     Reap,
+    /// Ping a random down member, in case it runs and was cut off.
+    Reconnect,
 }
 
 impl Timer {
     /// All kinds, in the order expired timers are handled.
-    pub(crate) const VALUES: [Timer; 8] = [
+    pub(crate) const VALUES: [Timer; 9] = [
         Timer::Probe,
         Timer::ProbeTimeout,
         Timer::Relay,
@@ -35,13 +37,14 @@ impl Timer {
         Timer::PushPull,
         Timer::Join,
         Timer::Reap,
+        Timer::Reconnect,
     ];
 }
 
 /// The deadline of every timer kind, `None` when unarmed.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 8],
+    deadlines: [Option<Instant>; 9],
 }
 
 impl TimerTable {

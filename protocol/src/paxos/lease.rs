@@ -80,6 +80,13 @@ impl LeaseTable {
         self.quarantine_until
     }
 
+    /// Time left of the quarantine at `now`.
+    pub fn quarantine_left_ms(&self, now: Instant) -> u64 {
+        self.quarantine_until
+            .saturating_duration_since(now)
+            .as_millis() as u64
+    }
+
     /// Decides one ask from `from`. `record` is this acceptor's copy of the
     /// task's register, if any.
     pub fn decide(
@@ -241,11 +248,14 @@ mod tests {
 
     fn ask(task: u64, attempt: u64, counter: u64, node: u64) -> LeaseAsk {
         LeaseAsk {
+            shard: crate::shard::ShardId(0),
+            epoch: 1,
             task: TaskId(task),
             attempt,
             ballot: Ballot {
                 counter,
                 node: NodeId::from_u64(node),
+                incarnation: 1,
             },
             renewal: false,
         }

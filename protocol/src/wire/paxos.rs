@@ -43,6 +43,11 @@ pub enum GroupRefusal {
 /// One lease asked for (a claim) or renewed (a batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseAsk {
+    /// The task's shard: one request carries the asks of every shard the
+    /// receiving group serves (renewals are batched per group).
+    pub shard: ShardId,
+    /// The epoch of that shard the sender believes current.
+    pub epoch: u64,
     /// The task.
     pub task: TaskId,
     /// The attempt the lease is for.
@@ -74,6 +79,8 @@ pub enum LeaseVerdict {
     Final,
     /// The attempt is older than the record's current one.
     Stale,
+    /// The acceptor does not serve the ask's shard at that epoch.
+    Group(GroupRefusal),
 }
 
 /// A live lease carried from a sealed group to its successor.
@@ -98,6 +105,9 @@ pub struct Snapshot {
     pub registers: Vec<(RegisterKey, Slot)>,
     /// Every live lease.
     pub leases: Vec<LeaseTransfer>,
+    /// Time left of the sender's own quarantine: it restarted and may have
+    /// forgotten grants, so the successor must not grant for that long.
+    pub quarantine_ms: u64,
 }
 
 /// A message between coordinators (channel [`super::Channel::Paxos`]).

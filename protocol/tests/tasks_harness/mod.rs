@@ -5,6 +5,8 @@
 //! with a watchdog, and checkers of design §9 evaluated in global time.
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_protocol::coordinator::{Bootstrap, Config, Coordinator, Effect, KillReason, RequestId};
@@ -14,6 +16,14 @@ use shoal_protocol::shard::{shard_of, ShardId};
 use shoal_protocol::tasks::{TaskId, TaskRecord, TaskSpec, TaskState};
 use shoal_protocol::{Instant, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A completed job register operation: (global time, node, request, result).
+pub type JobDone = (
+    u64,
+    usize,
+    RequestId,
+    Result<Option<Vec<u8>>, shoal_protocol::coordinator::OpError>,
+);
 
 /// A running attempt in the attempt model.
 #[derive(Debug, Clone)]
@@ -104,6 +114,8 @@ pub struct Sim {
     pub failovers_ms: Vec<u64>,
     next_membership: u64,
     pub check_leases_every_ms: u64,
+    /// Completed job register operations: (global time, node, request, result).
+    pub jobs_done: Vec<JobDone>,
     /// A task whose shard state is printed whenever it changes (debugging).
     pub watch: Option<TaskId>,
     last_watch: String,
@@ -191,6 +203,7 @@ impl Sim {
             failovers_ms: Vec::new(),
             next_membership: 0,
             check_leases_every_ms: 1,
+            jobs_done: Vec::new(),
             watch: None,
             last_watch: String::new(),
         };
@@ -394,16 +407,22 @@ impl Sim {
                 self.acked.insert(task, self.now);
             }
             Effect::SubmitFailed { .. } => self.submit_failed += 1,
+            Effect::JobDone { request, result } => {
+                self.jobs_done.push((self.now, i, request, result))
+            }
             Effect::AttemptCommitted {
                 task,
                 attempt,
                 state,
+                record_attempt,
             } => {
-                let latest = self.latest_start.get(&task).copied().unwrap_or(0);
-                if attempt < latest {
+                // A result counts only from the current attempt. (The commit
+                // may be reported after a later attempt started: a paused
+                // proposer learns late that its write was chosen early.)
+                if record_attempt != attempt {
                     self.stale_commits += 1;
                     self.violations.push(format!(
-                        "t={} stale commit: task {task} attempt {attempt} wrote {state:?} after attempt {latest} started",
+                        "t={} stale commit: task {task} attempt {attempt} wrote {state:?} over attempt {record_attempt}",
                         self.now
                     ));
                 }
@@ -585,7 +604,10 @@ impl Sim {
                 node.store.iter().map(|(k, v)| (*k, v.clone())).collect();
             Coordinator::restore(node.id, cfg, seed, local, &self.founders, stored, true)
         } else {
+            // A node that lost its disk lost its key too: it comes back as
+            // a new member (design: NodeId = hash of the certificate key).
             node.store.clear();
+            node.id = NodeId::from_u64(1_000 + i as u64 * 100 + u64::from(node.restarts));
             Coordinator::new(
                 node.id,
                 cfg,
