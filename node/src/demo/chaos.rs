@@ -342,7 +342,7 @@ pub fn run_cli(args: super::ChaosArgs) -> Result<ChaosReport, DemoError> {
         seed,
         task_secs: args.task_secs,
         fault_every_secs: args.fault_every_secs,
-        slots: 4,
+        slots: args.slots,
         keep: args.keep,
         wipe: !args.no_wipe,
     };

@@ -132,6 +132,9 @@ pub struct ChaosArgs {
     /// Never restart a killed node without its data directory.
     #[arg(long)]
     pub no_wipe: bool,
+    /// Task slots per agent (enough that a failover never waits for one).
+    #[arg(long, default_value_t = 8)]
+    pub slots: u32,
     /// The `shoal` binary for agents [default: this one].
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
