@@ -62,6 +62,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", members::table(&list));
             }
         }
+        Command::Demo(args) => {
+            shoal_node::demo::watch_signals();
+            shoal_node::demo::run::demo(args)?;
+        }
+        Command::Chaos(args) => {
+            shoal_node::demo::watch_signals();
+            let report = shoal_node::demo::chaos::run_cli(args)?;
+            if !report.violations().is_empty() {
+                anyhow::bail!(
+                    "chaos run broke guarantees:\n{}",
+                    report.violations().join("\n")
+                );
+            }
+        }
     }
     Ok(())
 }

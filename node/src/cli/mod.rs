@@ -55,6 +55,12 @@ pub enum Command {
     Cancel(tasks::CancelArgs),
     /// Wait for tasks to be final; exit 0 only if all succeeded.
     Wait(tasks::WaitArgs),
+    /// Start a local 5-node mesh, run tasks, kill the busiest node, and
+    /// show the tasks restarting elsewhere with every guarantee checked.
+    Demo(crate::demo::DemoArgs),
+    /// Chaos run against real agents (for scripts/chaos.sh).
+    #[command(hide = true)]
+    Chaos(crate::demo::ChaosArgs),
 }
 
 /// `shoal ca ...`.
