@@ -11,5 +11,6 @@ pub mod exec;
 pub mod health;
 pub mod metrics;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 pub mod transport;

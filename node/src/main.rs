@@ -1,7 +1,7 @@
 //! The `shoal` binary's entry point: parse, set up logging, dispatch.
 
 use clap::Parser;
-use shoal_node::cli::{members, CaCommand, Cli, Command, LogFormat};
+use shoal_node::cli::{members, tasks, CaCommand, Cli, Command, LogFormat};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -47,6 +47,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = args.resolve()?;
             runtime()?.block_on(shoal_node::agent::run(config))?;
         }
+        Command::Submit(args) => exit_with(runtime()?.block_on(tasks::submit(args))?),
+        Command::Status(args) => exit_with(runtime()?.block_on(tasks::status(args))?),
+        Command::Logs(args) => exit_with(runtime()?.block_on(tasks::logs(args))?),
+        Command::Cancel(args) => exit_with(runtime()?.block_on(tasks::cancel(args))?),
+        Command::Wait(args) => exit_with(runtime()?.block_on(tasks::wait(args))?),
         Command::Members(args) => {
             let list = runtime()?.block_on(members::fetch(&args))?;
             if args.json {
@@ -57,6 +62,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Ends the process with a command's own exit code (0 falls through).
+fn exit_with(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
+    }
 }
 
 fn main() -> ExitCode {

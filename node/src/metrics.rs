@@ -24,6 +24,8 @@ pub struct Metrics {
     registry: Registry,
     /// Counters the transport updates directly.
     pub transport: TransportCounters,
+    /// Task, lease and store metrics, updated by the task host.
+    pub tasks: crate::tasks::metrics::TaskMetrics,
     members: Family<StateLabel, Gauge>,
     probes_sent: Counter,
     probes_failed: Counter,
@@ -58,6 +60,7 @@ impl Metrics {
         let transport = TransportCounters::default();
         let m = Metrics {
             transport,
+            tasks: crate::tasks::metrics::TaskMetrics::default(),
             members: Family::default(),
             probes_sent: Counter::default(),
             probes_failed: Counter::default(),
@@ -156,6 +159,12 @@ impl Metrics {
             "Outbound payloads dropped (queue full, no connection)",
             t.outbound_dropped.clone(),
         );
+        registry.register(
+            "inbound_dropped",
+            "Inbound Paxos/Task frames dropped because the task host was behind",
+            t.inbound_dropped.clone(),
+        );
+        m.tasks.register(&mut registry);
         Metrics { registry, ..m }
     }
 

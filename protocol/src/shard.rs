@@ -33,9 +33,22 @@ pub struct ShardConfig {
     pub epoch: u64,
     /// The acceptor group, in rendezvous order.
     pub members: Vec<NodeId>,
+    /// The group of epoch `epoch - 1` (empty for the first epoch), so that
+    /// anyone who knows this configuration can finish the move to it.
+    pub previous: Vec<NodeId>,
 }
 
 impl ShardConfig {
+    /// The configuration this one followed, if any.
+    pub fn predecessor(&self) -> Option<ShardConfig> {
+        (self.epoch > 1 && !self.previous.is_empty()).then(|| ShardConfig {
+            shard: self.shard,
+            epoch: self.epoch - 1,
+            members: self.previous.clone(),
+            previous: Vec::new(),
+        })
+    }
+
     /// How many acceptors make a majority of this group.
     pub fn quorum(&self) -> usize {
         self.members.len() / 2 + 1

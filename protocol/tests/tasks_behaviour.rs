@@ -135,12 +135,16 @@ fn live_lease_is_never_overwritten_by_higher_ballot() {
         },
         lease_ms: 1_500,
         asks: vec![shoal_protocol::wire::paxos::LeaseAsk {
+            shard,
+            epoch: config.epoch,
             task,
             attempt: attempt + 1,
             ballot: shoal_protocol::paxos::Ballot {
                 counter: u64::MAX,
                 node: sim.nodes[other].id,
+                incarnation: 1,
             },
+            renewal: false,
         }],
     };
     for m in config.members.clone() {
@@ -368,6 +372,7 @@ fn sealed_group_refuses_and_points_to_successor() {
         shard,
         epoch: old.epoch + 1,
         members: old.members.clone(),
+        previous: old.members.clone(),
     };
     let hdr = shoal_protocol::wire::paxos::Header {
         shard,
@@ -402,6 +407,7 @@ fn sealed_group_refuses_and_points_to_successor() {
         ballot: shoal_protocol::paxos::Ballot {
             counter: 1_000,
             node: sim.nodes[outsider].id,
+            incarnation: 1,
         },
     };
     let out = acceptor.handle(
@@ -505,4 +511,104 @@ fn gc_of_finished_records() {
         .filter(|a| a.record(task).is_none())
         .count();
     assert!(gone >= 2, "deleted on {gone} acceptors only");
+    // One more retention period later the tombstones are gone too, from
+    // memory and from disk.
+    sim.run_for(3_500);
+    let key = StoreKey::Register(shard, RegisterKey::Task(task));
+    let pruned = sim
+        .nodes
+        .iter()
+        .filter(|n| {
+            let in_memory = n
+                .coord
+                .as_ref()
+                .and_then(|c| c.acceptor().shard(shard))
+                .is_some_and(|a| a.registers.contains_key(&RegisterKey::Task(task)));
+            !in_memory && !n.store.contains_key(&key)
+        })
+        .count();
+    assert!(pruned >= 2, "tombstone pruned on {pruned} nodes only");
+}
+
+#[test]
+fn per_task_timeout_kills_the_attempt_and_fails_the_task() {
+    let mut sim = Sim::new(3, test_config(), 13, 0.0);
+    sim.run_for(50);
+    let mut spec = TaskSpec::mock(30_000, 0);
+    spec.timeout_ms = Some(400);
+    let task = acked_one(&mut sim, 0, spec);
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    let started = sim.now;
+    assert!(sim.run_until(3_000, |s| s
+        .record(task)
+        .is_some_and(|r| r.state.is_final())));
+    let kill = sim
+        .kills
+        .iter()
+        .find(|k| k.2 == task && k.4 == KillReason::Timeout)
+        .expect("killed by its timeout");
+    assert_eq!((kill.1, kill.3), (holder, attempt));
+    assert!(
+        kill.0 >= started + 390 && kill.0 <= started + 500,
+        "killed at +{}",
+        kill.0 - started
+    );
+    let r = sim.record(task).expect("record");
+    assert_eq!(r.state, TaskState::Failed);
+    assert_eq!(sim.starts.iter().filter(|s| s.2 == task).count(), 1);
+}
+
+#[test]
+fn read_task_returns_the_majority_record_and_none_for_unknown_ids() {
+    let mut sim = Sim::new(3, test_config(), 7, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(10, 0));
+    assert!(
+        sim.run_until(3_000, |s| s
+            .record(task)
+            .is_some_and(|r| r.state == TaskState::Succeeded)),
+        "task did not succeed"
+    );
+    let unknown = TaskId(task.0 ^ 0x10);
+    // Read from another node than the submitter: it must see the final state.
+    let req = sim
+        .with(2, |c, now| c.read_task(now, task))
+        .expect("node up")
+        .expect("read accepted");
+    let req_unknown = sim
+        .with(2, |c, now| c.read_task(now, unknown))
+        .expect("node up")
+        .expect("read accepted");
+    let reads = |s: &Sim| {
+        s.effects
+            .iter()
+            .filter_map(|(_, i, e)| match e {
+                Effect::TaskRead {
+                    request, result, ..
+                } if *i == 2 => Some((*request, result.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        sim.run_until(2_000, |s| reads(s).len() >= 2),
+        "reads did not complete"
+    );
+    let got = reads(&sim);
+    let rec = got
+        .iter()
+        .find(|(r, _)| *r == req)
+        .and_then(|(_, res)| res.clone().ok())
+        .flatten()
+        .map(|r| *r)
+        .expect("record read");
+    assert_eq!(rec.id, task);
+    assert_eq!(rec.state, TaskState::Succeeded);
+    assert_eq!(rec.exit_code, Some(0));
+    let none = got
+        .iter()
+        .find(|(r, _)| *r == req_unknown)
+        .map(|(_, res)| res.clone());
+    assert_eq!(none, Some(Ok(None)));
 }

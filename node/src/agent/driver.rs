@@ -89,6 +89,7 @@ pub struct Driver {
     incarnation_file: IncarnationFile,
     local_state: NodeState,
     joined: bool,
+    forward: Option<mpsc::Sender<Inbound>>,
 }
 
 impl Driver {
@@ -110,7 +111,14 @@ impl Driver {
             incarnation_file,
             local_state: NodeState::default(),
             joined: false,
+            forward: None,
         }
+    }
+
+    /// Hands every Paxos and Task frame to `forward` (the task host).
+    pub fn with_forward(mut self, forward: mpsc::Sender<Inbound>) -> Driver {
+        self.forward = Some(forward);
+        self
     }
 
     /// Runs until every command sender is gone.
@@ -185,11 +193,18 @@ impl Driver {
                     tracing::debug!(peer = %inbound.src, id = %inbound.src_id, error = %e, "membership payload refused");
                 }
             }
-            // No machine serves these channels on this build yet.
-            Channel::Paxos | Channel::Task => {
-                self.metrics.transport.decode_errors.inc();
-                tracing::debug!(peer = %inbound.src, channel = ?inbound.channel, "no handler for channel");
-            }
+            Channel::Paxos | Channel::Task => match &self.forward {
+                Some(forward) => {
+                    if forward.try_send(inbound).is_err() {
+                        // The protocol retries what is lost here.
+                        self.metrics.transport.inbound_dropped.inc();
+                    }
+                }
+                None => {
+                    self.metrics.transport.decode_errors.inc();
+                    tracing::debug!(peer = %inbound.src, channel = ?inbound.channel, "no handler for channel");
+                }
+            },
         }
     }
 

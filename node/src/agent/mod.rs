@@ -9,6 +9,7 @@ use crate::api::{self, ApiState};
 use crate::config::AgentConfig;
 use crate::health::{self, HealthHandle};
 use crate::metrics::Metrics;
+use crate::tasks::host::TaskLoad;
 use crate::tls::{self, TlsMaterial};
 use crate::transport::Transport;
 use anyhow::Context;
@@ -17,6 +18,7 @@ use driver::{Command, Driver};
 use incarnation::IncarnationFile;
 use shoal_protocol::gossip::NodeState;
 use shoal_protocol::membership::{Identity, Membership};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -109,6 +111,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         clock.now(),
     );
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (forward_tx, forward_rx) = mpsc::channel(crate::tasks::host::INBOUND_QUEUE);
     let driver = Driver::new(
         membership,
         clock,
@@ -116,18 +119,39 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         metrics.clone(),
         seeds.clone(),
         incarnation_file.clone(),
-    );
+    )
+    .with_forward(forward_tx);
     let driver_task = tokio::spawn(driver.run(commands_rx, inbound_rx));
+    let (tasks, load) = crate::tasks::host::start(
+        crate::tasks::host::HostConfig {
+            me: material.node_id,
+            name: config.name.clone(),
+            party: material.party.clone(),
+            data_dir: config.data_dir.clone(),
+            slots: config.slots,
+            labels: config.labels.clone(),
+            founder: seeds.is_empty(),
+        },
+        clock,
+        transport.clone(),
+        metrics.clone(),
+        commands_tx.clone(),
+        forward_rx,
+    )
+    .await
+    .context("starting the task host")?;
 
     let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
     tokio::spawn(publish_state(
         config.clone(),
         health.clone(),
         commands_tx.clone(),
+        load,
     ));
 
     let api_state = ApiState {
         commands: commands_tx.clone(),
+        tasks,
         metrics,
         health,
         token: config.api_token.clone().filter(|t| !t.is_empty()),
@@ -182,13 +206,18 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 
 /// Recomputes this node's gossiped state every second and hands it to the
 /// membership machine when it changed enough to be worth a gossip round.
-async fn publish_state(config: AgentConfig, health: HealthHandle, commands: mpsc::Sender<Command>) {
+async fn publish_state(
+    config: AgentConfig,
+    health: HealthHandle,
+    commands: mpsc::Sender<Command>,
+    load: std::sync::Arc<TaskLoad>,
+) {
     let mut last: Option<(NodeState, tokio::time::Instant)> = None;
     let mut tick = tokio::time::interval(STATE_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let state = local_state(&config, &health);
+        let state = local_state(&config, &health, &load);
         let due = match &last {
             None => true,
             Some((prev, at)) => material_change(prev, &state) || at.elapsed() >= STATE_MAX_AGE,
@@ -206,14 +235,13 @@ async fn publish_state(config: AgentConfig, health: HealthHandle, commands: mpsc
     }
 }
 
-fn local_state(config: &AgentConfig, health: &HealthHandle) -> NodeState {
+fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> NodeState {
     let sample = health.sample();
     NodeState {
         version: 0,
         slots_total: config.slots,
-        // No task runs on this build yet: every slot is free.
-        slots_free: config.slots,
-        running_attempts: 0,
+        slots_free: load.slots_free.load(Ordering::Relaxed),
+        running_attempts: load.running.load(Ordering::Relaxed),
         cpu_load_permille: sample.cpu_load_permille,
         mem_used_permille: sample.mem_used_permille,
         disk_free_mib: sample.disk_free_mib,

@@ -2,6 +2,7 @@
 //! It listens on loopback unless told otherwise; off loopback every request
 //! but `/healthz` and `/readyz` needs `Authorization: Bearer TOKEN`.
 
+pub mod tasks;
 pub mod view;
 
 use crate::agent::driver::{Command, Snapshot};
@@ -11,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ const DRIVER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ApiState {
     /// Commands to the membership driver.
     pub commands: mpsc::Sender<Command>,
+    /// Requests to the task host.
+    pub tasks: crate::tasks::TasksHandle,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// Health check results.
@@ -47,6 +50,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/members", get(members))
         .route("/v1/node", get(node))
         .route("/metrics", get(metrics))
+        .route("/v1/tasks", get(tasks::list).post(tasks::submit))
+        .route("/v1/tasks/{id}", get(tasks::get_task))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/logs", get(tasks::logs))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -78,7 +85,8 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     next.run(request).await
 }
 
-struct ApiError(StatusCode, String);
+/// An error answer: the status and a JSON `{"error": ...}` body.
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

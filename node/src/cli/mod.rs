@@ -2,6 +2,7 @@
 //! `SHOAL_*` environment variables, then the config file, then defaults.
 
 pub mod members;
+pub mod tasks;
 
 use crate::config::{
     AgentConfig, ConfigError, FileConfig, Preset, DEFAULT_API, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
@@ -44,6 +45,16 @@ pub enum Command {
     },
     /// List the members a node knows of.
     Members(MembersArgs),
+    /// Submit a task; prints only its id.
+    Submit(tasks::SubmitArgs),
+    /// Show one task, or list the tasks a node knows.
+    Status(tasks::StatusArgs),
+    /// Print a task's output.
+    Logs(tasks::LogsArgs),
+    /// Cancel a task.
+    Cancel(tasks::CancelArgs),
+    /// Wait for tasks to be final; exit 0 only if all succeeded.
+    Wait(tasks::WaitArgs),
 }
 
 /// `shoal ca ...`.

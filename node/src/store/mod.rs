@@ -120,6 +120,23 @@ impl Store {
         wait.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Queues `ops` at once, without waiting (so batches queued one after
+    /// another from one task are applied in that order), and returns a
+    /// future that resolves once they are durable. A full queue is an
+    /// error rather than a wait: the caller's protocol retries.
+    pub fn commit_queued(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>> + use<>, StoreError> {
+        check_batch(&ops)?;
+        let (done, wait) = oneshot::channel();
+        let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
+        queue
+            .try_send(writer::Batch { ops, done })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(async move { wait.await.map_err(|_| StoreError::Closed)? })
+    }
+
     /// Blocking variant of [`Store::commit`], for threads outside the tokio
     /// runtime. Must not be called from inside an async context.
     pub fn commit_blocking(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {

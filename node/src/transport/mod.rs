@@ -74,6 +74,8 @@ pub struct TransportCounters {
     pub dial_failures: Counter,
     /// Outbound payloads dropped (queue full, no connection, send error).
     pub outbound_dropped: Counter,
+    /// Inbound Paxos/Task frames dropped because the task host was behind.
+    pub inbound_dropped: Counter,
 }
 
 /// One frame from an authenticated peer.

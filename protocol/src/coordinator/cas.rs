@@ -36,7 +36,16 @@ pub enum OpError {
 #[derive(Debug, Clone)]
 pub(super) enum Change {
     Task(Mutation),
-    JobWrite(Option<Vec<u8>>),
+    /// A blind write. A CAS round may be retried after an earlier round
+    /// was accepted by some acceptors: the write must then not be applied
+    /// a second time (a reader may have seen it and others overwritten it
+    /// since). So the write applies only over the version the first round
+    /// saw; if the version moved on, the write is linearized just before
+    /// the write that moved it, and changes nothing.
+    JobWrite {
+        bytes: Option<Vec<u8>>,
+        over: Option<u64>,
+    },
     JobRead,
     Successor(ShardConfig),
 }
@@ -46,6 +55,7 @@ pub(super) enum Change {
 pub(super) enum Purpose {
     Submit { request: RequestId, task: TaskId },
     Cancel { request: RequestId, task: TaskId },
+    Read { request: RequestId, task: TaskId },
     Claim { task: TaskId, attempt: u64 },
     Start,
     Finish { task: TaskId, attempt: u64 },
@@ -93,11 +103,23 @@ fn apply_change(
             }
             tasks::apply(rec, m, bugs).map(|r| r.map(|r| Value::Task(Box::new(r))))
         }
-        Change::JobWrite(v) => Ok(v.clone().map(Value::Job)),
+        Change::JobWrite { bytes, over } => {
+            let version = match current {
+                Some(Value::Job(j)) => j.version,
+                _ => 0,
+            };
+            if over.is_some_and(|o| o != version) {
+                return Ok(current.cloned());
+            }
+            Ok(Some(Value::Job(crate::paxos::JobValue {
+                version: version.saturating_add(1),
+                bytes: bytes.clone(),
+            })))
+        }
         Change::JobRead => Ok(current.cloned()),
         Change::Successor(proposed) => match current {
             // Someone chose already: keep theirs (anyone finishes it).
-            Some(Value::Config(c)) if c.epoch == config.epoch + 1 => {
+            Some(Value::Config(c)) if c.epoch == config.epoch.saturating_add(1) => {
                 Ok(Some(Value::Config(c.clone())))
             }
             _ => Ok(Some(Value::Config(proposed.clone()))),
@@ -168,6 +190,14 @@ impl Coordinator {
                         .values()
                         .max_by_key(|s| s.accepted)
                         .and_then(|s| s.value.clone());
+                    if let Change::JobWrite { over, .. } = &mut op.change {
+                        if over.is_none() {
+                            *over = Some(match &current {
+                                Some(Value::Job(j)) => j.version,
+                                _ => 0,
+                            });
+                        }
+                    }
                     let result =
                         apply_change(&op.change, current.as_ref(), &op.config, &self.cfg.bugs);
                     let value = match &result {
@@ -222,8 +252,7 @@ impl Coordinator {
                     self.retry(now, id, op, false);
                     return;
                 }
-                GroupRefusal::NotActive | GroupRefusal::NotMember => {
-                    self.needs_reconfig.insert(op.config.shard);
+                GroupRefusal::NotMember => {
                     op.nays.insert(from);
                 }
                 _ => {
@@ -258,7 +287,10 @@ impl Coordinator {
         self.restart(now, id, op);
     }
 
-    fn restart(&mut self, now: Instant, id: u64, mut op: Box<CasOp>) {
+    fn restart(&mut self, now: Instant, _old_id: u64, mut op: Box<CasOp>) {
+        // Every round gets a fresh request id: a late promise or accept
+        // answer of an earlier round must never count for this ballot.
+        let id = self.next_id();
         op.tries += 1;
         op.ballot = self.next_ballot();
         op.phase = Phase::Prepare {
@@ -334,6 +366,14 @@ impl Coordinator {
                     result: res.map(|_| ()),
                 });
             }
+            Purpose::Read { request, task } => {
+                let result = res.map(|v| record(&v).map(Box::new));
+                self.effects.push_back(Effect::TaskRead {
+                    request,
+                    task,
+                    result,
+                });
+            }
             Purpose::Claim { task, attempt } => {
                 self.claim_done(now, task, attempt, res.map(|v| record(&v)))
             }
@@ -343,7 +383,7 @@ impl Coordinator {
             }
             Purpose::Job { request } => {
                 let result = res.map(|v| match v {
-                    Some(Value::Job(b)) => Some(b),
+                    Some(Value::Job(j)) => j.bytes,
                     _ => None,
                 });
                 self.effects.push_back(Effect::JobDone { request, result });

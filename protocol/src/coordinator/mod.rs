@@ -314,6 +314,9 @@ pub enum Effect {
         attempt: u64,
         /// The record's new state.
         state: TaskState,
+        /// The record's current attempt after the commit: equal to
+        /// `attempt` unless fencing failed.
+        record_attempt: u64,
     },
     /// An attempt's outcome was refused (it was no longer current).
     AttemptRefused {
@@ -330,6 +333,16 @@ pub enum Effect {
         request: RequestId,
         /// The register's value after the operation.
         result: Result<Option<Vec<u8>>, OpError>,
+    },
+    /// The outcome of a task read: the record as a majority of its shard
+    /// group holds it (`None` when no such task exists).
+    TaskRead {
+        /// The request.
+        request: RequestId,
+        /// The task.
+        task: TaskId,
+        /// The record, or why the read did not complete.
+        result: Result<Option<Box<TaskRecord>>, OpError>,
     },
     /// A shard moved to a new configuration through this node.
     Reconfigured {
@@ -392,7 +405,7 @@ pub struct Stats {
 
 enum InFlight {
     Cas(Box<CasOp>),
-    Lease(LeaseRound),
+    Lease(Box<LeaseRound>),
     Pull { shard: ShardId, deadline: Instant },
 }
 
@@ -420,6 +433,7 @@ pub struct Coordinator {
     view: BTreeMap<NodeId, NodeState>,
     next_req: u64,
     ballot_counter: u64,
+    incarnation: u64,
     ops: BTreeMap<u64, InFlight>,
     attempts: BTreeMap<TaskId, Attempt>,
     reconfigs: BTreeMap<ShardId, Reconfig>,
@@ -510,6 +524,7 @@ impl Coordinator {
             directory: jitter(cfg.directory_sync_ms),
             gc: jitter(cfg.gc_interval_ms),
         };
+        let incarnation = rng.gen::<u64>() | 1;
         let mut live = BTreeSet::new();
         live.insert(me);
         Coordinator {
@@ -525,6 +540,7 @@ impl Coordinator {
             view: BTreeMap::new(),
             next_req: 1,
             ballot_counter: 0,
+            incarnation,
             ops: BTreeMap::new(),
             attempts: BTreeMap::new(),
             reconfigs: BTreeMap::new(),
@@ -647,6 +663,22 @@ impl Coordinator {
         Ok(request)
     }
 
+    /// Reads a task record linearizably (a CASPaxos round that changes
+    /// nothing); [`Effect::TaskRead`] follows.
+    pub fn read_task(&mut self, now: Instant, task: TaskId) -> Result<RequestId, RequestError> {
+        let config = self.config_for(task.0)?;
+        let request = self.request_id();
+        self.start_cas(
+            now,
+            config,
+            RegisterKey::Task(task),
+            Change::Task(Mutation::Read),
+            Purpose::Read { request, task },
+        );
+        self.deliver_local(now);
+        Ok(request)
+    }
+
     /// The configuration of the shard of `key`, if an operation may start.
     fn config_for(&self, key: u64) -> Result<ShardConfig, RequestError> {
         if self.ops.len() >= MAX_OPS_IN_FLIGHT {
@@ -672,7 +704,10 @@ impl Coordinator {
             now,
             config,
             RegisterKey::Job(job),
-            Change::JobWrite(value),
+            Change::JobWrite {
+                bytes: value,
+                over: None,
+            },
             Purpose::Job { request },
         );
         self.deliver_local(now);
@@ -816,6 +851,7 @@ impl Coordinator {
         Ballot {
             counter: self.ballot_counter,
             node: self.me,
+            incarnation: self.incarnation,
         }
     }
 
@@ -882,7 +918,7 @@ impl Coordinator {
             | PaxosMessage::SealedState { hdr, .. }
             | PaxosMessage::Installed { hdr } => {
                 if let PaxosMessage::Refused { reason, .. } = &msg {
-                    self.learn_from_refusal(hdr.shard, reason);
+                    self.learn_from_refusal(from, hdr.shard, reason);
                 }
                 let req = hdr.req;
                 if self.reconfigs.get(&hdr.shard).is_some_and(|r| r.req == req) {
@@ -912,11 +948,11 @@ impl Coordinator {
         }
     }
 
-    fn learn_from_refusal(&mut self, shard: ShardId, reason: &GroupRefusal) {
+    fn learn_from_refusal(&mut self, from: NodeId, shard: ShardId, reason: &GroupRefusal) {
         match reason {
             GroupRefusal::Sealed(succ) => {
                 if let Some(old) = self.directory.get(&shard) {
-                    if old.epoch + 1 == succ.epoch {
+                    if old.epoch.saturating_add(1) == succ.epoch {
                         self.predecessor.insert(shard, old.clone());
                     }
                 }
@@ -924,7 +960,17 @@ impl Coordinator {
             }
             GroupRefusal::Stale(c) => self.learn_config(c.clone()),
             GroupRefusal::Ballot(b) => self.observe_ballot(*b),
-            GroupRefusal::NotMember | GroupRefusal::NotActive => {}
+            GroupRefusal::NotMember => {
+                // A member of the group we know has no state for it: it lost
+                // its disk, or never got the install.
+                if self
+                    .directory
+                    .get(&shard)
+                    .is_some_and(|c| c.contains(&from))
+                {
+                    self.needs_reconfig.insert(shard);
+                }
+            }
         }
     }
 
@@ -961,6 +1007,12 @@ impl Coordinator {
 
     fn collect_garbage(&mut self, now: Instant) {
         self.acceptor.expire_leases(now);
+        let pruned = self
+            .acceptor
+            .prune_tombstones(now, self.cfg.retention_ms, 256);
+        if !pruned.is_empty() {
+            self.persist(pruned, Vec::new());
+        }
         self.offered
             .retain(|_, at| now.saturating_duration_since(*at).as_millis() < 10_000);
         let candidates = self
@@ -1002,6 +1054,7 @@ pub fn first_configs(cfg: &Config, founders: &[NodeId]) -> Vec<ShardConfig> {
             shard,
             epoch: 1,
             members,
+            previous: Vec::new(),
         })
         .collect()
 }

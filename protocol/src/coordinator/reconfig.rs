@@ -72,7 +72,21 @@ impl Coordinator {
             .map(|(s, c)| (*s, c.members.clone()))
             .collect();
         let desired = shard::place(self.cfg.shards, size, &live, &current);
-        let amnesic = std::mem::take(&mut self.needs_reconfig);
+        let mut amnesic = std::mem::take(&mut self.needs_reconfig);
+        // A move this node was installed by but never saw activated: finish
+        // it (idempotent) from the predecessor it remembers.
+        for (shard, s) in self.acceptor.shards() {
+            if let crate::paxos::GroupStatus::Installed(pred) = &s.meta.status {
+                if self
+                    .directory
+                    .get(shard)
+                    .is_some_and(|c| *c == s.meta.config)
+                {
+                    self.predecessor.insert(*shard, pred.clone());
+                    amnesic.insert(*shard);
+                }
+            }
+        }
         for (shard, config) in self.directory.clone() {
             if self.reconfigs.len() >= MAX_RECONFIGS || self.reconfigs.contains_key(&shard) {
                 continue;
@@ -96,13 +110,17 @@ impl Coordinator {
                 let b: BTreeSet<_> = config.members.iter().collect();
                 a != b
             };
-            let finishing = self
+            // A member without state for the current epoch was never
+            // installed (a node that lost its disk comes back under a new
+            // id): finish the move, which installs it from the sealed
+            // predecessor. Idempotent for everyone else.
+            let predecessor = self
                 .predecessor
                 .get(&shard)
-                .is_some_and(|p| p.epoch + 1 == config.epoch)
-                && lost_state;
-            if finishing {
-                let old = self.predecessor[&shard].clone();
+                .filter(|p| p.epoch.saturating_add(1) == config.epoch)
+                .cloned()
+                .or_else(|| config.predecessor());
+            if let (true, Some(old)) = (lost_state, predecessor) {
                 let members = config.members.clone();
                 self.begin_reconfig(now, old, members, false);
                 continue;
@@ -137,8 +155,9 @@ impl Coordinator {
         if forced {
             let successor = ShardConfig {
                 shard,
-                epoch: old.epoch + 1,
+                epoch: old.epoch.saturating_add(1),
                 members: proposed,
+                previous: old.members.clone(),
             };
             r.step = Step::Seal {
                 successor,
@@ -151,8 +170,9 @@ impl Coordinator {
         self.reconfigs.insert(shard, r);
         let successor = ShardConfig {
             shard,
-            epoch: old.epoch + 1,
+            epoch: old.epoch.saturating_add(1),
             members: proposed,
+            previous: old.members.clone(),
         };
         self.start_cas(
             now,
@@ -174,7 +194,7 @@ impl Coordinator {
         let Some(r) = self.reconfigs.get(&shard) else {
             return;
         };
-        let next_epoch = r.old.epoch + 1;
+        let next_epoch = r.old.epoch.saturating_add(1);
         let successor = successor.or_else(|| {
             self.directory
                 .get(&shard)
@@ -232,6 +252,7 @@ impl Coordinator {
                     },
                     config: successor.clone(),
                     snapshot: snapshot.clone(),
+                    predecessor: r.old.clone(),
                     quarantine: r.forced,
                 },
             ),
@@ -292,7 +313,7 @@ impl Coordinator {
                     reason: GroupRefusal::Stale(c) | GroupRefusal::Sealed(c),
                     ..
                 },
-            ) if c.epoch > r.old.epoch + 1 => {
+            ) if c.epoch > r.old.epoch.saturating_add(1) => {
                 // Somebody went further already.
                 return;
             }
@@ -442,7 +463,9 @@ impl Coordinator {
 fn merge<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> Snapshot {
     let mut regs: BTreeMap<RegisterKey, Slot> = BTreeMap::new();
     let mut leases: BTreeMap<(crate::tasks::TaskId, NodeId, u64), LeaseTransfer> = BTreeMap::new();
+    let mut quarantine_ms = 0;
     for s in snapshots {
+        quarantine_ms = quarantine_ms.max(s.quarantine_ms);
         for (k, slot) in &s.registers {
             let keep = regs.get(k).is_none_or(|have| slot.accepted > have.accepted);
             if keep {
@@ -459,5 +482,6 @@ fn merge<'a>(snapshots: impl Iterator<Item = &'a Snapshot>) -> Snapshot {
     Snapshot {
         registers: regs.into_iter().collect(),
         leases: leases.into_values().collect(),
+        quarantine_ms,
     }
 }

@@ -114,7 +114,7 @@ impl Coordinator {
             && spec.fits_labels(&self.cfg.labels)
     }
 
-    /// Starts a claim of attempt `from + 1` if this node has room.
+    /// Starts a claim of attempt `from.saturating_add(1)` if this node has room.
     pub(super) fn try_claim(
         &mut self,
         now: Instant,
@@ -130,7 +130,7 @@ impl Coordinator {
             return;
         };
         let ballot = self.next_ballot();
-        let attempt = from + 1;
+        let attempt = from.saturating_add(1);
         self.stats.claims_started += 1;
         self.attempts.insert(
             task,
@@ -148,9 +148,12 @@ impl Coordinator {
             },
         );
         let ask = LeaseAsk {
+            shard: config.shard,
+            epoch: config.epoch,
             task,
             attempt,
             ballot,
+            renewal: false,
         };
         self.start_lease_round(now, config, vec![ask], true);
     }
@@ -187,7 +190,7 @@ impl Coordinator {
             claim,
             deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
         };
-        self.ops.insert(id, InFlight::Lease(round));
+        self.ops.insert(id, InFlight::Lease(Box::new(round)));
         self.broadcast(&members, &msg);
     }
 
@@ -212,6 +215,17 @@ impl Coordinator {
                             round.finals[i] += 1;
                             round.nays[i].insert(from);
                         }
+                        LeaseVerdict::Group(reason) => {
+                            let shard = round.asks[i].shard;
+                            self.learn_from_refusal(from, shard, reason);
+                            if matches!(reason, crate::wire::paxos::GroupRefusal::Sealed(_)) {
+                                // Renew on the successor at once.
+                                if let Some(a) = self.attempts.get_mut(&round.asks[i].task) {
+                                    a.next_renew = now;
+                                }
+                            }
+                            round.nays[i].insert(from);
+                        }
                         LeaseVerdict::Held {
                             owner,
                             remaining_ms,
@@ -228,13 +242,6 @@ impl Coordinator {
                 }
             }
             PaxosMessage::Refused { reason, .. } => {
-                if matches!(
-                    reason,
-                    crate::wire::paxos::GroupRefusal::NotActive
-                        | crate::wire::paxos::GroupRefusal::NotMember
-                ) {
-                    self.needs_reconfig.insert(round.config.shard);
-                }
                 if matches!(reason, crate::wire::paxos::GroupRefusal::Sealed(_)) {
                     // Renew on the successor at once.
                     for a in self.attempts.values_mut() {
@@ -275,7 +282,7 @@ impl Coordinator {
         self.ops.insert(id, InFlight::Lease(round));
     }
 
-    pub(super) fn lease_round_over(&mut self, now: Instant, _id: u64, round: LeaseRound) {
+    pub(super) fn lease_round_over(&mut self, now: Instant, _id: u64, round: Box<LeaseRound>) {
         for i in 0..round.asks.len() {
             if !round.resolved[i] {
                 let granted: Vec<NodeId> = round.grants[i].iter().copied().collect();
@@ -319,8 +326,13 @@ impl Coordinator {
             return;
         }
         let until = sent_at + lease;
-        // A grant that arrives after the lease it gives ran out is worth nothing.
+        // A grant that arrives after the lease it gives ran out is worth
+        // nothing; a claim that got only that gives up its slots.
         if until <= now {
+            if claim && a.phase == Phase::Leasing {
+                self.attempts.remove(&ask.task);
+                self.release(config, ask.task, ask.attempt);
+            }
             return;
         }
         if claim {
@@ -580,6 +592,7 @@ impl Coordinator {
                     task,
                     attempt,
                     state: r.state.clone(),
+                    record_attempt: r.attempt,
                 });
                 if let Some(config) = self.directory.get(&shard).cloned() {
                     // Our belief ended when the attempt was removed; only
@@ -659,24 +672,36 @@ impl Coordinator {
         self.renew_due(now);
     }
 
+    /// Renews every lease that is due, one request per acceptor group
+    /// (shards served by the same nodes share it).
     fn renew_due(&mut self, now: Instant) {
-        let mut by_shard: BTreeMap<ShardId, Vec<LeaseAsk>> = BTreeMap::new();
+        let mut by_group: BTreeMap<Vec<NodeId>, (ShardConfig, Vec<LeaseAsk>)> = BTreeMap::new();
+        let renew = Duration::from_millis(self.cfg.renew_ms);
         for a in self.attempts.values_mut() {
             let valid = a.valid_until.is_some_and(|v| v > now);
-            if a.needs_lease() && valid && !a.renewing && now >= a.next_renew {
-                a.renewing = true;
-                a.next_renew = now + Duration::from_millis(self.cfg.renew_ms);
-                by_shard.entry(a.shard).or_default().push(LeaseAsk {
-                    task: a.task,
-                    attempt: a.attempt,
-                    ballot: a.ballot,
-                });
+            if !(a.needs_lease() && valid && !a.renewing && now >= a.next_renew) {
+                continue;
             }
-        }
-        for (shard, asks) in by_shard {
-            let Some(config) = self.directory.get(&shard).cloned() else {
+            let Some(config) = self.directory.get(&a.shard) else {
                 continue;
             };
+            a.renewing = true;
+            a.next_renew = now + renew;
+            let mut group = config.members.clone();
+            group.sort_unstable();
+            let entry = by_group
+                .entry(group)
+                .or_insert_with(|| (config.clone(), Vec::new()));
+            entry.1.push(LeaseAsk {
+                shard: config.shard,
+                epoch: config.epoch,
+                task: a.task,
+                attempt: a.attempt,
+                ballot: a.ballot,
+                renewal: true,
+            });
+        }
+        for (_, (config, asks)) in by_group {
             for chunk in asks.chunks(crate::wire::paxos::MAX_LEASES_PER_MESSAGE) {
                 self.start_lease_round(now, config.clone(), chunk.to_vec(), false);
             }

@@ -36,6 +36,8 @@ pub struct ShardAcceptor {
     eligible_at: BTreeMap<TaskId, Instant>,
     /// When each task was first seen final here (memory only).
     final_at: BTreeMap<TaskId, Instant>,
+    /// When each task's record was seen deleted here (memory only).
+    deleted_at: BTreeMap<TaskId, Instant>,
 }
 
 impl ShardAcceptor {
@@ -56,6 +58,7 @@ impl ShardAcceptor {
             changed_at: BTreeMap::new(),
             eligible_at: BTreeMap::new(),
             final_at: BTreeMap::new(),
+            deleted_at: BTreeMap::new(),
         };
         let tasks: Vec<(TaskId, bool)> = s
             .registers
@@ -125,6 +128,7 @@ impl ShardAcceptor {
                 self.final_at.remove(&task);
                 self.eligible_at.remove(&task);
                 self.changed_at.remove(&task);
+                self.deleted_at.insert(task, now);
             }
         }
     }
@@ -260,9 +264,12 @@ impl Acceptor {
         match s.meta.config.epoch.cmp(&hdr.epoch) {
             std::cmp::Ordering::Less => Err(GroupRefusal::NotMember),
             std::cmp::Ordering::Greater => Err(GroupRefusal::Stale(s.meta.config.clone())),
-            std::cmp::Ordering::Equal => match s.meta.status {
+            std::cmp::Ordering::Equal => match &s.meta.status {
                 GroupStatus::Active => Ok(s),
-                GroupStatus::Installed => Err(GroupRefusal::NotActive),
+                // Installed acceptors serve at once: their state is what a
+                // fresh acceptor would hold after accepting, late, the
+                // proposals the sealed majority had accepted.
+                GroupStatus::Installed(_) => Ok(s),
                 GroupStatus::Sealed(_) => unreachable!("handled above"),
             },
         }
@@ -290,19 +297,28 @@ impl Acceptor {
                 lease_ms: _,
                 asks,
             } => {
-                let s = match self.serving(hdr) {
-                    Ok(s) => s,
-                    Err(r) => return refused(*hdr, r),
-                };
-                let verdicts = asks
-                    .iter()
-                    .take(crate::wire::paxos::MAX_LEASES_PER_MESSAGE)
-                    .map(|a| {
-                        let rec = s.record(a.task).cloned();
-                        s.leases
-                            .decide(now, from, a, p.acceptor_lease_ms, rec.as_ref(), &p.bugs)
-                    })
-                    .collect::<Vec<LeaseVerdict>>();
+                let mut verdicts = Vec::with_capacity(asks.len());
+                for a in asks.iter().take(crate::wire::paxos::MAX_LEASES_PER_MESSAGE) {
+                    let h = Header {
+                        shard: a.shard,
+                        epoch: a.epoch,
+                        req: hdr.req,
+                    };
+                    verdicts.push(match self.serving(&h) {
+                        Ok(s) => {
+                            let rec = s.record(a.task).cloned();
+                            s.leases.decide(
+                                now,
+                                from,
+                                a,
+                                p.acceptor_lease_ms,
+                                rec.as_ref(),
+                                &p.bugs,
+                            )
+                        }
+                        Err(r) => LeaseVerdict::Group(r),
+                    });
+                }
                 AcceptorOutput::reply(PaxosMessage::LeaseReply {
                     hdr: *hdr,
                     verdicts,
@@ -331,13 +347,16 @@ impl Acceptor {
                 hdr,
                 config,
                 snapshot,
+                predecessor,
                 quarantine,
-            } => self.install(now, *hdr, config, snapshot, *quarantine, p),
+            } => self.install(now, *hdr, config, predecessor, snapshot, *quarantine, p),
             PaxosMessage::Activate { hdr } => {
                 let Some(s) = self.shards.get_mut(&hdr.shard) else {
                     return AcceptorOutput::default();
                 };
-                if s.meta.config.epoch == hdr.epoch && s.meta.status == GroupStatus::Installed {
+                if s.meta.config.epoch == hdr.epoch
+                    && matches!(s.meta.status, GroupStatus::Installed(_))
+                {
                     s.meta.status = GroupStatus::Active;
                     return AcceptorOutput {
                         reply: None,
@@ -406,6 +425,25 @@ impl Acceptor {
         let Some(s) = self.shards.get_mut(&hdr.shard) else {
             return refused(hdr, GroupRefusal::NotMember);
         };
+        // A member that moved on to the successor before the move was
+        // activated still speaks for the sealed epoch with its installed
+        // state, so that anyone can finish the move even when the old
+        // members that moved on are most of the old group.
+        // (Installed or active: what it holds is what a fresh acceptor may
+        // hold after accepting, late, proposals that were really made.)
+        if !matches!(s.meta.status, GroupStatus::Sealed(_))
+            && s.meta.config.epoch == hdr.epoch.saturating_add(1)
+            && s.meta.config == *successor
+        {
+            {
+                let snapshot = Snapshot {
+                    registers: s.registers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                    leases: s.leases.transfer(now),
+                    quarantine_ms: s.leases.quarantine_left_ms(now),
+                };
+                return AcceptorOutput::reply(PaxosMessage::SealedState { hdr, snapshot });
+            }
+        }
         if s.meta.config.epoch > hdr.epoch {
             let r = match &s.meta.status {
                 GroupStatus::Sealed(succ) => GroupRefusal::Sealed(succ.clone()),
@@ -413,7 +451,7 @@ impl Acceptor {
             };
             return refused(hdr, r);
         }
-        if s.meta.config.epoch < hdr.epoch || successor.epoch != hdr.epoch + 1 {
+        if s.meta.config.epoch < hdr.epoch || successor.epoch != hdr.epoch.saturating_add(1) {
             return refused(hdr, GroupRefusal::NotMember);
         }
         let mut writes = Vec::new();
@@ -424,6 +462,7 @@ impl Acceptor {
         let snapshot = Snapshot {
             registers: s.registers.iter().map(|(k, v)| (*k, v.clone())).collect(),
             leases: s.leases.transfer(now),
+            quarantine_ms: s.leases.quarantine_left_ms(now),
         };
         AcceptorOutput {
             reply: Some(PaxosMessage::SealedState { hdr, snapshot }),
@@ -431,11 +470,13 @@ impl Acceptor {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
         now: Instant,
         hdr: Header,
         config: &ShardConfig,
+        predecessor: &ShardConfig,
         snapshot: &Snapshot,
         quarantine: bool,
         p: &AcceptorParams,
@@ -468,7 +509,7 @@ impl Acceptor {
             .collect();
         let meta = ShardMeta {
             config: config.clone(),
-            status: GroupStatus::Installed,
+            status: GroupStatus::Installed(predecessor.clone()),
         };
         writes.push(meta_write(hdr.shard, &meta));
         writes.extend(registers.iter().map(|(k, v)| slot_write(hdr.shard, *k, v)));
@@ -476,9 +517,21 @@ impl Acceptor {
         // (each one's granting majority meets the sealing majority), so the
         // carried leases replace the joining quarantine; a forced
         // reconfiguration cannot promise that and quarantines.
-        let quarantine_ms = if quarantine { p.acceptor_lease_ms } else { 0 };
+        // A sealed acceptor that had restarted may have forgotten grants:
+        // its remaining quarantine carries over, stretched by the drift
+        // factor because it was measured on the sender's clock.
+        let carried = stretch(snapshot.quarantine_ms, p.rho);
+        let quarantine_ms = if quarantine {
+            p.acceptor_lease_ms.max(carried)
+        } else {
+            carried
+        };
         let leases = LeaseTable::from_transfer(now, quarantine_ms, p.rho, &snapshot.leases);
-        let known_since = if quarantine { now } else { Instant::ZERO };
+        let known_since = if quarantine_ms > 0 {
+            now
+        } else {
+            Instant::ZERO
+        };
         self.shards.insert(
             hdr.shard,
             ShardAcceptor::new(meta, registers, leases, now, known_since),
@@ -516,6 +569,45 @@ impl Acceptor {
         out
     }
 
+    /// Forgets the slots of task records deleted more than `retention_ms`
+    /// ago (at most `max`), returning the store deletes to persist. Safe:
+    /// only a create can bring a record back from nothing, and a submit is
+    /// retried for seconds, not for a retention period.
+    pub fn prune_tombstones(
+        &mut self,
+        now: Instant,
+        retention_ms: u64,
+        max: usize,
+    ) -> Vec<StoreWrite> {
+        let mut writes = Vec::new();
+        for (shard, s) in self.shards.iter_mut() {
+            let old: Vec<TaskId> = s
+                .deleted_at
+                .iter()
+                .filter(|(_, at)| {
+                    now.saturating_duration_since(**at).as_millis() as u64 >= retention_ms
+                })
+                .map(|(t, _)| *t)
+                .take(max.saturating_sub(writes.len()))
+                .collect();
+            for t in old {
+                s.deleted_at.remove(&t);
+                let key = RegisterKey::Task(t);
+                if s.registers
+                    .get(&key)
+                    .is_some_and(|slot| slot.value.is_none())
+                {
+                    s.registers.remove(&key);
+                    writes.push(StoreWrite {
+                        key: StoreKey::Register(*shard, key),
+                        value: None,
+                    });
+                }
+            }
+        }
+        writes
+    }
+
     /// Drops expired leases everywhere (bounded housekeeping).
     pub fn expire_leases(&mut self, now: Instant) {
         for s in self.shards.values_mut() {
@@ -546,6 +638,12 @@ impl Acceptor {
         }
         out
     }
+}
+
+/// `ms` measured on a clock within `1 ± rho`, as a safe upper bound on ours.
+fn stretch(ms: u64, rho: f64) -> u64 {
+    let rho = rho.clamp(0.0, 0.5);
+    ((ms as f64) * (1.0 + rho) / (1.0 - rho)).ceil() as u64
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -80,6 +80,13 @@ impl LeaseTable {
         self.quarantine_until
     }
 
+    /// Time left of the quarantine at `now`.
+    pub fn quarantine_left_ms(&self, now: Instant) -> u64 {
+        self.quarantine_until
+            .saturating_duration_since(now)
+            .as_millis() as u64
+    }
+
     /// Decides one ask from `from`. `record` is this acceptor's copy of the
     /// task's register, if any.
     pub fn decide(
@@ -108,9 +115,13 @@ impl LeaseTable {
         let grants = self.grants.entry(ask.task).or_default();
         // Renewal: the owner's own live grant for this attempt is extended,
         // even in quarantine (the grant is known, nobody else can hold).
+        // Grants carried over from a sealed group may name several owners
+        // (racing claims that each reached a minority): only the holder, who
+        // says it renews, may extend then; a claim waits until it is alone.
+        let others_live = grants.iter().any(|g| g.owner != from);
         if let Some(g) = grants
             .iter_mut()
-            .find(|g| g.owner == from && g.attempt == ask.attempt)
+            .find(|g| g.owner == from && g.attempt == ask.attempt && (ask.renewal || !others_live))
         {
             g.expires = g.expires.max(expires);
             g.ballot = g.ballot.max(ask.ballot);
@@ -237,12 +248,16 @@ mod tests {
 
     fn ask(task: u64, attempt: u64, counter: u64, node: u64) -> LeaseAsk {
         LeaseAsk {
+            shard: crate::shard::ShardId(0),
+            epoch: 1,
             task: TaskId(task),
             attempt,
             ballot: Ballot {
                 counter,
                 node: NodeId::from_u64(node),
+                incarnation: 1,
             },
+            renewal: false,
         }
     }
 
@@ -311,5 +326,36 @@ mod tests {
         let acc = acceptor_lease_ms(1_500, 0.01, &Bugs::none());
         // Slowest acceptor clock vs fastest holder clock, in real time.
         assert!(acc as f64 / 1.01 >= 1_500.0 / 0.99 - 1e-9, "{acc}");
+    }
+
+    #[test]
+    fn carried_grants_of_racing_claims_let_only_the_renewing_holder_extend() {
+        let now = Instant::from_millis(10);
+        let (a, c) = (NodeId::from_u64(1), NodeId::from_u64(3));
+        let carried = |owner| LeaseTransfer {
+            task: TaskId(5),
+            owner,
+            attempt: 1,
+            ballot: Ballot::ZERO,
+            remaining_ms: 50,
+        };
+        let mut t = LeaseTable::from_transfer(now, 0, 0.0, &[carried(a), carried(c)]);
+        let bugs = Bugs::none();
+        // A claim retry by either racer is refused while the other's grant lives.
+        assert!(matches!(
+            t.decide(now, c, &ask(5, 1, 9, 3), 100, None, &bugs),
+            LeaseVerdict::Held { .. }
+        ));
+        assert!(matches!(
+            t.decide(now, a, &ask(5, 1, 9, 1), 100, None, &bugs),
+            LeaseVerdict::Held { .. }
+        ));
+        // The holder's renewal goes through.
+        let mut renew = ask(5, 1, 9, 1);
+        renew.renewal = true;
+        assert_eq!(
+            t.decide(now, a, &renew, 100, None, &bugs),
+            LeaseVerdict::Granted
+        );
     }
 }

@@ -264,7 +264,7 @@ impl TaskRecord {
 pub enum Mutation {
     /// Create the record if absent (a retried submit is idempotent).
     Create(Box<TaskRecord>),
-    /// Take attempt `from + 1` for `holder`, if the record is still at
+    /// Take attempt `from.saturating_add(1)` for `holder`, if the record is still at
     /// attempt `from` and not final.
     Claim {
         /// The attempt the claimer saw.
@@ -341,6 +341,15 @@ pub fn apply(
             }
             return Ok(None);
         }
+        // Idempotence: a CAS round can be retried after an earlier round of
+        // the same operation was chosen; a repeated change must then report
+        // success, not a refusal.
+        Mutation::Cancel if rec.state == TaskState::Cancelled => {}
+        Mutation::Claim { from, holder, .. }
+            if rec.attempt == from.saturating_add(1)
+                && rec.state.holder() == Some((from.saturating_add(1), *holder)) => {}
+        Mutation::Finish { attempt, .. }
+            if rec.state.is_final() && rec.final_attempt == Some(*attempt) => {}
         Mutation::Cancel => {
             if rec.state.is_final() {
                 return Err(Refusal::Final);
@@ -361,9 +370,9 @@ pub fn apply(
                     have: rec.attempt,
                 });
             }
-            next.attempt = from + 1;
+            next.attempt = from.saturating_add(1);
             next.state = TaskState::Claimed {
-                attempt: from + 1,
+                attempt: from.saturating_add(1),
                 holder: *holder,
             };
             next.holder_name = Some(holder_name.clone());
@@ -514,8 +523,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(cancelled.state, TaskState::Cancelled);
+        // Cancelling twice is idempotent (a retried round); cancelling a
+        // task that ended otherwise is refused.
         assert_eq!(
             apply(Some(&cancelled), &Mutation::Cancel, &Bugs::none()),
+            Ok(Some(cancelled.clone()))
+        );
+        let mut done = rec.clone();
+        done.state = TaskState::Succeeded;
+        assert_eq!(
+            apply(Some(&done), &Mutation::Cancel, &Bugs::none()),
             Err(Refusal::Final)
         );
         let claim = Mutation::Claim {

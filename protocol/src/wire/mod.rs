@@ -6,8 +6,8 @@
 //! [`Channel`] it carries them on.
 
 pub mod codec;
-pub mod swim;
 pub mod paxos;
+pub mod swim;
 
 pub use codec::{decode, encode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 

@@ -38,19 +38,25 @@ pub enum GroupRefusal {
     /// This node holds no state for the shard at that epoch (it was never
     /// installed, or lost its disk).
     NotMember,
-    /// Installed by a reconfiguration that has not been activated yet.
-    NotActive,
 }
 
 /// One lease asked for (a claim) or renewed (a batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseAsk {
+    /// The task's shard: one request carries the asks of every shard the
+    /// receiving group serves (renewals are batched per group).
+    pub shard: ShardId,
+    /// The epoch of that shard the sender believes current.
+    pub epoch: u64,
     /// The task.
     pub task: TaskId,
     /// The attempt the lease is for.
     pub attempt: u64,
     /// The proposer's ballot for this lease.
     pub ballot: Ballot,
+    /// The sender holds this lease now and extends it (as opposed to a
+    /// claim, which is refused while anyone else's grant is live).
+    pub renewal: bool,
 }
 
 /// An acceptor's answer to one [`LeaseAsk`].
@@ -73,6 +79,8 @@ pub enum LeaseVerdict {
     Final,
     /// The attempt is older than the record's current one.
     Stale,
+    /// The acceptor does not serve the ask's shard at that epoch.
+    Group(GroupRefusal),
 }
 
 /// A live lease carried from a sealed group to its successor.
@@ -97,6 +105,9 @@ pub struct Snapshot {
     pub registers: Vec<(RegisterKey, Slot)>,
     /// Every live lease.
     pub leases: Vec<LeaseTransfer>,
+    /// Time left of the sender's own quarantine: it restarted and may have
+    /// forgotten grants, so the successor must not grant for that long.
+    pub quarantine_ms: u64,
 }
 
 /// A message between coordinators (channel [`super::Channel::Paxos`]).
@@ -188,6 +199,8 @@ pub enum PaxosMessage {
         config: ShardConfig,
         /// The state read from the sealed majority.
         snapshot: Snapshot,
+        /// The sealed configuration this one follows.
+        predecessor: ShardConfig,
         /// The snapshot may miss live leases (a forced reconfiguration
         /// read less than a majority): grant nothing new for one lease length.
         quarantine: bool,

@@ -5,6 +5,8 @@
 //! with a watchdog, and checkers of design §9 evaluated in global time.
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_protocol::coordinator::{Bootstrap, Config, Coordinator, Effect, KillReason, RequestId};
@@ -14,6 +16,14 @@ use shoal_protocol::shard::{shard_of, ShardId};
 use shoal_protocol::tasks::{TaskId, TaskRecord, TaskSpec, TaskState};
 use shoal_protocol::{Instant, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A completed job register operation: (global time, node, request, result).
+pub type JobDone = (
+    u64,
+    usize,
+    RequestId,
+    Result<Option<Vec<u8>>, shoal_protocol::coordinator::OpError>,
+);
 
 /// A running attempt in the attempt model.
 #[derive(Debug, Clone)]
@@ -104,6 +114,11 @@ pub struct Sim {
     pub failovers_ms: Vec<u64>,
     next_membership: u64,
     pub check_leases_every_ms: u64,
+    /// Completed job register operations: (global time, node, request, result).
+    pub jobs_done: Vec<JobDone>,
+    /// A task whose shard state is printed whenever it changes (debugging).
+    pub watch: Option<TaskId>,
+    last_watch: String,
 }
 
 pub fn node_id(i: usize) -> NodeId {
@@ -188,6 +203,9 @@ impl Sim {
             failovers_ms: Vec::new(),
             next_membership: 0,
             check_leases_every_ms: 1,
+            jobs_done: Vec::new(),
+            watch: None,
+            last_watch: String::new(),
         };
         for i in 0..n {
             sim.drain(i);
@@ -307,8 +325,14 @@ impl Sim {
         }
         match e {
             Effect::Persist { token, writes } => {
+                // The disk completes writes in the order they were issued.
                 let d = self.rng.gen_range(1..=3);
-                self.nodes[i].disk.push((self.now + d, token, writes));
+                let at = self.nodes[i]
+                    .disk
+                    .last()
+                    .map_or(0, |w| w.0)
+                    .max(self.now + d);
+                self.nodes[i].disk.push((at, token, writes));
             }
             Effect::StartAttempt {
                 task,
@@ -383,16 +407,22 @@ impl Sim {
                 self.acked.insert(task, self.now);
             }
             Effect::SubmitFailed { .. } => self.submit_failed += 1,
+            Effect::JobDone { request, result } => {
+                self.jobs_done.push((self.now, i, request, result))
+            }
             Effect::AttemptCommitted {
                 task,
                 attempt,
                 state,
+                record_attempt,
             } => {
-                let latest = self.latest_start.get(&task).copied().unwrap_or(0);
-                if attempt < latest {
+                // A result counts only from the current attempt. (The commit
+                // may be reported after a later attempt started: a paused
+                // proposer learns late that its write was chosen early.)
+                if record_attempt != attempt {
                     self.stale_commits += 1;
                     self.violations.push(format!(
-                        "t={} stale commit: task {task} attempt {attempt} wrote {state:?} after attempt {latest} started",
+                        "t={} stale commit: task {task} attempt {attempt} wrote {state:?} over attempt {record_attempt}",
                         self.now
                     ));
                 }
@@ -462,8 +492,8 @@ impl Sim {
             let done: Vec<usize> = (0..self.nodes[i].disk.len())
                 .filter(|k| !stalled && self.nodes[i].disk[*k].0 <= now)
                 .collect();
-            for k in done.into_iter().rev() {
-                let (_, token, writes) = self.nodes[i].disk.remove(k);
+            for _ in done {
+                let (_, token, writes) = self.nodes[i].disk.remove(0);
                 for w in writes {
                     match w.value {
                         Some(v) => {
@@ -493,6 +523,14 @@ impl Sim {
         if now >= self.next_membership {
             self.next_membership = now + 100;
             self.feed_membership();
+        }
+        if let Some(t) = self.watch {
+            let d = self.describe(t);
+            let body: String = d.lines().skip(1).collect::<Vec<_>>().join("\n");
+            if body != self.last_watch {
+                eprintln!("{d}");
+                self.last_watch = body;
+            }
         }
         if self.check_leases_every_ms > 0 && now.is_multiple_of(self.check_leases_every_ms) {
             self.check_leases();
@@ -566,7 +604,10 @@ impl Sim {
                 node.store.iter().map(|(k, v)| (*k, v.clone())).collect();
             Coordinator::restore(node.id, cfg, seed, local, &self.founders, stored, true)
         } else {
+            // A node that lost its disk lost its key too: it comes back as
+            // a new member (design: NodeId = hash of the certificate key).
             node.store.clear();
+            node.id = NodeId::from_u64(1_000 + i as u64 * 100 + u64::from(node.restarts));
             Coordinator::new(
                 node.id,
                 cfg,
@@ -662,6 +703,67 @@ impl Sim {
             }
         }
         lost
+    }
+
+    /// Everything the cluster knows about a task's shard, for failure messages.
+    pub fn describe(&self, task: TaskId) -> String {
+        let shard = shard_of(task.0, self.cfg.shards);
+        let mut out = format!("task {task} shard {} at t={}\n", shard.0, self.now);
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(c) = n.coord.as_ref() else {
+                out += &format!("  n{i}: down\n");
+                continue;
+            };
+            let local = n.local(self.now);
+            let idx = |id: &NodeId| self.nodes.iter().position(|n| n.id == *id).unwrap_or(99);
+            let dir = c
+                .directory()
+                .get(&shard)
+                .map(|d| (d.epoch, d.members.iter().map(idx).collect::<Vec<_>>()));
+            let acc = c.acceptor().shard(shard).map(|a| {
+                (
+                    a.meta.config.epoch,
+                    match &a.meta.status {
+                        shoal_protocol::paxos::GroupStatus::Active => "active".to_string(),
+                        shoal_protocol::paxos::GroupStatus::Installed(p) => {
+                            format!("installed(pred {})", p.epoch)
+                        }
+                        shoal_protocol::paxos::GroupStatus::Sealed(s) => format!(
+                            "sealed(succ {} {:?})",
+                            s.epoch,
+                            s.members.iter().map(idx).collect::<Vec<_>>()
+                        ),
+                    },
+                    a.record(task).map(|r| {
+                        (
+                            format!("{:?}", r.state)
+                                .chars()
+                                .take(12)
+                                .collect::<String>(),
+                            r.attempt,
+                            r.state.holder().map(|h| idx(&h.1)),
+                        )
+                    }),
+                    a.leases
+                        .live(local)
+                        .filter(|(t, _)| *t == task)
+                        .map(|(_, g)| (idx(&g.owner), g.attempt))
+                        .collect::<Vec<_>>(),
+                    a.leases.in_quarantine(local),
+                )
+            });
+            let held: Vec<_> = c
+                .held_leases(local)
+                .into_iter()
+                .filter(|l| l.task == task)
+                .collect();
+            out += &format!(
+                "  n{i}: dir {dir:?}\n       acc {acc:?}\n       held {held:?} running {:?} free {}\n",
+                n.running.get(&task).map(|a| a.attempt),
+                c.slots_free()
+            );
+        }
+        out
     }
 
     pub fn running_anywhere(&self, task: TaskId) -> Option<(usize, u64)> {

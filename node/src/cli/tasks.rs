@@ -1,0 +1,586 @@
+//! `shoal submit | status | logs | cancel | wait`: clients of `/v1/tasks`.
+//! `submit` prints only the task id on stdout, so scripts can capture it.
+
+use crate::api::tasks::{FINISHED_HEADER, NEXT_OFFSET_HEADER};
+use crate::tasks::view::{DurationField, SubmitBody, TaskView};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+use thiserror::Error;
+
+/// How long one HTTP request may take (a submit waits for a majority).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between polls of `wait` and `logs --follow`.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// `wait` without `--timeout` gives up after this long.
+const WAIT_DEFAULT: Duration = Duration::from_secs(3600);
+/// Tasks `wait` polls at once.
+const WAIT_CONCURRENCY: usize = 16;
+
+/// Flags shared by every task command.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The API of any node.
+    #[arg(long, env = "SHOAL_API_URL", default_value = "http://127.0.0.1:7480")]
+    pub api: String,
+    /// Bearer token for an API off loopback.
+    #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+/// How a submitted task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum DriverArg {
+    /// Run CMD ARGS... as a process.
+    #[default]
+    Command,
+    /// Run nothing: finish after --duration with --exit-code.
+    Mock,
+}
+
+/// `shoal submit`.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Slots the task occupies.
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// A label a node must carry, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = parse_pair)]
+    pub labels: Vec<(String, String)>,
+    /// An environment variable for the command, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
+    /// Working directory of the command.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Retries after a failed attempt.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Per-attempt time limit, like 30s, 2m, 500ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// A name for the task.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How the task runs.
+    #[arg(long, value_enum, default_value_t = DriverArg::Command)]
+    pub driver: DriverArg,
+    /// Mock driver: how long the task pretends to run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Mock driver: the exit code it reports.
+    #[arg(long, allow_hyphen_values = true)]
+    pub exit_code: Option<i32>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// `shoal status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// A task id; without it, list the tasks the node knows.
+    pub id: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// List only tasks in this state.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// List at most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// `shoal logs`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The task id.
+    pub id: String,
+    /// Keep printing until the task is final.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Show standard error instead of standard output.
+    #[arg(long)]
+    pub stderr: bool,
+}
+
+/// `shoal cancel`.
+#[derive(Debug, Clone, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The task id.
+    pub id: String,
+}
+
+/// `shoal wait`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Task ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Give up after this long (exit non-zero), like 30s, 2m [default: 1h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: want KEY=VALUE")),
+    }
+}
+
+/// Why a task command failed.
+#[derive(Debug, Error)]
+pub enum TaskCliError {
+    /// The node could not be reached.
+    #[error(
+        "cannot reach the shoal API at {url}: {reason} (is an agent running there? try --api)"
+    )]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node answered with an error.
+    #[error("{status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The error message of the body.
+        message: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from {url}: {reason}")]
+    BadBody {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The arguments are wrong.
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Clone)]
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Client {
+    fn new(api: &ApiArgs) -> Result<Client, TaskCliError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| TaskCliError::Unreachable {
+                url: api.api.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Client {
+            base: api.api.trim_end_matches('/').to_string(),
+            token: api.api_token.clone(),
+            http,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        json: Option<&SubmitBody>,
+    ) -> Result<Answer, TaskCliError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(body) = json {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| TaskCliError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| TaskCliError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?
+            .to_vec();
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+            return Err(TaskCliError::Status { status, message });
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&SubmitBody>,
+    ) -> Result<T, TaskCliError> {
+        let answer = self.call(method, path, body).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| TaskCliError::BadBody {
+            url: format!("{}{path}", self.base),
+            reason: format!("HTTP {}: {e}", answer.status),
+        })
+    }
+
+    async fn task(&self, id: &str) -> Result<TaskView, TaskCliError> {
+        self.json(reqwest::Method::GET, &format!("/v1/tasks/{id}"), None)
+            .await
+    }
+}
+
+fn check_id(id: &str) -> Result<(), TaskCliError> {
+    crate::tasks::parse_task_id(id)
+        .map(|_| ())
+        .map_err(|e| TaskCliError::Usage(e.to_string()))
+}
+
+/// `shoal submit`: prints the id; exit 0 once a majority persisted it.
+pub async fn submit(args: SubmitArgs) -> Result<i32, TaskCliError> {
+    let mut body = SubmitBody {
+        slots: args.slots,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
+        cwd: args.cwd,
+        retries: args.retries,
+        timeout: args
+            .timeout
+            .map(|t| DurationField::Millis(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+        name: args.name,
+        ..SubmitBody::default()
+    };
+    match args.driver {
+        DriverArg::Command => {
+            let Some((program, rest)) = args.command.split_first() else {
+                return Err(TaskCliError::Usage(
+                    "give the command after `--`, e.g. shoal submit -- echo hi (or --driver mock)"
+                        .into(),
+                ));
+            };
+            if args.duration.is_some() || args.exit_code.is_some() {
+                return Err(TaskCliError::Usage(
+                    "--duration and --exit-code are for --driver mock".into(),
+                ));
+            }
+            body.command = Some(program.clone());
+            body.args = rest.to_vec();
+        }
+        DriverArg::Mock => {
+            if !args.command.is_empty() {
+                return Err(TaskCliError::Usage(
+                    "--driver mock runs no command: drop the arguments after `--`".into(),
+                ));
+            }
+            body.driver = Some("mock".into());
+            body.duration = args
+                .duration
+                .map(|d| DurationField::Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+            body.exit_code = args.exit_code;
+        }
+    }
+    let client = Client::new(&args.api)?;
+    let answer: serde_json::Value = client
+        .json(reqwest::Method::POST, "/v1/tasks", Some(&body))
+        .await?;
+    let id = answer["id"].as_str().ok_or_else(|| TaskCliError::BadBody {
+        url: format!("{}/v1/tasks", client.base),
+        reason: "no id in the answer".into(),
+    })?;
+    println!("{id}");
+    Ok(0)
+}
+
+/// One line per task.
+pub fn table(tasks: &[TaskView]) -> String {
+    let mut out = format!(
+        "{:<16}  {:<9}  {:>7}  {:<12}  {:>4}  {}\n",
+        "ID", "STATE", "ATTEMPT", "NODE", "EXIT", "NAME"
+    );
+    for t in tasks {
+        out.push_str(&format!(
+            "{:<16}  {:<9}  {:>7}  {:<12}  {:>4}  {}\n",
+            t.id,
+            t.state,
+            t.attempt,
+            t.node.as_deref().unwrap_or("-"),
+            t.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
+            t.name
+        ));
+    }
+    out
+}
+
+/// `shoal status [ID] [--json]`.
+pub async fn status(args: StatusArgs) -> Result<i32, TaskCliError> {
+    let client = Client::new(&args.api)?;
+    match &args.id {
+        Some(id) => {
+            check_id(id)?;
+            let task = client.task(id).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&task).expect("views serialise")
+                );
+            } else {
+                print!("{}", table(std::slice::from_ref(&task)));
+            }
+        }
+        None => {
+            let mut path = format!("/v1/tasks?limit={}", args.limit);
+            if let Some(s) = &args.state {
+                path.push_str(&format!("&state={s}"));
+            }
+            let list: Vec<TaskView> = client.json(reqwest::Method::GET, &path, None).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).expect("views serialise")
+                );
+            } else {
+                print!("{}", table(&list));
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `shoal cancel ID`.
+pub async fn cancel(args: CancelArgs) -> Result<i32, TaskCliError> {
+    check_id(&args.id)?;
+    let client = Client::new(&args.api)?;
+    let task: TaskView = client
+        .json(
+            reqwest::Method::POST,
+            &format!("/v1/tasks/{}/cancel", args.id),
+            None,
+        )
+        .await?;
+    eprintln!("task {}: {}", task.id, task.state);
+    Ok(0)
+}
+
+/// `shoal logs ID [--follow]`.
+pub async fn logs(args: LogsArgs) -> Result<i32, TaskCliError> {
+    check_id(&args.id)?;
+    let client = Client::new(&args.api)?;
+    let stream = if args.stderr { "stderr" } else { "stdout" };
+    let mut offset = 0u64;
+    loop {
+        let path = format!("/v1/tasks/{}/logs?stream={stream}&offset={offset}", args.id);
+        let answer = match client.call(reqwest::Method::GET, &path, None).await {
+            Ok(a) => a,
+            // A holder that is briefly unreachable while following.
+            Err(TaskCliError::Status { status: 503, .. }) if args.follow => {
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let header = |name: &str| {
+            answer
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&answer.body);
+        let _ = out.flush();
+        let finished = header(FINISHED_HEADER).as_deref() == Some("true");
+        if let Some(next) = header(NEXT_OFFSET_HEADER).and_then(|v| v.parse().ok()) {
+            offset = next;
+        }
+        if !args.follow || finished {
+            return Ok(0);
+        }
+        if answer.body.is_empty() {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// `shoal wait ID... [--timeout DUR]`: exit 0 only if every task succeeded.
+pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
+    for id in &args.ids {
+        check_id(id)?;
+    }
+    let client = Client::new(&args.api)?;
+    let deadline = tokio::time::Instant::now() + args.timeout.unwrap_or(WAIT_DEFAULT);
+    let bar = (args.ids.len() > 1).then(|| {
+        let bar = ProgressBar::new(args.ids.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} final {msg} [{elapsed}]")
+                .expect("static template"),
+        );
+        bar
+    });
+    let mut open: Vec<String> = args.ids.clone();
+    let mut done: BTreeMap<String, TaskView> = BTreeMap::new();
+    while !open.is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let mut still = Vec::new();
+        for chunk in open.chunks(WAIT_CONCURRENCY) {
+            let mut reads = tokio::task::JoinSet::new();
+            for id in chunk {
+                let (client, id) = (client.clone(), id.clone());
+                reads.spawn(async move {
+                    let r = client.task(&id).await;
+                    (id, r)
+                });
+            }
+            let mut results = Vec::new();
+            while let Some(joined) = reads.join_next().await {
+                if let Ok(pair) = joined {
+                    results.push(pair);
+                }
+            }
+            for (id, r) in results {
+                match r {
+                    Ok(t) if t.is_final() => {
+                        done.insert(id.clone(), t);
+                    }
+                    Ok(_) => still.push(id.clone()),
+                    Err(TaskCliError::Status {
+                        status: 404,
+                        message,
+                    }) => {
+                        if let Some(bar) = &bar {
+                            bar.suspend(|| eprintln!("task {id}: {message}"));
+                        } else {
+                            eprintln!("task {id}: {message}");
+                        }
+                        done.insert(
+                            id.clone(),
+                            TaskView {
+                                id: id.clone(),
+                                name: String::new(),
+                                state: "missing".into(),
+                                attempt: 0,
+                                node: None,
+                                exit_code: None,
+                                retries_used: 0,
+                                driver: String::new(),
+                                command: String::new(),
+                                args: Vec::new(),
+                            },
+                        );
+                    }
+                    // Transient: the node is busy or a group is moving.
+                    Err(TaskCliError::Status { .. }) | Err(TaskCliError::Unreachable { .. }) => {
+                        still.push(id.clone())
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        open = still;
+        if let Some(bar) = &bar {
+            bar.set_position(done.len() as u64);
+            let failed = done.values().filter(|t| t.state != "succeeded").count();
+            bar.set_message(format!("({failed} not succeeded)"));
+        }
+        if !open.is_empty() {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let failed: Vec<&TaskView> = done.values().filter(|t| t.state != "succeeded").collect();
+    for t in &failed {
+        eprintln!(
+            "task {}: {} (exit code {})",
+            t.id,
+            t.state,
+            t.exit_code.map(|c| c.to_string()).unwrap_or("-".into())
+        );
+    }
+    if !open.is_empty() {
+        eprintln!(
+            "timed out with {} of {} tasks not final: {}",
+            open.len(),
+            args.ids.len(),
+            open.join(" ")
+        );
+        return Ok(2);
+    }
+    if args.ids.len() > 1 {
+        eprintln!(
+            "{} succeeded, {} not",
+            done.len() - failed.len(),
+            failed.len()
+        );
+    }
+    Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_env_need_key_equals_value() {
+        assert_eq!(parse_pair("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_pair("=x").is_err());
+        assert!(parse_pair("novalue").is_err());
+    }
+
+    #[test]
+    fn table_shows_null_node_and_exit_code_as_dashes() {
+        let t = TaskView {
+            id: "00000000000000ab".into(),
+            name: "n".into(),
+            state: "pending".into(),
+            attempt: 0,
+            node: None,
+            exit_code: None,
+            retries_used: 0,
+            driver: "mock".into(),
+            command: String::new(),
+            args: Vec::new(),
+        };
+        let text = table(&[t]);
+        assert!(text.lines().nth(1).unwrap().contains("pending"));
+        assert!(text.lines().nth(1).unwrap().contains(" - "));
+    }
+}

@@ -1,0 +1,1015 @@
+//! The task that owns this node's [`Coordinator`]: it feeds it Paxos
+//! payloads, membership, timer expiries, durable-write completions,
+//! attempt exits and API requests, and carries out every effect it polls
+//! (persist through the store's group commit, start/extend/kill through
+//! the executor, answer the API). It makes no protocol decision.
+
+use super::mesh::{RemoteChunk, TaskMessage, REMOTE_LOG_CHUNK_BYTES};
+use super::{LogPiece, Request, TaskError, TasksHandle, REQUEST_TIMEOUT};
+use crate::agent::clock::Clock;
+use crate::agent::driver::Command;
+use crate::exec::{self, AttemptExit, AttemptOutcome, AttemptSpec, Executor, LogStream};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreOptions, WriteOp};
+use crate::transport::{Inbound, Transport};
+use anyhow::Context;
+use shoal_protocol::coordinator::{
+    Bootstrap, Config, Coordinator, Effect, KillReason, OpError, RequestId,
+};
+use shoal_protocol::gossip::NodeState;
+use shoal_protocol::membership::MemberState;
+use shoal_protocol::paxos::{GroupStatus, StoreKey, StoreValue, StoreWrite, Value};
+use shoal_protocol::tasks::{Driver, Refusal, TaskId, TaskRecord};
+use shoal_protocol::wire::{self, Channel};
+use shoal_protocol::{Instant, NodeId};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// API requests queued for the host.
+const REQUEST_QUEUE: usize = 4096;
+/// Inbound Paxos/Task frames queued for the host.
+pub const INBOUND_QUEUE: usize = 16_384;
+/// How often the membership view is re-read from the membership driver.
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(100);
+/// How often the gauges are recomputed.
+const GAUGE_REFRESH: Duration = Duration::from_secs(1);
+/// Outputs drained per wake-up (guards against a host bug looping).
+const MAX_DRAIN: usize = 1_000_000;
+/// Inputs handled per wake-up before timers get a turn.
+const MAX_BATCH: usize = 512;
+/// Remote log reads waiting for an answer, at most.
+const MAX_REMOTE_LOG_READS: usize = 1024;
+/// A departure older than this is not the cause of a retried attempt.
+const FAILOVER_WINDOW: Duration = Duration::from_secs(30);
+
+/// Load of this node's attempts, read by the gossiped state publisher.
+#[derive(Debug, Default)]
+pub struct TaskLoad {
+    /// Slots not used by attempts.
+    pub slots_free: AtomicU32,
+    /// Attempts running.
+    pub running: AtomicU32,
+}
+
+/// What the host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// This node.
+    pub me: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The party (for `SHOAL_PARTY`).
+    pub party: String,
+    /// The data directory (store, attempts).
+    pub data_dir: PathBuf,
+    /// Slots offered.
+    pub slots: u32,
+    /// Placement labels.
+    pub labels: BTreeMap<String, String>,
+    /// No seeds were given: with an empty store this node founds the party.
+    pub founder: bool,
+}
+
+/// One member as the host needs it.
+#[derive(Debug, Clone, PartialEq)]
+struct Peer {
+    id: NodeId,
+    name: String,
+    addr: SocketAddr,
+    state: Option<NodeState>,
+}
+
+enum Pending {
+    Submit(oneshot::Sender<Result<TaskId, TaskError>>),
+    Get(oneshot::Sender<Result<TaskRecord, TaskError>>),
+    Cancel(oneshot::Sender<Result<(), TaskError>>),
+    Logs {
+        stream: LogStream,
+        offset: u64,
+        reply: oneshot::Sender<Result<LogPiece, TaskError>>,
+    },
+}
+
+struct RemoteRead {
+    reply: oneshot::Sender<Result<LogPiece, TaskError>>,
+    attempt: u64,
+    task_final: bool,
+    since: std::time::Instant,
+}
+
+/// Starts the host: opens the store, restores or creates the coordinator,
+/// recovers attempts left by an earlier run, and spawns the loop.
+/// `inbound` carries the Paxos and Task frames the transport received.
+pub async fn start(
+    config: HostConfig,
+    clock: Clock,
+    transport: Transport,
+    metrics: Arc<Metrics>,
+    commands: mpsc::Sender<Command>,
+    inbound: mpsc::Receiver<Inbound>,
+) -> anyhow::Result<(TasksHandle, Arc<TaskLoad>)> {
+    let observer_metrics = metrics.clone();
+    let options = StoreOptions {
+        commit_observer: Some(Arc::new(move |sample: crate::store::CommitSample| {
+            observer_metrics
+                .tasks
+                .store_commit_seconds
+                .observe(sample.latency.as_secs_f64());
+        })),
+    };
+    let store = Store::open(&config.data_dir, options)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let cfg = Config {
+        name: config.name.clone(),
+        slots_total: config.slots,
+        labels: config.labels.clone(),
+        ..Config::default()
+    };
+    let stored = load_acceptor_state(&store, cfg.shards)?;
+    let now = clock.now();
+    let coord = if stored.is_empty() {
+        let bootstrap = if config.founder {
+            Bootstrap::Founder(vec![config.me])
+        } else {
+            Bootstrap::Joiner(Vec::new())
+        };
+        tracing::info!(
+            founder = config.founder,
+            "empty store: starting the coordinator"
+        );
+        Coordinator::new(config.me, cfg, rand::random(), now, bootstrap)
+    } else {
+        tracing::info!(
+            entries = stored.len(),
+            "restoring the coordinator from the store"
+        );
+        Coordinator::restore(config.me, cfg, rand::random(), now, &[], stored, true)
+    }
+    .map_err(|e| anyhow::anyhow!("coordinator configuration: {e}"))?;
+
+    let exec_config = exec::ExecutorConfig::new(
+        config.data_dir.clone(),
+        config.slots,
+        config.name.clone(),
+        config.party.clone(),
+    )?;
+    let (executor, exits) = Executor::new(exec_config);
+    let recovering = executor.clone();
+    let recovered = tokio::task::spawn_blocking(move || recovering.recover())
+        .await
+        .context("recovering attempts")??;
+    for old in &recovered {
+        // The restart fenced them: their leases lapsed while no agent
+        // renewed them, so another node may hold the task now.
+        tracing::warn!(task = %old.task_id, attempt = old.attempt, outcome = ?old.outcome,
+            "attempt of an earlier run found; it was fenced by the restart");
+        if old.outcome.is_fenced() {
+            metrics.tasks.recovered_fenced.inc();
+        }
+        if let Err(e) = executor.mark_reported(&old.task_id, old.attempt) {
+            tracing::warn!(error = %e, "cannot mark a recovered attempt reported");
+        }
+    }
+
+    let load = Arc::new(TaskLoad::default());
+    load.slots_free.store(config.slots, Ordering::Relaxed);
+    let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+    let (members_tx, members) = mpsc::channel(4);
+    let (persisted_tx, persisted) = mpsc::unbounded_channel();
+    tokio::spawn(watch_membership(commands, members_tx));
+    let host = Host {
+        coord,
+        clock,
+        store: Arc::new(store),
+        exec: executor,
+        transport,
+        metrics,
+        me: config.me,
+        name: config.name,
+        data_dir: config.data_dir,
+        peers: HashMap::new(),
+        last_departure: None,
+        pending: HashMap::new(),
+        remote: HashMap::new(),
+        next_remote: 1,
+        persisted_tx,
+        load: load.clone(),
+    };
+    tokio::spawn(host.run(requests, inbound, exits, persisted, members));
+    Ok((TasksHandle::new(requests_tx), load))
+}
+
+/// Every acceptor entry the store holds, decoded; undecodable entries are
+/// an error (the store is this node's own, so they mean corruption).
+fn load_acceptor_state(store: &Store, shards: u32) -> anyhow::Result<Vec<(StoreKey, StoreValue)>> {
+    let mut out = Vec::new();
+    for shard in 0..shards {
+        for (k, v) in store.acceptor_shard(shard)? {
+            let key: StoreKey = wire::decode(&k, wire::MAX_STREAM_MESSAGE_BYTES)
+                .with_context(|| format!("decoding a stored key of shard {shard}"))?;
+            let value: StoreValue = wire::decode(&v, wire::MAX_STREAM_MESSAGE_BYTES)
+                .with_context(|| format!("decoding a stored value of shard {shard}"))?;
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+fn store_ops(writes: Vec<StoreWrite>) -> Vec<WriteOp> {
+    writes
+        .into_iter()
+        .map(|w| {
+            let shard = match w.key {
+                StoreKey::Meta(s) | StoreKey::Register(s, _) => s.0,
+            };
+            let key = wire::encode(&w.key);
+            match w.value {
+                Some(v) => WriteOp::PutAcceptor {
+                    shard,
+                    key,
+                    value: wire::encode(&v),
+                },
+                None => WriteOp::DeleteAcceptor { shard, key },
+            }
+        })
+        .collect()
+}
+
+/// Polls the membership driver and sends the live view when it changed.
+async fn watch_membership(commands: mpsc::Sender<Command>, out: mpsc::Sender<Vec<Peer>>) {
+    let mut tick = tokio::time::interval(MEMBERSHIP_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<Vec<Peer>> = None;
+    loop {
+        tick.tick().await;
+        let (tx, rx) = oneshot::channel();
+        if commands.send(Command::Snapshot(tx)).await.is_err() {
+            return;
+        }
+        let Ok(snapshot) = rx.await else { return };
+        let mut peers: Vec<Peer> = snapshot
+            .members
+            .iter()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| Peer {
+                id: m.identity.id,
+                name: m.identity.name.clone(),
+                addr: m.identity.addr,
+                state: m.node_state.clone(),
+            })
+            .collect();
+        peers.push(Peer {
+            id: snapshot.identity.id,
+            name: snapshot.identity.name.clone(),
+            addr: snapshot.identity.addr,
+            state: Some(snapshot.local_state.clone()),
+        });
+        peers.sort_by_key(|p| p.id);
+        if last.as_ref() != Some(&peers) {
+            if out.send(peers.clone()).await.is_err() {
+                return;
+            }
+            last = Some(peers);
+        }
+    }
+}
+
+struct Host {
+    coord: Coordinator,
+    clock: Clock,
+    store: Arc<Store>,
+    exec: Executor,
+    transport: Transport,
+    metrics: Arc<Metrics>,
+    me: NodeId,
+    name: String,
+    data_dir: PathBuf,
+    peers: HashMap<NodeId, Peer>,
+    last_departure: Option<std::time::Instant>,
+    pending: HashMap<RequestId, Pending>,
+    remote: HashMap<u64, RemoteRead>,
+    next_remote: u64,
+    persisted_tx: mpsc::UnboundedSender<(u64, bool)>,
+    load: Arc<TaskLoad>,
+}
+
+impl Host {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut exits: mpsc::UnboundedReceiver<AttemptExit>,
+        mut persisted: mpsc::UnboundedReceiver<(u64, bool)>,
+        mut members: mpsc::Receiver<Vec<Peer>>,
+    ) {
+        let mut gauges = tokio::time::interval(GAUGE_REFRESH);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.drain();
+        loop {
+            let timer = self
+                .coord
+                .poll_timeout()
+                .map(|t| self.clock.to_tokio(t))
+                .unwrap_or_else(|| tokio::time::Instant::now() + GAUGE_REFRESH);
+            tokio::select! {
+                Some(peers) = members.recv() => self.on_members(peers),
+                Some(first) = inbound.recv() => {
+                    self.on_inbound(first);
+                    for _ in 1..MAX_BATCH {
+                        match inbound.try_recv() {
+                            Ok(next) => self.on_inbound(next),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some((token, ok)) = persisted.recv() => {
+                    self.on_persisted(token, ok);
+                    for _ in 1..MAX_BATCH {
+                        match persisted.try_recv() {
+                            Ok((token, ok)) => self.on_persisted(token, ok),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(exit) = exits.recv() => self.on_exit(exit),
+                request = requests.recv() => match request {
+                    Some(request) => self.on_request(request),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(timer) => {
+                    self.coord.handle_timeout(self.clock.now());
+                }
+                _ = gauges.tick() => self.refresh_gauges(),
+            }
+            self.drain();
+        }
+    }
+
+    fn on_members(&mut self, peers: Vec<Peer>) {
+        let before = self.peers.len();
+        let left = self
+            .peers
+            .keys()
+            .any(|id| !peers.iter().any(|p| p.id == *id));
+        if left {
+            self.last_departure = Some(std::time::Instant::now());
+        }
+        let view: Vec<(NodeId, Option<NodeState>)> =
+            peers.iter().map(|p| (p.id, p.state.clone())).collect();
+        self.peers = peers.into_iter().map(|p| (p.id, p)).collect();
+        if self.peers.len() != before || left {
+            tracing::debug!(live = self.peers.len(), "task host: live set changed");
+        }
+        self.coord.handle_membership(self.clock.now(), &view);
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) {
+        match inbound.channel {
+            Channel::Paxos => {
+                let now = self.clock.now();
+                if let Err(e) = self
+                    .coord
+                    .handle_message(now, inbound.src_id, &inbound.payload)
+                {
+                    self.metrics.transport.decode_errors.inc();
+                    tracing::debug!(peer = %inbound.src, error = %e, "paxos payload refused");
+                }
+            }
+            Channel::Task => {
+                match wire::decode::<TaskMessage>(&inbound.payload, wire::MAX_STREAM_MESSAGE_BYTES)
+                {
+                    Ok(m) => self.on_task_message(inbound.src, m),
+                    Err(e) => {
+                        self.metrics.transport.decode_errors.inc();
+                        tracing::debug!(peer = %inbound.src, error = %e, "task payload refused");
+                    }
+                }
+            }
+            Channel::Membership => {}
+        }
+    }
+
+    fn on_task_message(&mut self, src: SocketAddr, m: TaskMessage) {
+        match m {
+            TaskMessage::LogRequest {
+                req,
+                task,
+                attempt,
+                stream,
+                offset,
+            } => {
+                let data_dir = self.data_dir.clone();
+                let transport = self.transport.clone();
+                tokio::spawn(async move {
+                    let result = tokio::task::spawn_blocking(move || {
+                        exec::read_log(
+                            &data_dir,
+                            &task,
+                            attempt,
+                            stream,
+                            offset,
+                            REMOTE_LOG_CHUNK_BYTES,
+                        )
+                    })
+                    .await;
+                    let result = match result {
+                        Ok(Ok(c)) => Ok(RemoteChunk {
+                            data: c.data,
+                            next_offset: c.next_offset,
+                            finished: c.finished,
+                        }),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let reply = TaskMessage::LogReply { req, result };
+                    transport.send(Channel::Task, src, true, &wire::encode(&reply));
+                });
+            }
+            TaskMessage::LogReply { req, result } => {
+                if let Some(r) = self.remote.remove(&req) {
+                    let _ = r.reply.send(log_piece(r.attempt, r.task_final, result));
+                }
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, token: u64, ok: bool) {
+        if ok {
+            self.coord.handle_persisted(self.clock.now(), token);
+        }
+        // A failed write is never acknowledged: the operations that waited
+        // for it time out and retry, as after a crash.
+    }
+
+    fn on_exit(&mut self, exit: AttemptExit) {
+        let Ok(task) = super::parse_task_id(&exit.task_id) else {
+            tracing::warn!(task = %exit.task_id, "exit of an attempt with a foreign task id");
+            return;
+        };
+        let code = exit_code(&exit.outcome);
+        tracing::debug!(%task, attempt = exit.attempt, outcome = ?exit.outcome, "attempt ended");
+        self.coord
+            .handle_attempt_exited(self.clock.now(), task, exit.attempt, code);
+        if let Err(e) = self.exec.mark_reported(&exit.task_id, exit.attempt) {
+            tracing::debug!(error = %e, "cannot mark an attempt reported");
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let now = self.clock.now();
+        match request {
+            Request::Submit(spec, reply) => match self.coord.submit(now, *spec) {
+                Ok(r) => {
+                    self.pending.insert(r, Pending::Submit(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(request_error(e)));
+                }
+            },
+            Request::Get(task, reply) => match self.coord.read_task(now, task) {
+                Ok(r) => {
+                    self.pending.insert(r, Pending::Get(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(request_error(e)));
+                }
+            },
+            Request::Cancel(task, reply) => match self.coord.cancel(now, task) {
+                Ok(r) => {
+                    self.pending.insert(r, Pending::Cancel(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(request_error(e)));
+                }
+            },
+            Request::Logs {
+                task,
+                stream,
+                offset,
+                reply,
+            } => match self.coord.read_task(now, task) {
+                Ok(r) => {
+                    self.pending.insert(
+                        r,
+                        Pending::Logs {
+                            stream,
+                            offset,
+                            reply,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(request_error(e)));
+                }
+            },
+            Request::List {
+                state,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.list(state.as_deref(), limit));
+            }
+        }
+    }
+
+    /// Task records of the active shards this node serves.
+    fn local_records(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.coord
+            .acceptor()
+            .shards()
+            .filter(|(_, s)| s.meta.status == GroupStatus::Active)
+            .flat_map(|(_, s)| s.registers.values())
+            .filter_map(|slot| match &slot.value {
+                Some(Value::Task(r)) => Some(&**r),
+                _ => None,
+            })
+    }
+
+    fn list(&self, state: Option<&str>, limit: usize) -> Vec<TaskRecord> {
+        let mut out: Vec<TaskRecord> = self
+            .local_records()
+            .filter(|r| state.is_none_or(|s| super::view::state_name(&r.state) == s))
+            .take(limit)
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| r.id);
+        out
+    }
+
+    fn refresh_gauges(&mut self) {
+        let mut counts: BTreeMap<&'static str, i64> =
+            super::view::STATE_NAMES.iter().map(|s| (*s, 0)).collect();
+        for r in self.local_records() {
+            *counts.entry(super::view::state_name(&r.state)).or_default() += 1;
+        }
+        for (state, n) in counts {
+            self.metrics
+                .tasks
+                .tasks
+                .get_or_create(&super::metrics::TaskStateLabel { state })
+                .set(n);
+        }
+        self.metrics.tasks.observe_coordinator(&self.coord.stats());
+        let directory = self.coord.directory();
+        let min_group = directory
+            .values()
+            .map(|c| c.members.len())
+            .min()
+            .unwrap_or(0);
+        let complete = directory.len() == self.coord.config().shards as usize;
+        self.metrics
+            .tasks
+            .shard_group_min_size
+            .set(if complete { min_group as i64 } else { 0 });
+        self.sweep_remote_reads();
+    }
+
+    fn sweep_remote_reads(&mut self) {
+        self.remote
+            .retain(|_, r| r.since.elapsed() < REQUEST_TIMEOUT && !r.reply.is_closed());
+        self.pending.retain(|_, p| match p {
+            Pending::Submit(tx) => !tx.is_closed(),
+            Pending::Get(tx) => !tx.is_closed(),
+            Pending::Cancel(tx) => !tx.is_closed(),
+            Pending::Logs { reply, .. } => !reply.is_closed(),
+        });
+    }
+
+    fn drain(&mut self) {
+        for _ in 0..MAX_DRAIN {
+            let mut progressed = false;
+            while let Some((to, bytes)) = self.coord.poll_transmit() {
+                progressed = true;
+                match self.peers.get(&to) {
+                    Some(p) => {
+                        // Datagrams when they fit (the protocol retries a
+                        // lost one); anything larger goes on a stream.
+                        let reliable =
+                            bytes.len() + 1 > crate::transport::frame::MAX_DATAGRAM_FRAME_BYTES;
+                        self.transport
+                            .send(Channel::Paxos, p.addr, reliable, &bytes);
+                    }
+                    None => {
+                        self.metrics.transport.outbound_dropped.inc();
+                    }
+                }
+            }
+            if let Some(effect) = self.coord.poll_effect() {
+                progressed = true;
+                self.on_effect(effect);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.load
+            .slots_free
+            .store(self.exec.slots_free(), Ordering::Relaxed);
+        self.load.running.store(
+            u32::try_from(self.exec.running().len()).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn on_effect(&mut self, effect: Effect) {
+        let now = self.clock.now();
+        match effect {
+            Effect::Persist { token, writes } => {
+                match self.store.commit_queued(store_ops(writes)) {
+                    Ok(durable) => {
+                        let tx = self.persisted_tx.clone();
+                        tokio::spawn(async move {
+                            let ok = match durable.await {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "store commit failed");
+                                    false
+                                }
+                            };
+                            let _ = tx.send((token, ok));
+                        });
+                    }
+                    Err(e) => tracing::error!(error = %e, "store refused a write batch"),
+                }
+            }
+            Effect::StartAttempt {
+                task,
+                attempt,
+                spec,
+                lease_valid_until,
+            } => self.start_attempt(now, task, attempt, *spec, lease_valid_until),
+            Effect::LeaseExtended {
+                task,
+                attempt,
+                valid_until,
+            } => {
+                self.metrics.tasks.lease_renewals.inc();
+                let remaining = valid_until.saturating_duration_since(now);
+                if let Err(e) = self.exec.extend(&task.to_string(), attempt, remaining) {
+                    tracing::debug!(%task, attempt, error = %e, "extend of an ended attempt");
+                }
+            }
+            Effect::KillAttempt {
+                task,
+                attempt,
+                reason,
+            } => {
+                let why = match reason {
+                    KillReason::Fenced => exec::KillReason::Fenced,
+                    // The coordinator knows why it asked; the executor only
+                    // needs "kill the group now".
+                    KillReason::Cancelled | KillReason::Timeout => exec::KillReason::Cancelled,
+                };
+                if reason == KillReason::Fenced {
+                    tracing::warn!(%task, attempt, "self-fencing: the lease could not be renewed in time");
+                }
+                if let Err(e) = self.exec.kill(&task.to_string(), attempt, why) {
+                    tracing::debug!(%task, attempt, error = %e, "kill of an ended attempt");
+                }
+            }
+            Effect::SubmitAcked { request, task } => {
+                if let Some(Pending::Submit(tx)) = self.pending.remove(&request) {
+                    let _ = tx.send(Ok(task));
+                }
+            }
+            Effect::SubmitFailed {
+                request,
+                task,
+                error,
+            } => {
+                if let Some(Pending::Submit(tx)) = self.pending.remove(&request) {
+                    let _ = tx.send(Err(TaskError::Unavailable(format!(
+                        "submit not acknowledged ({error}); task {task} may or may not exist"
+                    ))));
+                }
+            }
+            Effect::CancelDone {
+                request,
+                task,
+                result,
+            } => {
+                if let Some(Pending::Cancel(tx)) = self.pending.remove(&request) {
+                    let _ = tx.send(result.map_err(|e| op_error(task, e)));
+                }
+            }
+            Effect::TaskRead {
+                request,
+                task,
+                result,
+            } => match self.pending.remove(&request) {
+                Some(Pending::Get(tx)) => {
+                    let _ = tx.send(match result {
+                        Ok(Some(r)) => Ok(*r),
+                        Ok(None) => Err(TaskError::NotFound(task.to_string())),
+                        Err(e) => Err(op_error(task, e)),
+                    });
+                }
+                Some(Pending::Logs {
+                    stream,
+                    offset,
+                    reply,
+                }) => match result {
+                    Ok(Some(r)) => self.read_logs(*r, stream, offset, reply),
+                    Ok(None) => {
+                        let _ = reply.send(Err(TaskError::NotFound(task.to_string())));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(op_error(task, e)));
+                    }
+                },
+                _ => {}
+            },
+            Effect::AttemptCommitted {
+                task,
+                attempt,
+                state,
+            } => {
+                tracing::debug!(%task, attempt, state = super::view::state_name(&state), "attempt committed");
+            }
+            Effect::AttemptRefused {
+                task,
+                attempt,
+                error,
+            } => {
+                self.metrics.tasks.results_refused.inc();
+                tracing::info!(%task, attempt, %error, "a stale attempt's result was refused");
+            }
+            Effect::Reconfigured { config } => {
+                tracing::debug!(
+                    shard = config.shard.0,
+                    epoch = config.epoch,
+                    members = config.members.len(),
+                    "shard reconfigured"
+                );
+            }
+            Effect::Warning { message } => tracing::warn!("{message}"),
+            _ => {}
+        }
+    }
+
+    fn start_attempt(
+        &mut self,
+        now: Instant,
+        task: TaskId,
+        attempt: u64,
+        spec: shoal_protocol::tasks::TaskSpec,
+        lease_valid_until: Instant,
+    ) {
+        let remaining = lease_valid_until.saturating_duration_since(now);
+        let driver = match spec.driver {
+            Driver::Command => exec::Driver::Command {
+                program: spec.command,
+                args: spec.args,
+            },
+            Driver::Mock {
+                duration_ms,
+                exit_code,
+            } => exec::Driver::Mock {
+                duration: Duration::from_millis(duration_ms),
+                exit_code,
+            },
+        };
+        let attempt_spec = AttemptSpec {
+            task_id: task.to_string(),
+            attempt,
+            driver,
+            env: spec.env,
+            cwd: spec.cwd.map(PathBuf::from),
+            slots: spec.slots,
+            // The coordinator owns the task's timeout (it kills with
+            // reason Timeout); the supervisor owns the lease deadline.
+            timeout: None,
+        };
+        self.metrics.tasks.attempts_started.inc();
+        if attempt > 1 {
+            if let Some(at) = self.last_departure {
+                if at.elapsed() < FAILOVER_WINDOW {
+                    self.metrics
+                        .tasks
+                        .failover_seconds
+                        .observe(at.elapsed().as_secs_f64());
+                }
+            }
+        }
+        tracing::debug!(%task, attempt, lease_ms = remaining.as_millis() as u64, "starting attempt");
+        if let Err(e) = self.exec.start(attempt_spec, remaining) {
+            tracing::error!(%task, attempt, error = %e, "cannot start the attempt");
+            self.coord
+                .handle_attempt_exited(now, task, attempt, SPAWN_FAILED_CODE);
+        }
+    }
+
+    fn read_logs(
+        &mut self,
+        record: TaskRecord,
+        stream: LogStream,
+        offset: u64,
+        reply: oneshot::Sender<Result<LogPiece, TaskError>>,
+    ) {
+        let attempt = record.attempt;
+        let task_final = record.state.is_final();
+        let mock = matches!(record.spec.driver, Driver::Mock { .. });
+        if attempt == 0 || mock {
+            let _ = reply.send(Ok(LogPiece {
+                attempt,
+                data: Vec::new(),
+                next_offset: offset,
+                finished: task_final,
+            }));
+            return;
+        }
+        let holder = record.state.holder().map(|(_, h)| h).or_else(|| {
+            let name = record.holder_name.as_deref()?;
+            if name == self.name {
+                return Some(self.me);
+            }
+            self.peers.values().find(|p| p.name == name).map(|p| p.id)
+        });
+        let task = record.id.to_string();
+        match holder {
+            Some(h) if h == self.me => {
+                let data_dir = self.data_dir.clone();
+                tokio::spawn(async move {
+                    let result = tokio::task::spawn_blocking(move || {
+                        exec::read_log(
+                            &data_dir,
+                            &task,
+                            attempt,
+                            stream,
+                            offset,
+                            REMOTE_LOG_CHUNK_BYTES,
+                        )
+                    })
+                    .await;
+                    let result = match result {
+                        Ok(Ok(c)) => Ok(RemoteChunk {
+                            data: c.data,
+                            next_offset: c.next_offset,
+                            finished: c.finished,
+                        }),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(log_piece(attempt, task_final, result));
+                });
+            }
+            Some(h) => {
+                let Some(addr) = self.peers.get(&h).map(|p| p.addr) else {
+                    let who = record.holder_name.unwrap_or_else(|| h.to_hex());
+                    let _ = reply.send(Err(TaskError::Unavailable(format!(
+                        "node {who}, which ran attempt {attempt}, is not reachable"
+                    ))));
+                    return;
+                };
+                if self.remote.len() >= MAX_REMOTE_LOG_READS {
+                    let _ = reply.send(Err(TaskError::Unavailable(
+                        "too many log reads in flight".into(),
+                    )));
+                    return;
+                }
+                let req = self.next_remote;
+                self.next_remote += 1;
+                let m = TaskMessage::LogRequest {
+                    req,
+                    task,
+                    attempt,
+                    stream,
+                    offset,
+                };
+                self.transport
+                    .send(Channel::Task, addr, true, &wire::encode(&m));
+                self.remote.insert(
+                    req,
+                    RemoteRead {
+                        reply,
+                        attempt,
+                        task_final,
+                        since: std::time::Instant::now(),
+                    },
+                );
+            }
+            None => {
+                let _ = reply.send(Err(TaskError::Unavailable(format!(
+                    "no known node ran attempt {attempt}"
+                ))));
+            }
+        }
+    }
+}
+
+/// The exit code handed to the coordinator when the executor could not
+/// start an attempt (as a shell reports a command it cannot run).
+const SPAWN_FAILED_CODE: i32 = 127;
+
+/// The exit code the coordinator is told for an outcome. For kills it asked
+/// for, the coordinator ignores the code (it knows the reason).
+fn exit_code(outcome: &AttemptOutcome) -> i32 {
+    match outcome {
+        AttemptOutcome::Exited { code } => *code,
+        AttemptOutcome::Signaled { signal } => 128 + signal,
+        AttemptOutcome::TimedOut => 124,
+        AttemptOutcome::Cancelled => 130,
+        AttemptOutcome::SpawnFailed { .. } => SPAWN_FAILED_CODE,
+        AttemptOutcome::Fenced | AttemptOutcome::AgentLost | AttemptOutcome::SupervisorLost => -1,
+    }
+}
+
+fn log_piece(
+    attempt: u64,
+    task_final: bool,
+    result: Result<RemoteChunk, String>,
+) -> Result<LogPiece, TaskError> {
+    match result {
+        Ok(c) => Ok(LogPiece {
+            attempt,
+            finished: c.finished && task_final && c.data.is_empty(),
+            data: c.data,
+            next_offset: c.next_offset,
+        }),
+        // An attempt that never wrote a log (it did not start) of a final
+        // task has an empty, complete log.
+        Err(_) if task_final => Ok(LogPiece {
+            attempt,
+            data: Vec::new(),
+            next_offset: 0,
+            finished: true,
+        }),
+        Err(e) => Err(TaskError::Unavailable(format!("cannot read the log: {e}"))),
+    }
+}
+
+fn request_error(e: shoal_protocol::coordinator::RequestError) -> TaskError {
+    use shoal_protocol::coordinator::RequestError as E;
+    match e {
+        E::Spec(s) => TaskError::Invalid(s.to_string()),
+        E::Members => TaskError::Invalid(e.to_string()),
+        E::Overloaded | E::UnknownShard(_) => TaskError::Unavailable(format!(
+            "{e} (the node may still be joining the mesh; retry)"
+        )),
+    }
+}
+
+fn op_error(task: TaskId, e: OpError) -> TaskError {
+    match e {
+        OpError::Refused(Refusal::Missing) => TaskError::NotFound(task.to_string()),
+        OpError::Refused(Refusal::Final) => {
+            TaskError::Conflict(format!("task {task} is already final"))
+        }
+        OpError::Refused(r) => TaskError::Conflict(r.to_string()),
+        OpError::NoQuorum => TaskError::Unavailable(format!(
+            "no majority of the shard group of task {task} answered; retry"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::paxos::{RegisterKey, Slot};
+    use shoal_protocol::shard::ShardId;
+
+    #[test]
+    fn store_writes_keep_their_shard_and_round_trip() {
+        let key = StoreKey::Register(ShardId(5), RegisterKey::Task(TaskId(9)));
+        let value = StoreValue::Register(Slot::default());
+        let ops = store_ops(vec![
+            StoreWrite {
+                key,
+                value: Some(value.clone()),
+            },
+            StoreWrite { key, value: None },
+        ]);
+        match &ops[0] {
+            WriteOp::PutAcceptor {
+                shard,
+                key: k,
+                value: v,
+            } => {
+                assert_eq!(*shard, 5);
+                assert_eq!(wire::decode::<StoreKey>(k, 1 << 20).unwrap(), key);
+                assert_eq!(wire::decode::<StoreValue>(v, 1 << 20).unwrap(), value);
+            }
+            other => panic!("not a put: {other:?}"),
+        }
+        assert!(matches!(ops[1], WriteOp::DeleteAcceptor { shard: 5, .. }));
+    }
+
+    #[test]
+    fn fenced_outcomes_never_look_like_success() {
+        assert_eq!(exit_code(&AttemptOutcome::Exited { code: 0 }), 0);
+        for o in [
+            AttemptOutcome::Fenced,
+            AttemptOutcome::AgentLost,
+            AttemptOutcome::SupervisorLost,
+            AttemptOutcome::TimedOut,
+            AttemptOutcome::Signaled { signal: 9 },
+        ] {
+            assert_ne!(exit_code(&o), 0, "{o:?}");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Tasks on the mesh: the agent hosts the protocol's [`Coordinator`]
+//! (shard groups, registers, leases, claims) and carries out its effects
+//! with the [`Store`](crate::store::Store) and the
+//! [`Executor`](crate::exec::Executor). The host decides nothing: every
+//! protocol decision is the coordinator's.
+//!
+//! The API talks to the host through a [`TasksHandle`].
+//!
+//! [`Coordinator`]: shoal_protocol::coordinator::Coordinator
+
+pub mod host;
+pub mod mesh;
+pub mod metrics;
+pub mod view;
+
+use crate::exec::LogStream;
+use shoal_protocol::tasks::{TaskId, TaskRecord, TaskSpec};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long an API request waits for the host and the mesh.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a task request failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum TaskError {
+    /// The request is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such task (404).
+    #[error("no task {0}")]
+    NotFound(String),
+    /// The task is final and cannot change (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The mesh could not answer now (503): no majority, no configuration
+    /// yet, the holder is unreachable, or the host is overloaded.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A piece of a task's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPiece {
+    /// The attempt it belongs to (0 if the task never ran).
+    pub attempt: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// The attempt has ended and the task is final: no more bytes will come.
+    pub finished: bool,
+}
+
+/// A request from the API to the host.
+#[derive(Debug)]
+pub enum Request {
+    /// Submit; answered once a majority persisted the record.
+    Submit(Box<TaskSpec>, oneshot::Sender<Result<TaskId, TaskError>>),
+    /// Read a record linearizably.
+    Get(TaskId, oneshot::Sender<Result<TaskRecord, TaskError>>),
+    /// Records this node's acceptors hold, filtered by state name.
+    List {
+        /// Only this state (`pending`, `running`, ...).
+        state: Option<String>,
+        /// At most this many.
+        limit: usize,
+        /// The answer, newest ids first is not promised: ordered by id.
+        reply: oneshot::Sender<Vec<TaskRecord>>,
+    },
+    /// Cancel a non-final task.
+    Cancel(TaskId, oneshot::Sender<Result<(), TaskError>>),
+    /// Read a task's log from the node that ran its current attempt.
+    Logs {
+        /// The task.
+        task: TaskId,
+        /// Which stream.
+        stream: LogStream,
+        /// From this offset.
+        offset: u64,
+        /// The answer.
+        reply: oneshot::Sender<Result<LogPiece, TaskError>>,
+    },
+}
+
+/// The API's side of the host.
+#[derive(Clone, Debug)]
+pub struct TasksHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl TasksHandle {
+    /// A handle sending to `tx` (the host's receiver).
+    pub fn new(tx: mpsc::Sender<Request>) -> Self {
+        TasksHandle { tx }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, TaskError>>) -> Request,
+    ) -> Result<T, TaskError> {
+        let (tx, rx) = oneshot::channel();
+        let busy = || TaskError::Unavailable("the task host is not running".into());
+        self.tx.try_send(make(tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                TaskError::Unavailable("too many requests in flight; retry".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => busy(),
+        })?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(busy()),
+            Err(_) => Err(TaskError::Unavailable(
+                "no answer from the shard group in time".into(),
+            )),
+        }
+    }
+
+    /// Submits a task; its id once a majority persisted it.
+    pub async fn submit(&self, spec: TaskSpec) -> Result<TaskId, TaskError> {
+        self.ask(|tx| Request::Submit(Box::new(spec), tx)).await
+    }
+
+    /// The task's record.
+    pub async fn get(&self, task: TaskId) -> Result<TaskRecord, TaskError> {
+        self.ask(|tx| Request::Get(task, tx)).await
+    }
+
+    /// Cancels the task.
+    pub async fn cancel(&self, task: TaskId) -> Result<(), TaskError> {
+        self.ask(|tx| Request::Cancel(task, tx)).await
+    }
+
+    /// Reads a piece of the task's log.
+    pub async fn logs(
+        &self,
+        task: TaskId,
+        stream: LogStream,
+        offset: u64,
+    ) -> Result<LogPiece, TaskError> {
+        self.ask(|reply| Request::Logs {
+            task,
+            stream,
+            offset,
+            reply,
+        })
+        .await
+    }
+
+    /// Records this node knows, by state.
+    pub async fn list(
+        &self,
+        state: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, TaskError> {
+        self.ask(|tx| {
+            let (reply, rx) = oneshot::channel();
+            tokio::spawn(async move {
+                if let Ok(list) = rx.await {
+                    let _ = tx.send(Ok(list));
+                }
+            });
+            Request::List {
+                state,
+                limit,
+                reply,
+            }
+        })
+        .await
+    }
+}
+
+/// A task id as users write it: 16 hex digits.
+pub fn parse_task_id(s: &str) -> Result<TaskId, TaskError> {
+    if s.is_empty() || s.len() > 16 {
+        return Err(TaskError::Invalid(format!(
+            "task id {s:?}: want up to 16 hex digits"
+        )));
+    }
+    u64::from_str_radix(s, 16)
+        .map(TaskId)
+        .map_err(|_| TaskError::Invalid(format!("task id {s:?}: want up to 16 hex digits")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_round_trip_through_their_text_form() {
+        let id = TaskId(0x00ab_cdef_0123_4567);
+        assert_eq!(parse_task_id(&id.to_string()), Ok(id));
+        assert!(parse_task_id("xyz").is_err());
+        assert!(parse_task_id("").is_err());
+        assert!(parse_task_id("00000000000000000").is_err());
+    }
+}

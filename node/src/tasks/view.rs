@@ -1,0 +1,277 @@
+//! The JSON shapes of the task API, shared by the API and the CLI.
+
+use serde::{Deserialize, Serialize};
+use shoal_protocol::tasks::{Driver, TaskRecord, TaskSpec, TaskState};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Every state name the API uses.
+pub const STATE_NAMES: [&str; 6] = [
+    "pending",
+    "claimed",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+
+/// The API name of a state.
+pub fn state_name(state: &TaskState) -> &'static str {
+    match state {
+        TaskState::Pending => "pending",
+        TaskState::Claimed { .. } => "claimed",
+        TaskState::Running { .. } => "running",
+        TaskState::Succeeded => "succeeded",
+        TaskState::Failed => "failed",
+        TaskState::Cancelled => "cancelled",
+    }
+}
+
+/// A task as `GET /v1/tasks/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// 16 hex digits.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// One of [`STATE_NAMES`].
+    pub state: String,
+    /// The latest attempt number (0 before the first claim).
+    pub attempt: u64,
+    /// Name of the node running or that last ran it.
+    pub node: Option<String>,
+    /// Exit code of the attempt that finished it.
+    pub exit_code: Option<i32>,
+    /// Retries used.
+    pub retries_used: u32,
+    /// `command` or `mock`.
+    pub driver: String,
+    /// Program (empty for mock tasks).
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+impl TaskView {
+    /// The view of a record.
+    pub fn of(r: &TaskRecord) -> TaskView {
+        TaskView {
+            id: r.id.to_string(),
+            name: r.spec.name.clone(),
+            state: state_name(&r.state).to_string(),
+            attempt: r.attempt,
+            node: r.holder_name.clone(),
+            exit_code: r.exit_code,
+            retries_used: r.retries_used,
+            driver: match r.spec.driver {
+                Driver::Command => "command".into(),
+                Driver::Mock { .. } => "mock".into(),
+            },
+            command: r.spec.command.clone(),
+            args: r.spec.args.clone(),
+        }
+    }
+
+    /// Succeeded, failed or cancelled.
+    pub fn is_final(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+/// A duration in JSON: `"30s"`, `"2m"`, `"500ms"` or whole milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DurationField {
+    /// Milliseconds.
+    Millis(u64),
+    /// humantime text.
+    Text(String),
+}
+
+impl DurationField {
+    fn to_duration(&self, field: &str) -> Result<Duration, String> {
+        match self {
+            DurationField::Millis(ms) => Ok(Duration::from_millis(*ms)),
+            DurationField::Text(t) => humantime::parse_duration(t).map_err(|e| {
+                format!("{field}: {t:?} is not a duration like 30s, 2m or 500ms ({e})")
+            }),
+        }
+    }
+}
+
+/// Body of `POST /v1/tasks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    /// Program to run (required for the command driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Slots it occupies (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// Labels a node must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Per-attempt time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationField>,
+    /// Retries after a failed attempt (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// A name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `command` (default) or `mock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Mock driver: how long the pretend attempt runs (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<DurationField>,
+    /// Mock driver: its exit code (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// Delay before the first retry of a failed attempt.
+const RETRY_BACKOFF_MS: u64 = 500;
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl SubmitBody {
+    /// The spec, or a message naming the wrong field.
+    pub fn into_spec(self) -> Result<TaskSpec, String> {
+        let driver = match self.driver.as_deref().unwrap_or("command") {
+            "command" => {
+                if self.duration.is_some() || self.exit_code.is_some() {
+                    return Err("duration/exit_code: only for driver \"mock\"".into());
+                }
+                Driver::Command
+            }
+            "mock" => Driver::Mock {
+                duration_ms: match &self.duration {
+                    Some(d) => millis(d.to_duration("duration")?),
+                    None => 0,
+                },
+                exit_code: self.exit_code.unwrap_or(0),
+            },
+            other => {
+                return Err(format!(
+                    "driver: {other:?} is not one of \"command\", \"mock\""
+                ))
+            }
+        };
+        let command = self.command.unwrap_or_default();
+        if driver == Driver::Command && command.trim().is_empty() {
+            return Err("command: missing or empty (required for driver \"command\")".into());
+        }
+        let slots = self.slots.unwrap_or(1);
+        if slots == 0 || slots > shoal_protocol::tasks::MAX_SLOTS {
+            return Err(format!(
+                "slots: must be 1..={}, got {slots}",
+                shoal_protocol::tasks::MAX_SLOTS
+            ));
+        }
+        let retries = self.retries.unwrap_or(0);
+        if retries > shoal_protocol::tasks::MAX_RETRIES {
+            return Err(format!(
+                "retries: must be at most {}, got {retries}",
+                shoal_protocol::tasks::MAX_RETRIES
+            ));
+        }
+        let timeout_ms = match &self.timeout {
+            Some(t) => {
+                let d = t.to_duration("timeout")?;
+                if d.is_zero() {
+                    return Err("timeout: must be above zero".into());
+                }
+                Some(millis(d))
+            }
+            None => None,
+        };
+        if let Some(cwd) = &self.cwd {
+            if cwd.is_empty() {
+                return Err("cwd: empty".into());
+            }
+        }
+        let name = self.name.unwrap_or_else(|| match &driver {
+            Driver::Mock { .. } => "mock".to_string(),
+            Driver::Command => command.clone(),
+        });
+        let spec = TaskSpec {
+            name,
+            command,
+            args: self.args,
+            env: self.env,
+            cwd: self.cwd,
+            slots,
+            labels: self.labels,
+            timeout_ms,
+            retries,
+            retry_backoff_ms: RETRY_BACKOFF_MS,
+            driver,
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_bodies_become_specs_or_name_the_wrong_field() {
+        let ok = SubmitBody {
+            command: Some("echo".into()),
+            args: vec!["hi".into()],
+            timeout: Some(DurationField::Text("2m".into())),
+            ..SubmitBody::default()
+        };
+        let spec = ok.into_spec().unwrap();
+        assert_eq!(spec.timeout_ms, Some(120_000));
+        assert_eq!(spec.slots, 1);
+        let mock = SubmitBody {
+            driver: Some("mock".into()),
+            duration: Some(DurationField::Text("500ms".into())),
+            exit_code: Some(3),
+            ..SubmitBody::default()
+        };
+        assert_eq!(
+            mock.into_spec().unwrap().driver,
+            Driver::Mock {
+                duration_ms: 500,
+                exit_code: 3
+            }
+        );
+        let missing = SubmitBody::default().into_spec().unwrap_err();
+        assert!(missing.starts_with("command"), "{missing}");
+        let slots = SubmitBody {
+            command: Some("x".into()),
+            slots: Some(0),
+            ..SubmitBody::default()
+        };
+        assert!(slots.into_spec().unwrap_err().starts_with("slots"));
+        let bad_timeout = SubmitBody {
+            command: Some("x".into()),
+            timeout: Some(DurationField::Text("soon".into())),
+            ..SubmitBody::default()
+        };
+        assert!(bad_timeout.into_spec().unwrap_err().starts_with("timeout"));
+        let driver = SubmitBody {
+            driver: Some("docker".into()),
+            ..SubmitBody::default()
+        };
+        assert!(driver.into_spec().unwrap_err().starts_with("driver"));
+    }
+}

@@ -1,0 +1,139 @@
+//! End to end: tasks on a 3-agent mesh of real processes on loopback,
+//! driven through the `shoal` CLI and the HTTP API.
+
+mod common;
+mod task_helpers;
+
+use common::{wait_for, Party};
+use std::time::Duration;
+use task_helpers::{alive, cli, http, status, submit, wait_replicated};
+
+#[test]
+fn a_command_succeeds_and_its_logs_are_served_by_any_node() {
+    let party = Party::new();
+    let agents = party.mesh(3);
+    wait_replicated(&agents, 3);
+    let id = submit(
+        &agents[0],
+        &["--name", "greet"],
+        &["sh", "-c", "echo hello-$SHOAL_ATTEMPT; echo oops >&2"],
+    );
+    let wait = cli(&agents[1], &["wait", &id, "--timeout", "30s"]);
+    assert!(
+        wait.status.success(),
+        "wait: {}\n{}",
+        String::from_utf8_lossy(&wait.stderr),
+        common::logs(&agents)
+    );
+    for a in &agents {
+        let s = status(a, &id).expect("status");
+        assert_eq!(s["id"], id.as_str());
+        assert_eq!(s["state"], "succeeded");
+        assert_eq!(s["attempt"], 1);
+        assert_eq!(s["exit_code"], 0);
+        assert!(
+            s["node"].as_str().is_some_and(|n| n.starts_with('n')),
+            "{s}"
+        );
+    }
+    // Ask a node that did not run it: the log comes over the mesh.
+    let ran_on = status(&agents[0], &id).unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = agents.iter().find(|a| a.name() != ran_on).unwrap();
+    let logs = cli(other, &["logs", &id]);
+    assert!(logs.status.success());
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello-1\n");
+    let err = cli(other, &["logs", &id, "--stderr"]);
+    assert_eq!(String::from_utf8_lossy(&err.stdout), "oops\n");
+    // The list shows it too.
+    let list = cli(&agents[2], &["status", "--json", "--state", "succeeded"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id.as_str()));
+}
+
+#[test]
+fn mock_tasks_finish_with_their_exit_code_and_wait_reports_failures() {
+    let party = Party::new();
+    let agents = party.mesh(3);
+    wait_replicated(&agents, 3);
+    let good = submit(&agents[0], &["--driver", "mock", "--duration", "50ms"], &[]);
+    let bad = submit(&agents[1], &["--driver", "mock", "--exit-code", "3"], &[]);
+    let ok = cli(&agents[2], &["wait", &good, "--timeout", "20s"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let both = cli(&agents[2], &["wait", &good, &bad, "--timeout", "20s"]);
+    assert!(!both.status.success(), "a failed task must fail wait");
+    let s = status(&agents[0], &bad).unwrap();
+    assert_eq!(s["state"], "failed");
+    assert_eq!(s["exit_code"], 3);
+    let missing = cli(&agents[0], &["status", "00000000000000aa", "--json"]);
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn wrong_or_missing_fields_get_a_400_naming_the_field() {
+    let party = Party::new();
+    let agents = party.mesh(1);
+    let api = agents[0].spec.api;
+    for (body, field) in [
+        (r#"{}"#, "command"),
+        (r#"{"comand":"ls"}"#, "comand"),
+        (r#"{"command":"ls","slots":"two"}"#, "slots"),
+        (r#"{"command":"ls","slots":0}"#, "slots"),
+        (r#"{"command":"ls","timeout":"soon"}"#, "timeout"),
+        (r#"{"command":"ls","args":"-l"}"#, "args"),
+        (r#"{"driver":"mock","duration":"x"}"#, "duration"),
+        (r#"{"driver":"docker"}"#, "driver"),
+        (r#"{"command":"ls","retries":-1}"#, "retries"),
+        (r#"not json"#, ""),
+    ] {
+        let (code, text) = http(api, "POST", "/v1/tasks", Some(body)).expect("answer");
+        assert_eq!(code, 400, "{body} -> {code} {text}");
+        assert!(
+            text.contains(field),
+            "{body} -> {text} does not name {field}"
+        );
+    }
+    let (code, text) = http(api, "GET", "/v1/tasks?state=sleeping", None).unwrap();
+    assert_eq!(code, 400);
+    assert!(text.contains("state"), "{text}");
+    let (code, _) = http(api, "GET", "/v1/tasks/not-hex", None).unwrap();
+    assert_eq!(code, 400);
+}
+
+#[test]
+fn cancel_kills_a_running_task() {
+    let party = Party::new();
+    let agents = party.mesh(3);
+    wait_replicated(&agents, 3);
+    let pid_file = party.path().join("cancel.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let id = submit(&agents[0], &[], &["sh", "-c", &script]);
+    let pid: i32 = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .expect("task never started");
+    assert!(alive(pid));
+    let out = cli(&agents[1], &["cancel", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(dead.is_some(), "the cancelled process is still alive");
+    assert_eq!(status(&agents[2], &id).unwrap()["state"], "cancelled");
+    let again = cli(&agents[2], &["wait", &id, "--timeout", "5s"]);
+    assert!(!again.status.success(), "a cancelled task did not succeed");
+}
