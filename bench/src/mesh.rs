@@ -187,7 +187,8 @@ impl Mesh {
         Ok(())
     }
 
-    /// Waits until every running agent lists every agent alive.
+    /// Waits until every agent lists every agent alive and every shard group
+    /// has its full size.
     pub async fn wait_formed(
         &self,
         http: &reqwest::Client,
@@ -198,7 +199,12 @@ impl Mesh {
             let mut all = true;
             for i in 0..self.len() {
                 let alive = members_alive(http, &self.api(i)).await.unwrap_or(0);
-                all &= alive == self.len();
+                // Every shard group back at full size: a kill then costs a
+                // lease, not a group that already lost a member.
+                let group = metric(http, &self.api(i), "shoal_shard_group_min_size")
+                    .await
+                    .unwrap_or(0.0);
+                all &= alive == self.len() && group >= self.len().min(3) as f64;
             }
             if all {
                 return Ok(());
@@ -276,6 +282,23 @@ async fn members_alive(http: &reqwest::Client, api: &str) -> anyhow::Result<usiz
         .json()
         .await?;
     Ok(members.iter().filter(|m| m.state == "alive").count())
+}
+
+/// One unlabelled value of the agent's `/metrics`.
+pub async fn metric(http: &reqwest::Client, api: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("{api}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .with_context(|| format!("{name} not in {api}/metrics"))
 }
 
 /// Submits a mock task that "runs" for `duration_ms`; returns its id.

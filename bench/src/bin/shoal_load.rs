@@ -11,7 +11,6 @@ use shoal_bench::record::{Record, Side};
 use shoal_bench::runlog::count_double_runs;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,9 +53,6 @@ enum Cmd {
         /// Total slots over the 3 agents (the etcd side's worker count).
         #[arg(long, default_value_t = 12)]
         workers: u32,
-        /// Concurrent status readers that watch for completion.
-        #[arg(long, default_value_t = 4)]
-        pollers: u32,
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
     },
@@ -108,14 +104,24 @@ async fn throughput(
     tasks: u64,
     submitters: u32,
     workers: u32,
-    pollers: u32,
     timeout_s: u64,
 ) -> anyhow::Result<()> {
     let slots = workers.div_ceil(3).max(1);
     let (mesh, _) = start_mesh(&args, slots).await?;
     let apis: Vec<String> = (0..mesh.len()).map(|i| mesh.api(i)).collect();
     let queue: Arc<Mutex<VecDeque<(String, usize)>>> = Arc::default();
-    let completed = Arc::new(AtomicU64::new(0));
+    let before = {
+        let http = reqwest::Client::new();
+        let mut b = 0.0f64;
+        for api in &apis {
+            b = b.max(
+                mesh::metric(&http, api, r#"shoal_tasks{state="succeeded"}"#)
+                    .await
+                    .unwrap_or(0.0),
+            );
+        }
+        b
+    };
     let started = Instant::now();
     let deadline = started + Duration::from_secs(timeout_s);
     let mut subs = Vec::new();
@@ -137,46 +143,51 @@ async fn throughput(
             anyhow::Ok(())
         }));
     }
-    let mut readers = Vec::new();
-    for _ in 0..pollers {
-        let http = reqwest::Client::new();
-        let apis = apis.clone();
-        let queue = queue.clone();
-        let completed = completed.clone();
-        readers.push(tokio::spawn(async move {
-            let mut misses = 0u32;
-            while completed.load(Ordering::Relaxed) < tasks && Instant::now() < deadline {
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some((id, at)) = next else {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    continue;
-                };
-                match mesh::get_task(&http, &apis[at], &id).await {
-                    Ok(v) if v.is_final() => {
-                        completed.fetch_add(1, Ordering::Relaxed);
-                        misses = 0;
-                    }
-                    _ => {
-                        if let Ok(mut q) = queue.lock() {
-                            q.push_back((id, at));
-                        }
-                        misses += 1;
-                        // Behind the workers: back off rather than load the
-                        // mesh with reads of tasks that are still pending.
-                        tokio::time::sleep(Duration::from_millis(u64::from(misses.min(10)))).await;
-                    }
+    // Completion is read from the agents' `shoal_tasks{state="succeeded"}`
+    // gauge (every agent is an acceptor of every shard in a 3-node party), not
+    // by reading each task, which would load the mesh with reads the etcd side
+    // does not pay. If the gauge stalls short of the goal, the ids are read.
+    let gauge = r#"shoal_tasks{state="succeeded"}"#;
+    let http = reqwest::Client::new();
+    let mut last_change = Instant::now();
+    let mut last_seen = 0.0f64;
+    let done = loop {
+        let mut seen = 0.0f64;
+        for api in &apis {
+            seen = seen.max(mesh::metric(&http, api, gauge).await.unwrap_or(0.0) - before);
+        }
+        if seen > last_seen {
+            last_seen = seen;
+            last_change = Instant::now();
+        }
+        if seen >= tasks as f64 || Instant::now() >= deadline {
+            break seen.max(0.0) as u64;
+        }
+        if last_change.elapsed() > Duration::from_secs(3) {
+            let ids: Vec<(String, usize)> = queue
+                .lock()
+                .map(|q| q.iter().cloned().collect())
+                .unwrap_or_default();
+            let mut finals = 0u64;
+            for (id, at) in &ids {
+                if mesh::get_task(&http, &apis[*at], id)
+                    .await
+                    .is_ok_and(|v| v.is_final())
+                {
+                    finals += 1;
                 }
             }
-        }));
-    }
+            if finals >= tasks {
+                break finals;
+            }
+            last_change = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     for s in subs {
         s.await??;
     }
-    for r in readers {
-        r.await?;
-    }
     let elapsed = started.elapsed();
-    let done = completed.load(Ordering::Relaxed);
     Record::Throughput {
         side: Side::Shoal,
         tasks,
@@ -388,9 +399,8 @@ async fn main() -> anyhow::Result<()> {
             tasks,
             submitters,
             workers,
-            pollers,
             timeout_s,
-        } => throughput(mesh, tasks, submitters, workers, pollers, timeout_s).await,
+        } => throughput(mesh, tasks, submitters, workers, timeout_s).await,
         Cmd::Failover { mesh, kills, held } => failover(mesh, kills, held).await,
         Cmd::Pause {
             mesh,
