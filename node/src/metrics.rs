@@ -159,6 +159,27 @@ impl Metrics {
             "Outbound payloads dropped (queue full, no connection)",
             t.outbound_dropped.clone(),
         );
+        let u = &t.udp;
+        registry.register(
+            "udp_datagrams_in",
+            "UDP datagrams received on the QUIC port, garbage included",
+            u.datagrams_in.clone(),
+        );
+        registry.register(
+            "udp_datagrams_out",
+            "UDP datagrams sent from the QUIC port",
+            u.datagrams_out.clone(),
+        );
+        registry.register(
+            "udp_bytes_in",
+            "UDP payload bytes received (QUIC headers, handshakes, keep-alives, garbage)",
+            u.bytes_in.clone(),
+        );
+        registry.register(
+            "udp_bytes_out",
+            "UDP payload bytes sent (QUIC headers, handshakes, keep-alives)",
+            u.bytes_out.clone(),
+        );
         registry.register(
             "inbound_dropped",
             "Inbound Paxos/Task frames dropped because the task host was behind",

@@ -164,3 +164,85 @@ failure_threshold = 2
     assert_eq!(seen["slots_total"], 3);
     assert_eq!(seen["labels"]["zone"], "a");
 }
+
+#[test]
+fn config_file_env_and_flags_apply_in_that_order() {
+    let party = Party::new();
+    let spec = party.spec("n1");
+    let config = party.path().join("agent.toml");
+    let start = |env_name: Option<&str>, flag_name: Option<&str>| {
+        // Fresh ports each time: a port freed by the previous agent may be
+        // taken by another test running beside this one.
+        let (listen, api) = (party.spec("n1").listen, party.spec("n1").api);
+        std::fs::write(
+            &config,
+            format!("name = \"from-file\"\nslots = 7\nlisten = \"{listen}\"\napi = \"{api}\"\n"),
+        )
+        .unwrap();
+        let mut cmd = Command::new(SHOAL);
+        cmd.args(["agent", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(&spec.data)
+            .arg("--tls-dir")
+            .arg(&spec.tls)
+            .env("SHOAL_SLOTS", "5")
+            .stderr(Stdio::null());
+        if let Some(name) = env_name {
+            cmd.env("SHOAL_NAME", name);
+        }
+        if let Some(name) = flag_name {
+            cmd.args(["--name", name]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let node = wait_for(Duration::from_secs(10), POLL, || {
+            let body = http_get(api, "/v1/node", None)?;
+            let node: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (node["member"]["addr"] == listen.to_string().as_str()).then_some(node)
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let node = node.expect("agent did not serve /v1/node");
+        (
+            node["member"]["name"].as_str().unwrap().to_string(),
+            node["member"]["slots_total"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(start(None, None), ("from-file".to_string(), 5));
+    assert_eq!(start(Some("from-env"), None), ("from-env".to_string(), 5));
+    assert_eq!(
+        start(Some("from-env"), Some("from-flag")),
+        ("from-flag".to_string(), 5)
+    );
+}
+
+#[test]
+fn without_tls_flags_an_agent_makes_a_dev_ca_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_tcp_port()));
+    let mut child = Command::new(SHOAL)
+        .args(["agent", "--name", "solo", "--api", &api.to_string()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", common::free_udp_port()),
+        ])
+        .arg("--data")
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = wait_for(Duration::from_secs(10), POLL, || {
+        http_get(api, "/readyz", None)
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready\n"),
+        "a single node is ready at once"
+    );
+    assert!(data.join("dev-ca/ca.pem").exists() && data.join("tls/node.pem").exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("development CA"), "{stderr}");
+}

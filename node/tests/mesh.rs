@@ -60,6 +60,14 @@ fn five_agents_join_through_one_seed_and_all_list_five_alive() {
             assert!(m["incarnation"].as_u64().unwrap() >= 1);
         }
         assert_eq!(agent.get("/readyz").as_deref(), Some("ready\n"));
+        // The id a node derives from its own certificate is the id its
+        // peers derive from the certificate TLS showed them.
+        let own: serde_json::Value = serde_json::from_str(&agent.get("/v1/node").unwrap()).unwrap();
+        for other in &agents {
+            let listed = other.members().unwrap();
+            let entry = listed.iter().find(|m| m["name"] == agent.name()).unwrap();
+            assert_eq!(entry["id"], own["member"]["id"]);
+        }
         assert_eq!(
             agent.metric("shoal_members"),
             Some(N as f64),
@@ -90,6 +98,7 @@ fn killed_agent_is_listed_down_by_every_other_within_the_bound() {
         "not every survivor listed n3 down within {bound:?}\n{}",
         logs(&agents)
     );
+    assert!(survivors.iter().all(|a| a.logged_change("n3", "down")));
     eprintln!("kill -9 -> down at every survivor in {took:?} (bound {bound:?})");
 }
 
@@ -100,7 +109,7 @@ fn paused_agent_shorter_than_suspicion_is_never_confirmed_down() {
     converge(&agents, &NAMES);
     // Shorter than the minimum suspicion timeout, so a suspicion raised
     // while it sleeps cannot have expired when it wakes and refutes.
-    let pause = Config::local().suspicion_timeout_min(N) * 3 / 4;
+    let pause = Config::local().suspicion_timeout_min(N) / 2;
     let paused = &agents[3];
     let watchers = others(&agents, "n4");
     let mut seen = Vec::new();
@@ -132,6 +141,14 @@ fn paused_agent_shorter_than_suspicion_is_never_confirmed_down() {
         "n4 was confirmed down after a {pause:?} pause\n{}",
         logs(&agents)
     );
+    // A down verdict between two samples would still be in the logs.
+    for w in &watchers {
+        assert!(
+            !w.logged_change("n4", "down"),
+            "{} logged n4 down",
+            w.name()
+        );
+    }
     converge(&agents, &NAMES);
     eprintln!(
         "pause {pause:?} x3: {} observations, {} suspect",

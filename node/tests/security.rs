@@ -57,21 +57,38 @@ fn agents_from_another_ca_or_another_party_never_become_members() {
         let mut material = tls::load_tls_material(dir).unwrap();
         material.ca = real_ca.clone();
         material.party = common::PARTY.to_string();
-        let admitted = runtime.block_on(dial_and_hold(&material, seed));
+        let refusals = || {
+            agents[0]
+                .metric("shoal_handshake_refusals_total")
+                .unwrap_or(0.0)
+        };
+        let before = refusals();
+        // A dial can also fail for want of CPU on a loaded machine before
+        // the seed saw the certificate: retry a few times, each bounded.
+        let mut counted = false;
+        for _ in 0..3 {
+            let admitted = runtime.block_on(dial_and_hold(&material, seed));
+            assert!(
+                !admitted,
+                "the seed admitted a rogue certificate from {}",
+                dir.display()
+            );
+            let bumped = wait_for(Duration::from_secs(3), POLL, || {
+                (refusals() > before).then_some(())
+            });
+            if bumped.is_some() {
+                counted = true;
+                break;
+            }
+        }
         assert!(
-            !admitted,
-            "the seed admitted a rogue certificate from {}",
-            dir.display()
+            counted,
+            "seed never counted the refusal of {} (refusals {})\n{}",
+            dir.display(),
+            refusals(),
+            logs(&agents)
         );
     }
-    let refused = wait_for(Duration::from_secs(10), POLL, || {
-        (agents[0].metric("shoal_handshake_refusals_total")? >= 2.0).then_some(())
-    });
-    assert!(
-        refused.is_some(),
-        "seed did not count refusals\n{}",
-        logs(&agents)
-    );
     std::thread::sleep(Duration::from_secs(2));
     for agent in &agents {
         let names: Vec<String> = agent
@@ -178,6 +195,7 @@ fn garbage_datagrams_and_truncated_streams_leave_the_agent_up_and_counted() {
     let target = agents[0].spec.listen;
 
     // Raw UDP garbage, including packets shaped like QUIC long headers.
+    let udp_before = agents[0].metric("shoal_udp_datagrams_in_total").unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut seed = 0x9e37_79b9_u32;
     for i in 0..200 {
@@ -194,6 +212,13 @@ fn garbage_datagrams_and_truncated_streams_leave_the_agent_up_and_counted() {
             .collect();
         let _ = socket.send_to(&packet, target);
     }
+
+    // quinn drops what is not QUIC; the wire counter still sees it.
+    let seen = wait_for(Duration::from_secs(5), POLL, || {
+        let now = agents[0].metric("shoal_udp_datagrams_in_total")?;
+        (now >= udp_before + 200.0).then_some(())
+    });
+    assert!(seen.is_some(), "raw garbage not counted at the socket");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -671,3 +671,96 @@ fn join_is_retried_until_a_seed_answers() {
         "join did not complete once the seed was reachable"
     );
 }
+
+#[test]
+fn stale_news_about_us_is_corrected_directly() {
+    let mut m = machine_knowing(4, Config::lan());
+    let now = Instant::from_millis(5);
+    // Suspected at 0: refute to 1.
+    let suspect = Update::Suspect {
+        id: id_of(0),
+        incarnation: 0,
+        by: id_of(1),
+    };
+    m.handle_datagram(
+        now,
+        addr_of(1),
+        id_of(1),
+        &message(1, SwimBody::Gossip, vec![suspect]),
+    )
+    .unwrap();
+    assert_eq!(m.incarnation(), 1);
+    while m.poll_transmit().is_some() {}
+    // Node 2 missed the refutation and still holds us down at 0.
+    let stale = Update::Down {
+        id: id_of(0),
+        incarnation: 0,
+        by: id_of(2),
+    };
+    m.handle_datagram(
+        now,
+        addr_of(2),
+        id_of(2),
+        &message(2, SwimBody::Gossip, vec![stale]),
+    )
+    .unwrap();
+    assert_eq!(
+        m.incarnation(),
+        1,
+        "stale news must not raise the incarnation"
+    );
+    let corrected = std::iter::from_fn(|| m.poll_transmit())
+        .filter(|t| t.dst == addr_of(2))
+        .filter_map(|t| shoal_protocol::wire::decode::<SwimMessage>(&t.payload, 1200).ok())
+        .any(|msg| {
+            msg.updates
+                .iter()
+                .any(|u| matches!(u, Update::Alive { id, incarnation: 1, .. } if *id == id_of(0)))
+        });
+    assert!(
+        corrected,
+        "the holder of stale news was not told our incarnation"
+    );
+}
+
+#[test]
+fn a_rejoining_node_whose_seeds_are_gone_joins_through_whoever_finds_it() {
+    let config = Config {
+        // Periodic push-pull would get it in eventually; this is about now.
+        push_pull_interval: secs(600),
+        ..Config::local()
+    };
+    let mut c = Cluster::converged(4, config, 16);
+    c.crash(3);
+    let down = c.run_until(secs(10), |c| c.all_see(3, MemberState::Down));
+    assert!(down.is_some());
+    c.crash(0);
+    // Node 3 comes back remembering a high incarnation, with only the dead
+    // node 0 as seed: its own join can never be answered.
+    c.restart(3, 5, 0);
+    let joined = c.run_until(secs(20), |c| {
+        c.machine(3).is_joined() && c.all_see_alive(&[1, 2, 3])
+    });
+    assert!(joined.is_some(), "node 3 never joined");
+}
+
+#[test]
+fn an_isolated_node_and_the_rest_find_each_other_after_the_heal() {
+    let mut c = Cluster::converged(8, Config::local(), 17);
+    let rest: Vec<usize> = (0..8).filter(|&i| i != 5).collect();
+    c.partition(&[5], &rest);
+    let split = c.run_until(secs(30), |c| {
+        c.all_see(5, MemberState::Down)
+            && rest
+                .iter()
+                .all(|&y| matches!(c.view(5, y), Some((MemberState::Down, _))))
+    });
+    assert!(
+        split.is_some(),
+        "the isolated node and the rest never gave up"
+    );
+    c.heal();
+    let all: Vec<usize> = (0..8).collect();
+    let healed = c.run_until(secs(20), |c| c.all_see_alive(&all));
+    assert!(healed.is_some(), "isolation did not heal");
+}

@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How long a leave may take to reach the peers before the process exits.
+/// How long the agent keeps running after announcing its leave, so the
+/// announcement reaches the peers before the process exits.
 const LEAVE_DRAIN: Duration = Duration::from_millis(500);
 /// How often this node's gossiped state is recomputed.
 const STATE_REFRESH: Duration = Duration::from_secs(1);
@@ -31,6 +32,9 @@ const STATE_REFRESH: Duration = Duration::from_secs(1);
 const STATE_MAX_AGE: Duration = Duration::from_secs(30);
 /// Load changes smaller than this (per mille) are not worth a gossip round.
 const LOAD_CHANGE_PERMILLE: u32 = 100;
+/// Load-only changes are gossiped at most this often: on a busy machine the
+/// load moves every second, and every record costs a dissemination round.
+const LOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// Inbound frames buffered between the transport and the driver.
 const INBOUND_QUEUE: usize = 4096;
 /// Commands buffered for the driver.
@@ -172,6 +176,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "leaving the mesh");
+    let leave_deadline = tokio::time::Instant::now() + LEAVE_DRAIN;
     let (tx, rx) = oneshot::channel();
     let final_incarnation = if commands_tx.send(Command::Leave(tx)).await.is_ok() {
         tokio::time::timeout(LEAVE_DRAIN, rx)
@@ -181,7 +186,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Keep the driver and the connections running for the whole window:
+    // queued datagrams only leave when quinn's connection tasks run, and the
+    // machine keeps gossiping the leave meanwhile.
     transport.flush(LEAVE_DRAIN).await;
+    tokio::time::sleep_until(leave_deadline).await;
     if let Some(incarnation) = final_incarnation {
         if let Err(e) = incarnation_file.store(incarnation) {
             tracing::error!(error = %e, "cannot persist incarnation");
@@ -220,7 +229,11 @@ async fn publish_state(
         let state = local_state(&config, &health, &load);
         let due = match &last {
             None => true,
-            Some((prev, at)) => material_change(prev, &state) || at.elapsed() >= STATE_MAX_AGE,
+            Some((prev, at)) => {
+                urgent_change(prev, &state)
+                    || (load_change(prev, &state) && at.elapsed() >= LOAD_MIN_INTERVAL)
+                    || at.elapsed() >= STATE_MAX_AGE
+            }
         };
         if due {
             if commands
@@ -251,14 +264,22 @@ fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> 
     }
 }
 
-fn material_change(prev: &NodeState, next: &NodeState) -> bool {
+/// Changes schedulers must see at once.
+fn urgent_change(prev: &NodeState, next: &NodeState) -> bool {
     prev.health != next.health
         || prev.slots_total != next.slots_total
         || prev.slots_free != next.slots_free
         || prev.running_attempts != next.running_attempts
         || prev.labels != next.labels
-        || prev.cpu_load_permille.abs_diff(next.cpu_load_permille) >= LOAD_CHANGE_PERMILLE
-        || prev.mem_used_permille.abs_diff(next.mem_used_permille) >= LOAD_CHANGE_PERMILLE
+}
+
+/// Load moves worth telling, but not every second.
+fn load_change(prev: &NodeState, next: &NodeState) -> bool {
+    // A step of LOAD_CHANGE_PERMILLE, or a quarter of the old value when
+    // the load is high, so a machine at 4x load does not flap.
+    let moved = |a: u32, b: u32| a.abs_diff(b) >= LOAD_CHANGE_PERMILLE.max(a / 4);
+    moved(prev.cpu_load_permille, next.cpu_load_permille)
+        || moved(prev.mem_used_permille, next.mem_used_permille)
         // Disk: a change of a tenth of what was free.
         || prev.disk_free_mib.abs_diff(next.disk_free_mib) > prev.disk_free_mib / 10
 }
@@ -280,16 +301,25 @@ mod tests {
             disk_free_mib: 990,
             ..a.clone()
         };
-        assert!(!material_change(&a, &wiggle));
+        assert!(!urgent_change(&a, &wiggle) && !load_change(&a, &wiggle));
         let sick = NodeState {
             health: Health::Critical { reason: "x".into() },
             ..a.clone()
         };
-        assert!(material_change(&a, &sick));
+        assert!(urgent_change(&a, &sick));
         let busy = NodeState {
             cpu_load_permille: 300,
             ..a.clone()
         };
-        assert!(material_change(&a, &busy));
+        assert!(!urgent_change(&a, &busy) && load_change(&a, &busy));
+        let high = NodeState {
+            cpu_load_permille: 4000,
+            ..a.clone()
+        };
+        let high_wiggle = NodeState {
+            cpu_load_permille: 4600,
+            ..a.clone()
+        };
+        assert!(!load_change(&high, &high_wiggle));
     }
 }

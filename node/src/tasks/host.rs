@@ -728,6 +728,7 @@ impl Host {
                 task,
                 attempt,
                 state,
+                ..
             } => {
                 tracing::debug!(%task, attempt, state = super::view::state_name(&state), "attempt committed");
             }

@@ -34,7 +34,7 @@ pub enum CaError {
     #[error("{0} already exists; refusing to overwrite it")]
     Exists(PathBuf),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum CaError {
         source: std::io::Error,
     },
     /// Certificate generation or parsing failed.
-    #[error("certificate: {0}")]
+    #[error("certificate generation or parsing failed")]
     Cert(#[from] rcgen::Error),
     /// A name is not usable in a certificate.
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.'")]

@@ -38,10 +38,10 @@ pub enum TlsError {
         reason: String,
     },
     /// Our own certificate does not identify a shoal node.
-    #[error("own certificate: {0}")]
+    #[error("own certificate")]
     OwnCert(#[from] super::IdentityError),
     /// rustls refused the configuration.
-    #[error("tls configuration: {0}")]
+    #[error("tls configuration")]
     Rustls(#[from] rustls::Error),
     /// The verifier could not be built from the CA.
     #[error("party CA: {0}")]

@@ -11,6 +11,7 @@
 //! frame to the agent and sends whatever the agent asks.
 
 pub mod frame;
+pub mod udp;
 
 use crate::tls::{node_id_from_cert, rustls_configs, TlsError, TlsMaterial, SERVER_NAME};
 use bytes::Bytes;
@@ -44,6 +45,8 @@ const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_QUEUE_LEN: usize = 256;
 /// A destination's sender task exits after this long without payloads.
 const PEER_IDLE_EXIT: Duration = Duration::from_secs(60);
+/// Destinations remembered before exited sender tasks are pruned.
+const PEER_MAP_PRUNE_AT: usize = 1024;
 /// Concurrent inbound streams per connection.
 const MAX_INBOUND_STREAMS: u32 = 32;
 /// Loopback and Ethernet both carry 1452-byte QUIC packets; starting there
@@ -76,6 +79,8 @@ pub struct TransportCounters {
     pub outbound_dropped: Counter,
     /// Inbound Paxos/Task frames dropped because the task host was behind.
     pub inbound_dropped: Counter,
+    /// What crossed the wire, QUIC overhead and garbage included.
+    pub udp: udp::UdpCounters,
 }
 
 /// One frame from an authenticated peer.
@@ -101,7 +106,7 @@ pub enum TransportError {
     #[error("quic tls configuration: {0}")]
     QuicTls(String),
     /// The UDP socket could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -181,11 +186,21 @@ impl Transport {
         inbound: mpsc::Sender<Inbound>,
     ) -> Result<Transport, TransportError> {
         let (server, client) = quinn_configs(material, counters.handshake_refusals.clone())?;
-        let mut endpoint =
-            Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let bind_err = |source| TransportError::Bind {
+            addr: listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let socket = runtime.wrap_udp_socket(socket).map_err(bind_err)?;
+        let socket = udp::CountingSocket::new(socket, counters.udp.clone());
+        let mut endpoint = Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(bind_err)?;
         endpoint.set_default_client_config(client);
         let transport = Transport {
             shared: Arc::new(Shared {
@@ -214,6 +229,10 @@ impl Transport {
         };
         let shared = &self.shared;
         let mut peers = shared.peers.lock().expect("peers lock poisoned");
+        if peers.len() >= PEER_MAP_PRUNE_AT {
+            // Sender tasks of addresses gone quiet have exited; forget them.
+            peers.retain(|_, queue| !queue.is_closed());
+        }
         let queue = peers
             .entry(dst)
             .or_insert_with(|| spawn_peer(shared.clone(), dst));
@@ -469,10 +488,13 @@ async fn read_stream(
             .await
             .map_err(|e| e.to_string())?;
         let len = frame::stream_frame_len(prefix).map_err(|e| e.to_string())?;
-        let mut body = vec![0u8; len];
-        recv.read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Memory grows with the bytes that actually arrive, not with what
+        // the prefix claims; one frame per stream, so the stream must end
+        // exactly where the frame does.
+        let body = recv.read_to_end(len).await.map_err(|e| e.to_string())?;
+        if body.len() != len {
+            return Err(format!("stream ended after {} of {len} bytes", body.len()));
+        }
         Ok::<_, String>(body)
     })
     .await;

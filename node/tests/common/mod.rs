@@ -170,6 +170,7 @@ impl AgentSpec {
         ])
         .arg("--tls-dir")
         .arg(&self.tls)
+        .args(["--log-format", "json"])
         .env("RUST_LOG", "info,shoal_node=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -194,10 +195,14 @@ impl AgentSpec {
             Duration::from_millis(50),
             || match self.netns {
                 Some(_) => agent.members().map(|_| ()),
-                None => agent
-                    .get("/healthz")
-                    .filter(|b| b.starts_with("ok"))
-                    .map(|_| ()),
+                // Up, and really this agent: a port freed by an earlier
+                // agent may have been taken by another test's agent.
+                None => {
+                    let node: Value = serde_json::from_str(&agent.get("/v1/node")?).ok()?;
+                    (node["member"]["name"] == self.name.as_str()
+                        && node["member"]["addr"] == self.listen.to_string().as_str())
+                    .then_some(())
+                }
             },
         );
         assert!(
@@ -316,6 +321,17 @@ impl Agent {
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
             .collect();
         (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// Whether this agent ever logged `member` entering `state`.
+    pub fn logged_change(&self, member: &str, state: &str) -> bool {
+        let text = std::fs::read_to_string(&self.spec.log).unwrap_or_default();
+        let (m, s) = (
+            format!("\"member\":\"{member}\""),
+            format!("\"state\":\"{state}\""),
+        );
+        text.lines()
+            .any(|l| l.contains("membership change") && l.contains(&m) && l.contains(&s))
     }
 
     pub fn log_tail(&self) -> String {

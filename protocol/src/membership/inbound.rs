@@ -1,6 +1,8 @@
 //! Decoding, authenticating and dispatching one received payload.
 
-use super::{InputError, MemberState, Membership, MAX_UPDATES_PER_MESSAGE};
+use super::{
+    InputError, MemberState, Membership, MAX_UPDATES_PER_MESSAGE, MAX_VERDICTS_PER_PUSH_PULL,
+};
 use crate::wire::swim::{PushPull, SwimBody, SwimMessage, Update};
 use crate::wire::{decode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 use crate::{Instant, NodeId};
@@ -47,7 +49,23 @@ impl Membership {
                 target_addr,
             } => self.on_ping_req(now, src, seq, target, target_addr),
             SwimBody::Gossip => {}
-            SwimBody::PushPull(push_pull) => self.on_push_pull(now, src, sender, push_pull),
+            SwimBody::PushPull(push_pull) => {
+                self.on_push_pull(now, src, sender, push_pull);
+                // A full state just arrived: nothing left to pull.
+                self.resync_wanted = false;
+            }
+        }
+        if !self.joined && !self.seeds.is_empty() {
+            // Still joining (the seeds may all be gone) and a member found
+            // us: join through it as well.
+            self.resync_wanted = true;
+        }
+        if std::mem::take(&mut self.resync_wanted) {
+            self.resync_with(now, src);
+        }
+        if std::mem::take(&mut self.sender_has_stale_news) {
+            let me = self.self_alive_update();
+            self.send_with(src, SwimBody::Gossip, vec![me]);
         }
         self.refresh_derived_timers();
         Ok(())
@@ -74,6 +92,19 @@ impl Membership {
             MemberState::Alive | MemberState::Suspect => return,
         };
         self.send_with(src, SwimBody::Gossip, vec![verdict]);
+    }
+
+    /// Pulls `src`'s full state (sending only our own record), at most once
+    /// per `reconnect_interval`: after it, each member we wrongly hold down
+    /// is told so directly and refutes.
+    fn resync_with(&mut self, now: Instant, src: SocketAddr) {
+        let due = self
+            .last_resync
+            .is_none_or(|at| now >= at + self.config.reconnect_interval);
+        if due {
+            self.last_resync = Some(now);
+            self.send_pull(src);
+        }
     }
 
     fn authenticate(src_id: NodeId, payload: &[u8]) -> Result<SwimMessage, InputError> {
@@ -105,8 +136,16 @@ impl Membership {
             members,
             states,
         } = push_pull;
+        let mut verdicts = Vec::new();
         for record in members {
-            self.apply_record(now, sender, record);
+            if let Some(verdict) = self.apply_record(now, sender, record) {
+                if verdicts.len() < MAX_VERDICTS_PER_PUSH_PULL {
+                    verdicts.push(verdict);
+                }
+            }
+        }
+        for (addr, verdict) in verdicts {
+            self.send_with(addr, SwimBody::Gossip, vec![verdict]);
         }
         for record in states {
             self.on_state(record);

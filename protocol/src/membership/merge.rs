@@ -51,8 +51,16 @@ impl Membership {
         }
     }
 
-    /// Applies one member of a push-pull from `sender`.
-    pub(super) fn apply_record(&mut self, now: Instant, sender: NodeId, record: MemberRecord) {
+    /// Applies one member of a push-pull from `sender`. Returns the member
+    /// to tell directly that we hold it down, when the sender holds it
+    /// alive at the incarnation we hold it down at: it is probably running
+    /// and only we (cut off for a while) gave it up, so it must refute.
+    pub(super) fn apply_record(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        record: MemberRecord,
+    ) -> Option<(SocketAddr, Update)> {
         let MemberRecord {
             id,
             name,
@@ -61,20 +69,42 @@ impl Membership {
             state,
         } = record;
         match state {
-            WireState::Alive => self.on_alive(now, id, name, addr, incarnation),
-            WireState::Suspect => {
+            WireState::Alive => {
+                let verdict = self
+                    .members
+                    .get(&id)
+                    .filter(|m| m.state == MemberState::Down && m.incarnation == incarnation)
+                    .map(|m| {
+                        let down = Update::Down {
+                            id,
+                            incarnation,
+                            by: self.identity.id,
+                        };
+                        (m.identity.addr, down)
+                    });
+                self.on_alive(now, id, name, addr, incarnation);
+                verdict
+            }
+            // A remote "down" is only a suspicion here (memberlist does the
+            // same): a node back from a partition must not make us give up
+            // everyone it gave up; a suspicion lets the live ones refute.
+            WireState::Suspect | WireState::Down => {
                 // A suspect we never heard of is most likely alive: learn
                 // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
                     self.on_alive(now, id, name, addr, incarnation);
                 }
-                self.on_suspect(now, id, incarnation, sender);
+                if id == self.identity.id && state == WireState::Down {
+                    self.on_down(now, id, incarnation, sender);
+                } else {
+                    self.on_suspect(now, id, incarnation, sender);
+                }
+                None
             }
-            // Down or left members we do not know are not learned: a
-            // forgotten member must stay forgotten, or two nodes reaping at
-            // slightly different times would hand it back and forth forever.
-            WireState::Down => self.on_down(now, id, incarnation, sender),
-            WireState::Left => self.on_left(now, id, incarnation),
+            WireState::Left => {
+                self.on_left(now, id, incarnation);
+                None
+            }
         }
     }
 
@@ -122,9 +152,7 @@ impl Membership {
 
     pub(super) fn on_suspect(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
         if id == self.identity.id {
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
-            }
+            self.answer_news_about_us(now, incarnation);
             return;
         }
         let Some(member) = self.members.get(&id) else {
@@ -181,8 +209,10 @@ impl Membership {
 
     pub(super) fn on_down(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
         if id == self.identity.id {
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
+            if self.answer_news_about_us(now, incarnation) {
+                // Given up by others: we were cut off, and our own view is
+                // stale too. Pull the sender's view (see `inbound`).
+                self.resync_wanted = true;
             }
             return;
         }
@@ -211,9 +241,7 @@ impl Membership {
     pub(super) fn on_left(&mut self, now: Instant, id: NodeId, incarnation: u64) {
         if id == self.identity.id {
             // A leave of an earlier life of ours: we are back.
-            if !self.has_left && incarnation >= self.incarnation {
-                self.refute(now, incarnation);
-            }
+            self.answer_news_about_us(now, incarnation);
             return;
         }
         let Some(member) = self.members.get(&id) else {
@@ -254,6 +282,22 @@ impl Membership {
         }
     }
 
+    /// Someone says we are suspect, down or left at `incarnation`. At or
+    /// above our own incarnation we refute (returns `true`); below it the
+    /// sender holds stale news of us that nobody gossips any more, so we
+    /// tell it our current incarnation directly (see `inbound`).
+    pub(super) fn answer_news_about_us(&mut self, now: Instant, incarnation: u64) -> bool {
+        if self.has_left {
+            return false;
+        }
+        if incarnation >= self.incarnation {
+            self.refute(now, incarnation);
+            return true;
+        }
+        self.sender_has_stale_news = true;
+        false
+    }
+
     /// We are suspected, declared down or left at `incarnation`, or an
     /// earlier life of ours is known at it: out-number it and say so.
     pub(super) fn refute(&mut self, _now: Instant, incarnation: u64) {
@@ -269,12 +313,17 @@ impl Membership {
     }
 
     pub(super) fn broadcast_self_alive(&mut self) {
-        self.broadcasts.push(Update::Alive {
+        let me = self.self_alive_update();
+        self.broadcasts.push(me);
+    }
+
+    pub(super) fn self_alive_update(&self) -> Update {
+        Update::Alive {
             id: self.identity.id,
             name: self.identity.name.clone(),
             addr: self.identity.addr,
             incarnation: self.incarnation,
-        });
+        }
     }
 
     /// Learns a member we never heard of, alive at `incarnation`.

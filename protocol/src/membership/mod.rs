@@ -87,6 +87,8 @@ pub const MAX_QUEUED_EVENTS: usize = 65_536;
 /// Down members considered for a reconnecting ping (the oldest are the
 /// first candidates: they were down the longest).
 pub const MAX_RECONNECT_CANDIDATES: usize = 1024;
+/// Members told directly that we hold them down, per push-pull received.
+pub const MAX_VERDICTS_PER_PUSH_PULL: usize = 256;
 /// Passes over the timer table in one `handle_timeout`.
 const MAX_TIMER_PASSES: usize = 4;
 /// Most updates applied from one message.
@@ -267,6 +269,11 @@ pub struct Membership {
     events: VecDeque<Event>,
     stats: Stats,
     created_at: Instant,
+    /// Set when a message told us we are down: pull its sender's view.
+    resync_wanted: bool,
+    last_resync: Option<Instant>,
+    /// Set when a message carried news of us older than our incarnation.
+    sender_has_stale_news: bool,
     /// This node's random phase in the push-pull cycle, in per mille.
     push_pull_phase_permille: u32,
 }
@@ -312,6 +319,9 @@ impl Membership {
             events: VecDeque::new(),
             stats: Stats::default(),
             created_at: now,
+            resync_wanted: false,
+            last_resync: None,
+            sender_has_stale_news: false,
             push_pull_phase_permille: 0,
         };
         // Random phases keep the nodes of a cluster started together from

@@ -147,9 +147,25 @@ impl Membership {
     }
 
     pub(super) fn send_push_pull(&mut self, dst: SocketAddr, reply_wanted: bool) {
+        let push_pull = self.full_state(reply_wanted);
+        self.send_push_pull_body(dst, push_pull);
+    }
+
+    /// A push-pull that carries only our own record: asks for the peer's
+    /// full state without pushing a view we know to be stale.
+    pub(super) fn send_pull(&mut self, dst: SocketAddr) {
+        let mut push_pull = self.full_state(true);
+        push_pull.members.truncate(1);
+        push_pull
+            .states
+            .truncate(usize::from(self.local_state.is_some()));
+        self.send_push_pull_body(dst, push_pull);
+    }
+
+    fn send_push_pull_body(&mut self, dst: SocketAddr, push_pull: PushPull) {
         let message = SwimMessage {
             sender: self.identity.id,
-            body: SwimBody::PushPull(self.full_state(reply_wanted)),
+            body: SwimBody::PushPull(push_pull),
             updates: Vec::new(),
         };
         let payload = encode(&message);

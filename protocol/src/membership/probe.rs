@@ -218,9 +218,7 @@ impl Membership {
         suspected_at: Option<u64>,
     ) {
         if let Some(incarnation) = suspected_at {
-            if incarnation >= self.incarnation {
-                self.refute(now, incarnation);
-            }
+            self.answer_news_about_us(now, incarnation);
         }
         self.send(src, SwimBody::Ack { seq });
     }
