@@ -89,6 +89,7 @@ for i in 1 2 3; do
     --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token shoal-bench \
     --log-level warn >"$WORK/etcd-$i.log" 2>&1 &
   ETCD_PIDS+=($!)
+  disown "$!"
 done
 healthy=0
 for _ in $(seq 1 100); do

@@ -38,11 +38,11 @@ LOAD_PID=$!
 # real task beyond the three warm-up ones.
 api=http://127.0.0.1:$((BASE + 100))
 for _ in $(seq 1 600); do
-  n=$(curl -sf --max-time 1 "$api/metrics" 2>/dev/null | awk '$1 == "shoal_tasks{state=\"succeeded\"}" {print $2}')
+  n=$(curl -sf --max-time 1 "$api/metrics" 2>/dev/null | awk '$1 == "shoal_tasks{state=\"succeeded\"}" {print $2}' || true)
   [[ ${n:-0} -gt 3 ]] && break
   sleep 0.1
 done
-AGENT=$(pgrep -f "agent --name bench0 --data $WORK/mesh/data-0" | head -1)
+AGENT=$(pgrep -f "agent --name bench0 --data $WORK/mesh/data-0" | head -1 || true)
 [[ -n $AGENT ]] || { echo "agent bench0 not found" >&2; exit 1; }
 perf record -g -p "$AGENT" -o "$OUT/perf-agent.data" -- sleep "$PERF_S" 2>/dev/null
 wait "$LOAD_PID" || true
