@@ -2,7 +2,7 @@
 # Profile one shoal agent under the benchmark's throughput load.
 #
 # Runs `shoal-load throughput` (3-agent mesh, mock zero-duration tasks) and,
-# once the load is on, `perf record -g` on agent bench0 for PERF_S seconds;
+# once the load is on, `perf record --call-graph dwarf` on agent bench0 for PERF_S seconds;
 # writes target/bench/perf-agent.data and the top of `perf report` to
 # target/bench/perf-agent.txt. Needs the release build of shoal-bench and
 # shoal (scripts/bench/etcd-vs-shoal.sh builds both) and linux-perf.
@@ -44,10 +44,23 @@ for _ in $(seq 1 600); do
 done
 AGENT=$(pgrep -f "agent --name bench0 --data $WORK/mesh/data-0" | head -1 || true)
 [[ -n $AGENT ]] || { echo "agent bench0 not found" >&2; exit 1; }
-perf record -g -p "$AGENT" -o "$OUT/perf-agent.data" -- sleep "$PERF_S" 2>/dev/null
+curl -sf --max-time 2 "$api/metrics" >"$WORK/m0" || true
+perf record -F 499 --call-graph "${PERF_CALLGRAPH:-dwarf,8192}" -p "$AGENT" -o "$OUT/perf-agent.data" -- sleep "$PERF_S" 2>/dev/null
+curl -sf --max-time 2 "$api/metrics" >"$WORK/m1" || true
+# Work per completed task on bench0 during the profile: store commits,
+# datagrams and bytes sent, against tasks that reached `succeeded`.
+awk 'NR == FNR { if ($1 !~ /^#/) a[$1] = $2; next }
+     $1 !~ /^#/ && ($1 in a) { d[$1] = $2 - a[$1] }
+     END {
+       t = d["shoal_tasks{state=\"succeeded\"}"]
+       printf "tasks succeeded during the profile: %d\n", t
+       for (k in d) if (t > 0 && d[k] > 0 && k ~ /(commit_seconds_count|datagrams_out|bytes_out|renewals|claims|attempts_started)/)
+         printf "  %-50s %12.0f  (%.2f per task)\n", k, d[k], d[k] / t
+     }' "$WORK/m0" "$WORK/m1" >"$OUT/perf-agent-work.txt" || true
 wait "$LOAD_PID" || true
 LOAD_PID=
 perf report -i "$OUT/perf-agent.data" --stdio --no-children --percent-limit 1 -g none 2>/dev/null >"$OUT/perf-agent.txt"
 perf report -i "$OUT/perf-agent.data" --stdio --children --percent-limit 3 -g none 2>/dev/null >"$OUT/perf-agent-children.txt"
 echo "load: $(cat "$OUT/perf-load.json")"
+cat "$OUT/perf-agent-work.txt"
 echo "self time (top):"; grep -v '^#' "$OUT/perf-agent.txt" | grep -v '^$' | head -25
