@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 
 need_pkg() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 if [ "$(id -u)" = 0 ]; then
-  need_pkg ip iproute2
+  need_pkg ip iproute2           # network namespaces for the partition tests
+  need_pkg iptables iptables      # loopback partitions in the chaos tests
 fi
+# etcd-client (the benchmark's baseline worker pool) compiles protobufs at build time.
+need_pkg protoc protobuf-compiler
 
 echo "== format"
 cargo fmt --all --check
