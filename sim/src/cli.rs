@@ -143,23 +143,40 @@ fn load(path: &std::path::Path) -> anyhow::Result<Scenario> {
     Ok(Scenario::load(path)?)
 }
 
-fn one_run(scenario: &Scenario, seed: u64, imp: Impl) -> Outcome {
+fn one_run(scenario: &Scenario, seed: u64, imp: Impl, bugs: &shoal_protocol::Bugs) -> Outcome {
+    if scenario.tasks.is_some() {
+        return crate::tasks::run(scenario, seed, bugs.clone());
+    }
     crate::run_scenario(scenario, seed, imp)
+}
+
+/// The planted bugs of a run: only task worlds can plant them, and only in
+/// a build with the `planted-bugs` feature.
+fn bugs_for(scenario: &Scenario, bug: Option<&str>) -> anyhow::Result<shoal_protocol::Bugs> {
+    if bug.is_some() && scenario.tasks.is_none() {
+        bail!("--bug needs a scenario with a [tasks] table (e.g. sim/scenarios/tasks-smoke.toml)");
+    }
+    crate::tasks::bugs_from(bug).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&args.common.scenario)?;
+    let bugs = bugs_for(&scenario, args.common.bug.as_deref())?;
     let pb = bar(scenario.virtual_s, "virtual s");
-    let outcome = crate::run_scenario_with_progress(
-        &scenario,
-        args.seed,
-        args.common.implementation,
-        &mut |virtual_ms| {
-            if let Some(pb) = &pb {
-                pb.set_position(virtual_ms / 1000);
-            }
-        },
-    );
+    let outcome = if scenario.tasks.is_some() {
+        one_run(&scenario, args.seed, args.common.implementation, &bugs)
+    } else {
+        crate::run_scenario_with_progress(
+            &scenario,
+            args.seed,
+            args.common.implementation,
+            &mut |virtual_ms| {
+                if let Some(pb) = &pb {
+                    pb.set_position(virtual_ms / 1000);
+                }
+            },
+        )
+    };
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -178,6 +195,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn cmd_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let scenario = load(&args.common.scenario)?;
+    let bugs = bugs_for(&scenario, args.common.bug.as_deref())?;
     let range = args.seeds;
     let count = range.last - range.first + 1;
     let next = AtomicU64::new(range.first);
@@ -191,7 +209,7 @@ fn cmd_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
                 if seed > range.last {
                     break;
                 }
-                let outcome = one_run(&scenario, seed, imp);
+                let outcome = one_run(&scenario, seed, imp, &bugs);
                 if let Ok(mut map) = results.lock() {
                     map.insert(seed, outcome);
                 }

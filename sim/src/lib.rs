@@ -15,6 +15,7 @@ pub mod plot;
 pub mod regressions;
 pub mod report;
 pub mod scenario;
+pub mod tasks;
 pub mod trace;
 
 pub use engine::{run, run_with_progress, Outcome, RunConfig};
@@ -22,9 +23,9 @@ pub use host::{Impl, SimNode};
 pub use report::{Report, Violation};
 pub use scenario::Scenario;
 
-/// Bugs that `--bug NAME` can plant in a run (none yet: a later issue adds
-/// them). Any other name is refused.
-pub const KNOWN_BUGS: &[&str] = &[];
+/// Bugs that `--bug NAME` can plant in a run (task worlds only). Any other
+/// name is refused.
+pub const KNOWN_BUGS: &[&str] = tasks::BUG_NAMES;
 
 /// Runs `scenario` with `seed` on implementation `imp`.
 pub fn run_scenario(scenario: &Scenario, seed: u64, imp: Impl) -> Outcome {

@@ -201,6 +201,9 @@ impl Report {
             "traffic {:.0} bytes/node/s  {:.2} msgs/node/s  trace_hash {}",
             m.bytes_per_node_per_s, m.msgs_per_node_per_s, self.trace_hash
         );
+        if let Some(t) = &self.tasks {
+            let _ = writeln!(s, "tasks {t}");
+        }
         if self.violations_total == 0 {
             let _ = writeln!(s, "violations: none");
         } else {

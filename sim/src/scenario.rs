@@ -90,6 +90,9 @@ pub struct Scenario {
     /// Faults of the safety phase.
     #[serde(default)]
     pub faults: Faults,
+    /// If present, the run is a task world (see [`crate::tasks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<crate::tasks::TasksModel>,
 }
 
 fn default_warmup_s() -> u64 {

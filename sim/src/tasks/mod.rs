@@ -1,0 +1,357 @@
+//! The task world: a scenario with a `[tasks]` table runs shoal's
+//! coordinator (leases, CASPaxos task records, scheduling) on every node
+//! under the scenario's network, clocks and fault schedule, with a Poisson
+//! task workload, and reports the `tasks` section of the JSON report.
+
+pub mod ideal;
+pub mod lin;
+pub mod world;
+
+use crate::engine::Outcome;
+use crate::faults::{schedule, FaultAction};
+use crate::report::{Derived, MembershipReport, Quantiles3, Report, Violation};
+use crate::scenario::Scenario;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use shoal_protocol::coordinator::Config;
+use shoal_protocol::tasks::TaskSpec;
+use shoal_protocol::Bugs;
+use world::World;
+
+/// The `[tasks]` table of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksModel {
+    /// Shards `S`.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// Acceptor group size `R`.
+    #[serde(default = "default_group")]
+    pub group_size: usize,
+    /// Slots per node.
+    #[serde(default = "default_slots")]
+    pub slots_per_node: u32,
+    /// Mean task arrivals per virtual second (Poisson), during
+    /// `[warmup_s, safety_s)`.
+    pub arrivals_per_s: f64,
+    /// Task durations, uniform in this range, ms.
+    #[serde(default = "default_duration")]
+    pub duration_ms: [u64; 2],
+    /// Probability that a task needs 2 slots instead of 1.
+    #[serde(default)]
+    pub two_slot_probability: f64,
+    /// Probability that a task carries a label (`pool=a`) that half of the
+    /// nodes offer.
+    #[serde(default)]
+    pub label_probability: f64,
+    /// Probability that a task's process exits non-zero.
+    #[serde(default)]
+    pub fail_probability: f64,
+    /// Retries per task.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Lease length, ms.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Drift bound `rho` the machines are told (≥ the clock model's).
+    #[serde(default = "default_rho")]
+    pub rho: f64,
+    /// Job register operations checked for linearizability (0 = off).
+    #[serde(default = "default_lin_ops")]
+    pub linearizability_ops: usize,
+}
+
+fn default_shards() -> u32 {
+    16
+}
+fn default_group() -> usize {
+    3
+}
+fn default_slots() -> u32 {
+    4
+}
+fn default_duration() -> [u64; 2] {
+    [100, 2_000]
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_lease_ms() -> u64 {
+    1_500
+}
+fn default_rho() -> f64 {
+    0.01
+}
+fn default_lin_ops() -> usize {
+    30
+}
+
+/// Bug names `--bug` accepts in a task world.
+pub const BUG_NAMES: &[&str] = &[
+    "lease-overwrite",
+    "no-quarantine",
+    "no-self-fence",
+    "stale-commit",
+    "no-drift-margin",
+];
+
+/// Turns a `--bug` name into the coordinator's bug set. Without the
+/// `planted-bugs` feature the bug would be a silent no-op: refused.
+pub fn bugs_from(name: Option<&str>) -> Result<Bugs, String> {
+    let Some(name) = name else {
+        return Ok(Bugs::none());
+    };
+    let bug: shoal_protocol::Bug = name.parse()?;
+    if !cfg!(feature = "planted-bugs") {
+        return Err(format!(
+            "bug `{name}` is not compiled in: rebuild with `cargo build -p shoal-sim --features planted-bugs`"
+        ));
+    }
+    Ok(Bugs::one(bug))
+}
+
+/// Runs the task world of `scenario` (which must have `[tasks]`).
+pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
+    let started = std::time::Instant::now();
+    let model = scenario.tasks.clone().unwrap_or(TasksModel {
+        shards: default_shards(),
+        group_size: default_group(),
+        slots_per_node: default_slots(),
+        arrivals_per_s: 0.0,
+        duration_ms: default_duration(),
+        two_slot_probability: 0.0,
+        label_probability: 0.0,
+        fail_probability: 0.0,
+        retries: default_retries(),
+        lease_ms: default_lease_ms(),
+        rho: default_rho(),
+        linearizability_ops: 0,
+    });
+    let n = scenario.nodes as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7a5c_5eed);
+    let world_seed: u64 = rng.gen();
+    let faults_seed: u64 = rng.gen();
+    let lin_seed: u64 = rng.gen();
+    let rho = model.rho.max(scenario.clock.drift_rho);
+    let cfg = Config {
+        shards: model.shards,
+        group_size_small: model.group_size.min(3),
+        group_size_large: model.group_size,
+        lease_ms: model.lease_ms,
+        renew_ms: model.lease_ms / 3,
+        rho,
+        slots_total: model.slots_per_node,
+        retention_ms: 3_600_000,
+        bugs,
+        // Every node offers the workload's label, so labelled tasks are
+        // placeable anywhere (label-restricted placement is not modelled).
+        labels: [("kind".to_string(), "batch".to_string())].into(),
+        ..Config::default()
+    };
+    let mut w = World::new(
+        n,
+        cfg,
+        world_seed,
+        scenario.clock.drift_rho,
+        scenario.network.clone(),
+    );
+    let faults = schedule(scenario, faults_seed);
+    let mut next_fault = 0;
+    let heal = scenario.heal_ms();
+    let end = scenario.end_ms();
+    let warm = scenario.warmup_s * 1000;
+    let mut lin = lin::Checker::new(model.linearizability_ops, lin_seed);
+    let mut next_arrival = warm as f64;
+    let mut workload: Vec<ideal::Job> = Vec::new();
+    let mut node_down_from: Vec<Option<u64>> = vec![None; n];
+    let mut downs: Vec<(usize, u64, u64)> = Vec::new();
+    let mut submits = 0u64;
+    let mut healed = false;
+    let mut liveness_done_ms = None;
+    while w.now < end {
+        let now = w.now;
+        while next_fault < faults.len() && faults[next_fault].at_ms <= now {
+            let f = faults[next_fault].action.clone();
+            next_fault += 1;
+            w.trace.word(0xfa);
+            match f {
+                FaultAction::Crash(i) | FaultAction::Leave(i) => {
+                    w.crash(i as usize);
+                    node_down_from[i as usize] = Some(now);
+                }
+                FaultAction::Restart { node, with_state } => {
+                    w.restart(node as usize, with_state);
+                    if let Some(from) = node_down_from[node as usize].take() {
+                        downs.push((node as usize, from, now));
+                    }
+                }
+                FaultAction::Pause(i) => w.pause(i as usize),
+                FaultAction::Resume(i) => w.resume(i as usize),
+                // A slow CPU is not modelled in the task world.
+                FaultAction::Slow { .. } | FaultAction::Unslow(_) => {}
+                FaultAction::Partition { id, kind, inside } => w.links.partition(id, kind, &inside),
+                FaultAction::HealPartition(id) => w.links.heal_partition(id),
+                FaultAction::Clog(i) => w.links.clog(i),
+                FaultAction::Unclog(i) => w.links.unclog(i),
+            }
+        }
+        if now >= heal && !healed {
+            // Liveness phase: everything heals; crashed nodes come back
+            // with their disk.
+            healed = true;
+            w.links.heal_all();
+            for (i, down_from) in node_down_from.iter_mut().enumerate() {
+                w.resume(i);
+                if !w.nodes[i].up() {
+                    w.restart(i, true);
+                    if let Some(from) = down_from.take() {
+                        downs.push((i, from, now));
+                    }
+                }
+            }
+        }
+        // Workload: Poisson arrivals at a random active node.
+        while model.arrivals_per_s > 0.0 && next_arrival <= now as f64 && now < heal {
+            let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+            next_arrival += -u.ln() * 1000.0 / model.arrivals_per_s;
+            let [lo, hi] = model.duration_ms;
+            let dur = if hi > lo { rng.gen_range(lo..=hi) } else { lo };
+            let code = i32::from(rng.gen_bool(model.fail_probability.clamp(0.0, 1.0)));
+            let slots = if rng.gen_bool(model.two_slot_probability.clamp(0.0, 1.0)) {
+                2
+            } else {
+                1
+            };
+            let mut spec = TaskSpec::mock(dur, code);
+            spec.slots = slots;
+            spec.retries = model.retries;
+            spec.retry_backoff_ms = 200;
+            if rng.gen_bool(model.label_probability.clamp(0.0, 1.0)) {
+                spec.labels.insert("kind".into(), "batch".into());
+            }
+            let i = rng.gen_range(0..n);
+            if w.submit(i, spec) {
+                submits += 1;
+                // A failing task runs 1 + retries times with the backoff in
+                // between in the real run: the ideal pays that too.
+                let busy = if code == 0 {
+                    dur
+                } else {
+                    dur * (1 + u64::from(model.retries)) + 200 * u64::from(model.retries)
+                };
+                workload.push(ideal::Job {
+                    submit_ms: now,
+                    duration_ms: busy,
+                    slots,
+                });
+            }
+        }
+        lin.tick(&mut w, now < heal);
+        w.step();
+        if healed && liveness_done_ms.is_none() && w.now.is_multiple_of(500) && w.all_final() {
+            liveness_done_ms = Some(w.now - heal);
+        }
+    }
+    for (i, from) in node_down_from.iter().enumerate() {
+        if let Some(f) = from {
+            downs.push((i, *f, end));
+        }
+    }
+    let lost = w.check_final();
+    let linearizability = lin.verdict();
+    if linearizability != "ok" {
+        w.violations_total += 1;
+        w.violations
+            .push(("linearizability", w.now, linearizability.clone()));
+    }
+    if liveness_done_ms.is_none() && lost > 0 {
+        w.violations_total += 1;
+        w.violations.push((
+            "liveness",
+            w.now,
+            format!("{lost} acknowledged tasks not final by the end of the liveness phase"),
+        ));
+    }
+    // Mean real response over acknowledged tasks that finished.
+    let mut real: Vec<f64> = Vec::new();
+    for (t, sub) in &w.acked {
+        if let Some(fin) = w.finished_at.get(t) {
+            real.push(fin.saturating_sub(*sub) as f64);
+        }
+    }
+    let mean_real = if real.is_empty() {
+        0.0
+    } else {
+        real.iter().sum::<f64>() / real.len() as f64
+    };
+    let mean_ideal = ideal::mean_response_ms(&workload, n, model.slots_per_node, &downs);
+    let placement_vs_ideal = if mean_ideal > 0.0 {
+        mean_real / mean_ideal
+    } else {
+        0.0
+    };
+    let acked = w.acked.len() as u64;
+    let tasks = serde_json::json!({
+        "submitted": submits,
+        "acknowledged": acked,
+        "completed": acked - lost,
+        "lost": lost,
+        "double_runs": w.double_runs,
+        "stale_commits": w.stale_commits,
+        "lease_overlaps": w.lease_overlaps,
+        "failover_ms": Quantiles3::of(&w.failovers_ms),
+        "claims_per_s": w.starts as f64 / scenario.virtual_s.max(1) as f64,
+        "placement_vs_ideal": placement_vs_ideal,
+        "mean_response_ms": mean_real,
+        "ideal_mean_response_ms": mean_ideal,
+        "liveness_after_heal_ms": liveness_done_ms,
+        "linearizability": linearizability,
+        "linearizability_ops": lin.completed(),
+    });
+    w.trace.word(lost);
+    let violations = w
+        .violations
+        .iter()
+        .map(|(inv, at, d)| Violation {
+            invariant: (*inv).to_string(),
+            at_ms: *at,
+            detail: d.clone(),
+        })
+        .collect();
+    let report = Report {
+        scenario: scenario.name.clone(),
+        implementation: "shoal".into(),
+        seed,
+        nodes: scenario.nodes,
+        virtual_s: scenario.virtual_s,
+        wall_ms: started.elapsed().as_millis() as u64,
+        trace_hash: w.trace.hex(),
+        violations,
+        violations_total: w.violations_total,
+        membership: MembershipReport {
+            crashes: faults
+                .iter()
+                .filter(|f| matches!(f.action, FaultAction::Crash(_)))
+                .count() as u64,
+            ..MembershipReport::default()
+        },
+        tasks: Some(tasks),
+        derived: Derived {
+            network_seed: world_seed,
+            faults_seed,
+            engine_seed: lin_seed,
+            faults: faults
+                .iter()
+                .map(|f| format!("{} ms: {}", f.at_ms, f.action))
+                .collect(),
+            ..Derived::default()
+        },
+    };
+    Outcome {
+        report,
+        samples: Vec::new(),
+        detect_all_ms: Vec::new(),
+        heal_ms: heal,
+    }
+}
