@@ -185,7 +185,7 @@ fn short_chaos_run_with_kills_pauses_partitions_keeps_every_task_guarantee() {
 /// group answers "no majority" for good) on the first runs; kept out of
 /// CI until the agent reconfigures a group around a wiped acceptor.
 #[test]
-#[ignore = "finds tasks lost after restarts without the data directory; run with --ignored"]
+#[ignore = "restarts without the data directory (new certificate each time); passed after the identity binding, awaiting a longer sweep; run with --ignored"]
 fn short_chaos_run_with_data_loss_keeps_every_task_guarantee() {
     let _mesh = one_mesh();
     short_chaos_run(true);

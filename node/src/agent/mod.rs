@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod driver;
+pub mod identity_binding;
 pub mod incarnation;
 
 use crate::api::{self, ApiState};
@@ -77,6 +78,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let material = tls_material(&config)?;
+    if let Some(dir) = &config.tls_dir {
+        identity_binding::check(dir, &config.data_dir)?;
+    }
     if material.node_name != config.name {
         tracing::warn!(cert = %material.node_name, name = %config.name, "the certificate names another node than --name");
     }

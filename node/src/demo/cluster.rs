@@ -335,9 +335,25 @@ impl Cluster {
         self.kill9(i);
         if wipe_data {
             let _ = std::fs::remove_dir_all(&self.nodes[i].data);
+            // A node that lost its disk returns under a new identity (the
+            // agent refuses its old certificate with a new store).
+            self.reissue_certificate(i)?;
         }
         self.spawn(i, false)?;
         self.wait_healthy(i)
+    }
+
+    /// Gives node `i` a new certificate (a new key, hence a new NodeId).
+    fn reissue_certificate(&mut self, i: usize) -> Result<(), DemoError> {
+        let node = &mut self.nodes[i];
+        let generation = (1..=10_000)
+            .find(|g| !self.root.join(format!("tls-{}-{g}", node.name)).exists())
+            .unwrap_or(1);
+        let tls = self.root.join(format!("tls-{}-{generation}", node.name));
+        crate::tls::issue_node_cert(&self.root.join("ca"), &node.name, &tls, None)
+            .map_err(|e| DemoError::Setup(e.to_string()))?;
+        node.tls = tls;
+        Ok(())
     }
 
     /// Index of the first serving node other than `except`.
