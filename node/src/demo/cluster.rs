@@ -289,6 +289,36 @@ impl Cluster {
         }
     }
 
+    /// Waits until every serving node reports shard groups of at least
+    /// `min_group` acceptors (`shoal_shard_group_min_size`): before that a
+    /// founder still holds shards alone, and losing it would stall them.
+    pub fn wait_replicated(&self, min_group: u64, timeout: Duration) -> Result<(), DemoError> {
+        let started = Instant::now();
+        loop {
+            if aborted() {
+                return Err(DemoError::Interrupted);
+            }
+            let replicated = self.nodes.iter().filter(|n| n.is_serving()).all(|node| {
+                http::get(node.api, "/metrics")
+                    .and_then(|text| {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix("shoal_shard_group_min_size "))
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                    })
+                    .is_some_and(|size| size >= min_group as f64)
+            });
+            if replicated {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(DemoError::Guarantee(format!(
+                    "shard groups did not reach {min_group} acceptors within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(POLL * 4);
+        }
+    }
+
     /// Whether every serving node sees all serving nodes alive.
     pub fn all_alive(&self) -> bool {
         let serving: Vec<&Node> = self.nodes.iter().filter(|n| n.is_serving()).collect();

@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// How long the shard groups may take to grow to full size after the mesh formed.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 const MESH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the survivors get to mark the dead node down.
@@ -77,6 +79,7 @@ pub fn demo(args: DemoArgs) -> Result<(), DemoError> {
     );
     let log_path = cluster.root().join("tasks.log");
     let ids = if with_tasks {
+        cluster.wait_replicated(args.nodes.min(3) as u64, REPLICATION_TIMEOUT)?;
         submit_batch(&cluster, &log_path, &args, t0)?
     } else {
         Vec::new()
