@@ -410,26 +410,8 @@ impl Host {
                 let data_dir = self.data_dir.clone();
                 let transport = self.transport.clone();
                 tokio::spawn(async move {
-                    let result = tokio::task::spawn_blocking(move || {
-                        exec::read_log(
-                            &data_dir,
-                            &task,
-                            attempt,
-                            stream,
-                            offset,
-                            REMOTE_LOG_CHUNK_BYTES,
-                        )
-                    })
-                    .await;
-                    let result = match result {
-                        Ok(Ok(c)) => Ok(RemoteChunk {
-                            data: c.data,
-                            next_offset: c.next_offset,
-                            finished: c.finished,
-                        }),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
+                    let result =
+                        read_local_log_chunk(data_dir, task, attempt, stream, offset).await;
                     let reply = TaskMessage::LogReply { req, result };
                     transport.send(Channel::Task, src, true, &wire::encode(&reply));
                 });
@@ -840,26 +822,8 @@ impl Host {
             Some(h) if h == self.me => {
                 let data_dir = self.data_dir.clone();
                 tokio::spawn(async move {
-                    let result = tokio::task::spawn_blocking(move || {
-                        exec::read_log(
-                            &data_dir,
-                            &task,
-                            attempt,
-                            stream,
-                            offset,
-                            REMOTE_LOG_CHUNK_BYTES,
-                        )
-                    })
-                    .await;
-                    let result = match result {
-                        Ok(Ok(c)) => Ok(RemoteChunk {
-                            data: c.data,
-                            next_offset: c.next_offset,
-                            finished: c.finished,
-                        }),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
+                    let result =
+                        read_local_log_chunk(data_dir, task, attempt, stream, offset).await;
                     let _ = reply.send(log_piece(attempt, task_final, result));
                 });
             }
@@ -969,6 +933,37 @@ fn op_error(task: TaskId, e: OpError) -> TaskError {
         OpError::NoQuorum => TaskError::Unavailable(format!(
             "no majority of the shard group of task {task} answered; retry"
         )),
+    }
+}
+
+/// Reads one chunk of a local attempt's log off the runtime thread, in the
+/// shape both the local API and a peer's mesh request answer with.
+async fn read_local_log_chunk(
+    data_dir: PathBuf,
+    task: String,
+    attempt: u64,
+    stream: exec::LogStream,
+    offset: u64,
+) -> Result<RemoteChunk, String> {
+    let read = tokio::task::spawn_blocking(move || {
+        exec::read_log(
+            &data_dir,
+            &task,
+            attempt,
+            stream,
+            offset,
+            REMOTE_LOG_CHUNK_BYTES,
+        )
+    })
+    .await;
+    match read {
+        Ok(Ok(c)) => Ok(RemoteChunk {
+            data: c.data,
+            next_offset: c.next_offset,
+            finished: c.finished,
+        }),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
