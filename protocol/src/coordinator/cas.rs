@@ -66,7 +66,6 @@ pub(super) enum Purpose {
         attempt: u64,
         claim: u64,
     },
-    Start,
     Finish {
         task: TaskId,
         attempt: u64,
@@ -389,7 +388,7 @@ impl Coordinator {
                 attempt,
                 claim,
             } => self.claim_done(now, task, attempt, claim, res.map(|v| record(&v))),
-            Purpose::Start | Purpose::Gc => {}
+            Purpose::Gc => {}
             Purpose::Finish { task, attempt } => {
                 self.finish_done(now, task, attempt, res.map(|v| record(&v)))
             }

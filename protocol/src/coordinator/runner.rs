@@ -502,7 +502,7 @@ impl Coordinator {
         if a.attempt != attempt || a.phase != Phase::Claiming || a.claim != claim {
             return;
         }
-        let won = matches!(&res, Ok(Some(r)) if r.state == TaskState::Claimed { attempt, holder: self.me });
+        let won = matches!(&res, Ok(Some(r)) if r.state.holder() == Some((attempt, self.me)));
         let in_time = a.fence_at(margin).is_some_and(|f| now < f);
         let shard = a.shard;
         if won && in_time {
@@ -514,21 +514,13 @@ impl Coordinator {
                 // The planted bug: nothing will ever stop this attempt.
                 until = Instant::from_millis(u64::MAX);
             }
+            // The claim wrote `Running` already: no separate start write.
             self.effects.push_back(Effect::StartAttempt {
                 task,
                 attempt,
                 spec: Box::new(spec),
                 lease_valid_until: until,
             });
-            if let Some(config) = self.directory.get(&shard).cloned() {
-                self.start_cas(
-                    now,
-                    config,
-                    RegisterKey::Task(task),
-                    Change::Task(Mutation::Start { attempt }),
-                    Purpose::Start,
-                );
-            }
         } else if won {
             // Won the record but the lease lapsed meanwhile: never start;
             // give the attempt back so that the next claim is quick.

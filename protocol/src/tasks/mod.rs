@@ -152,7 +152,8 @@ impl TaskSpec {
 pub enum TaskState {
     /// Waiting for a claim.
     Pending,
-    /// `holder` won attempt `attempt` and is starting it.
+    /// `holder` won attempt `attempt` and is starting it (written by
+    /// earlier versions; a claim now goes straight to `Running`).
     Claimed {
         /// The attempt number, also the fencing token.
         attempt: u64,
@@ -264,8 +265,8 @@ impl TaskRecord {
 pub enum Mutation {
     /// Create the record if absent (a retried submit is idempotent).
     Create(Box<TaskRecord>),
-    /// Take attempt `from.saturating_add(1)` for `holder`, if the record is still at
-    /// attempt `from` and not final.
+    /// Take attempt `from.saturating_add(1)` for `holder`, running, if the
+    /// record is still at attempt `from` and not final.
     Claim {
         /// The attempt the claimer saw.
         from: u64,
@@ -274,7 +275,8 @@ pub enum Mutation {
         /// Its name, for the record.
         holder_name: String,
     },
-    /// Mark attempt `attempt` started.
+    /// Mark attempt `attempt` started (a claimed record of an earlier
+    /// version; claims now write `Running` themselves).
     Start {
         /// The attempt that started.
         attempt: u64,
@@ -371,7 +373,10 @@ pub fn apply(
                 });
             }
             next.attempt = from.saturating_add(1);
-            next.state = TaskState::Claimed {
+            // The claim is the start: the holder starts the process as soon
+            // as this value is chosen, so a separate `Start` write would only
+            // cost a round per task (and race the finish of a short attempt).
+            next.state = TaskState::Running {
                 attempt: from.saturating_add(1),
                 holder: *holder,
             };
