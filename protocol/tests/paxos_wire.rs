@@ -75,6 +75,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
             key: RegisterKey::Job(b),
             ballot: ballot(b, a),
             value: slot.value,
+            next: a.is_multiple_of(2).then(|| ballot(b.wrapping_add(1), a)),
         },
         3 => PaxosMessage::Accepted { hdr },
         4 => PaxosMessage::Refused {

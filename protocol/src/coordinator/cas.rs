@@ -7,6 +7,17 @@
 //! completed operation, reads included, is linearizable. A rejected ballot
 //! or a silent majority retries with a higher ballot after a random pause;
 //! a sealed or stale group redirects the operation to the newer one.
+//!
+//! One-round path: a claim's accept also asks the acceptors to promise a
+//! later ballot of this node ([`PaxosMessage::Accept`]'s `next`). The
+//! majority that accepted the claim then promised that ballot with the
+//! claimed value as their latest accepted one, which is exactly what a
+//! prepare of it would have returned; so the holder's next operation on
+//! the register (its finish) applies its change to the remembered value
+//! and sends the accept at once. Anyone else's later operation on the
+//! register outbids that ballot, and the accept is then refused and the
+//! operation falls back to both rounds. The promise is only good in the
+//! configuration epoch that gave it (a successor group never made it).
 
 use super::{Coordinator, Effect, InFlight, RequestId};
 use crate::paxos::{Ballot, RegisterKey, Slot, Value};
@@ -93,12 +104,28 @@ enum Phase {
     Pause,
 }
 
+/// Most registers whose one-round path this node remembers; beyond it the
+/// memory is dropped (operations then take both rounds, as always safe).
+pub(super) const MAX_FAST_REGISTERS: usize = 16_384;
+
+/// A register on which a majority promised `ballot` of this node right
+/// after accepting `value` in `epoch` of `shard`.
+#[derive(Debug, Clone)]
+pub(super) struct FastPath {
+    shard: crate::shard::ShardId,
+    epoch: u64,
+    ballot: Ballot,
+    value: Option<Value>,
+}
+
 pub(super) struct CasOp {
     config: ShardConfig,
     key: RegisterKey,
     change: Change,
     purpose: Purpose,
     ballot: Ballot,
+    /// The ballot the current accept round asks to be promised next.
+    next: Option<Ballot>,
     phase: Phase,
     nays: BTreeSet<NodeId>,
     outcome: Option<Result<Option<Value>, Refusal>>,
@@ -154,13 +181,23 @@ impl Coordinator {
         purpose: Purpose,
     ) -> u64 {
         let id = self.next_id();
-        let ballot = self.next_ballot();
-        let op = CasOp {
+        // Taken whatever happens: a later operation of this node on the
+        // register must not reuse a ballot this one may send.
+        let fast = self
+            .fast
+            .remove(&key)
+            .filter(|f| f.shard == config.shard && f.epoch == config.epoch);
+        let ballot = match &fast {
+            Some(f) => f.ballot,
+            None => self.next_ballot(),
+        };
+        let mut op = CasOp {
             config,
             key,
             change,
             purpose,
             ballot,
+            next: None,
             phase: Phase::Prepare {
                 promises: BTreeMap::new(),
             },
@@ -169,9 +206,74 @@ impl Coordinator {
             tries: 1,
             deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
         };
-        self.send_prepare(id, &op);
+        match fast {
+            Some(f) => self.send_accept(now, id, &mut op, f.value),
+            None => self.send_prepare(id, &op),
+        }
         self.ops.insert(id, InFlight::Cas(Box::new(op)));
         id
+    }
+
+    /// Phase 2: applies the change to `current` (the value of the highest
+    /// accepted ballot among a majority that promised `op.ballot`) and asks
+    /// the group to accept the result.
+    fn send_accept(&mut self, now: Instant, id: u64, op: &mut CasOp, current: Option<Value>) {
+        if let Change::JobWrite { over, .. } = &mut op.change {
+            if over.is_none() {
+                *over = Some(match &current {
+                    Some(Value::Job(j)) => j.version,
+                    _ => 0,
+                });
+            }
+        }
+        let result = apply_change(&op.change, current.as_ref(), &op.config, &self.cfg.bugs);
+        let value = match &result {
+            Ok(v) => v.clone(),
+            Err(_) => current,
+        };
+        op.outcome = Some(result);
+        op.nays.clear();
+        // Only a claim is followed by another operation of this node on
+        // the register (its finish); a promise nobody uses would only make
+        // the next proposer there retry.
+        op.next = matches!(op.purpose, Purpose::Claim { .. }).then(|| self.next_ballot());
+        op.phase = Phase::Accept {
+            acks: BTreeSet::new(),
+            value: value.clone(),
+        };
+        op.deadline = now + Duration::from_millis(self.cfg.op_timeout_ms);
+        let msg = PaxosMessage::Accept {
+            hdr: Header {
+                shard: op.config.shard,
+                epoch: op.config.epoch,
+                req: id,
+            },
+            key: op.key,
+            ballot: op.ballot,
+            value,
+            next: op.next,
+        };
+        let members = op.config.members.clone();
+        self.broadcast(&members, &msg);
+    }
+
+    /// Remembers the promise a completed accept round asked for.
+    fn remember_fast_path(&mut self, op: &CasOp) {
+        let (Some(next), Phase::Accept { value, .. }) = (op.next, &op.phase) else {
+            return;
+        };
+        if self.fast.len() >= MAX_FAST_REGISTERS {
+            self.fast.clear();
+        }
+        self.fast.insert(
+            op.key,
+            FastPath {
+                shard: op.config.shard,
+                epoch: op.config.epoch,
+                ballot: next,
+                value: value.clone(),
+            },
+        );
     }
 
     fn send_prepare(&mut self, id: u64, op: &CasOp) {
@@ -207,45 +309,13 @@ impl Coordinator {
                         .values()
                         .max_by_key(|s| s.accepted)
                         .and_then(|s| s.value.clone());
-                    if let Change::JobWrite { over, .. } = &mut op.change {
-                        if over.is_none() {
-                            *over = Some(match &current {
-                                Some(Value::Job(j)) => j.version,
-                                _ => 0,
-                            });
-                        }
-                    }
-                    let result =
-                        apply_change(&op.change, current.as_ref(), &op.config, &self.cfg.bugs);
-                    let value = match &result {
-                        Ok(v) => v.clone(),
-                        Err(_) => current,
-                    };
-                    op.outcome = Some(result);
-                    op.nays.clear();
-                    op.phase = Phase::Accept {
-                        acks: BTreeSet::new(),
-                        value: value.clone(),
-                    };
-                    op.deadline = now + Duration::from_millis(self.cfg.op_timeout_ms);
-                    let msg = PaxosMessage::Accept {
-                        hdr: Header {
-                            shard: op.config.shard,
-                            epoch: op.config.epoch,
-                            req: id,
-                        },
-                        key: op.key,
-                        ballot: op.ballot,
-                        value,
-                    };
-                    let members = op.config.members.clone();
-                    self.broadcast(&members, &msg);
+                    self.send_accept(now, id, &mut op, current);
                 }
             }
-            (Phase::Accept { acks, value }, PaxosMessage::Accepted { .. }) => {
+            (Phase::Accept { acks, .. }, PaxosMessage::Accepted { .. }) => {
                 acks.insert(from);
                 if acks.len() >= quorum {
-                    let _ = value;
+                    self.remember_fast_path(&op);
                     self.cas_done(now, *op);
                     return;
                 }
@@ -294,6 +364,7 @@ impl Coordinator {
         }
         op.nays.clear();
         op.outcome = None;
+        op.next = None;
         if pause {
             let ms = self.rng.gen_range(1..=self.cfg.op_timeout_ms / 3 + 1);
             op.phase = Phase::Pause;

@@ -52,7 +52,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use cas::OpError;
-use cas::{CasOp, Change, Purpose};
+use cas::{CasOp, Change, FastPath, Purpose};
 use reconfig::Reconfig;
 use runner::{Attempt, LeaseRound};
 
@@ -435,6 +435,8 @@ pub struct Coordinator {
     ballot_counter: u64,
     incarnation: u64,
     ops: BTreeMap<u64, InFlight>,
+    /// Registers where this node may skip the prepare (see `cas`).
+    fast: BTreeMap<RegisterKey, FastPath>,
     attempts: BTreeMap<TaskId, Attempt>,
     reconfigs: BTreeMap<ShardId, Reconfig>,
     offered: BTreeMap<TaskId, Instant>,
@@ -542,6 +544,7 @@ impl Coordinator {
             ballot_counter: 0,
             incarnation,
             ops: BTreeMap::new(),
+            fast: BTreeMap::new(),
             attempts: BTreeMap::new(),
             reconfigs: BTreeMap::new(),
             offered: BTreeMap::new(),

@@ -291,7 +291,8 @@ impl Acceptor {
                 key,
                 ballot,
                 value,
-            } => self.accept(now, *hdr, *key, *ballot, value.clone()),
+                next,
+            } => self.accept(now, *hdr, *key, (*ballot, *next), value.clone()),
             PaxosMessage::LeaseRequest {
                 hdr,
                 lease_ms: _,
@@ -397,12 +398,16 @@ impl Acceptor {
         }
     }
 
+    /// `next`, if any, is promised together with the accept (see
+    /// [`PaxosMessage::Accept`]): no ballot between `ballot` and `next` can
+    /// then gather a majority of promises, so the value accepted here stays
+    /// the one a prepare of `next` would have found.
     fn accept(
         &mut self,
         now: Instant,
         hdr: Header,
         key: RegisterKey,
-        ballot: super::Ballot,
+        (ballot, next): (super::Ballot, Option<super::Ballot>),
         value: Option<Value>,
     ) -> AcceptorOutput {
         let s = match self.serving(&hdr) {
@@ -414,7 +419,7 @@ impl Acceptor {
             return refused(hdr, GroupRefusal::Ballot(slot.promised.max(slot.accepted)));
         }
         let old = slot.value.clone();
-        slot.promised = ballot;
+        slot.promised = next.filter(|n| *n > ballot).unwrap_or(ballot);
         slot.accepted = ballot;
         slot.value = value;
         let w = slot_write(hdr.shard, key, slot);

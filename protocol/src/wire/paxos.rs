@@ -139,6 +139,12 @@ pub enum PaxosMessage {
         ballot: Ballot,
         /// The new value.
         value: Option<crate::paxos::Value>,
+        /// With `Some`, an acceptor that accepts also promises this later
+        /// ballot of the same proposer (persisted with the accept): the
+        /// proposer's next operation on this register may then send its
+        /// accept at once, without a prepare (CASPaxos' one-round path for a
+        /// proposer that repeats on a register).
+        next: Option<Ballot>,
     },
     /// Answer to [`PaxosMessage::Accept`]: accepted and persisted.
     Accepted {
