@@ -110,9 +110,21 @@ async fn throughput(
     let (mesh, _) = start_mesh(&args, slots).await?;
     let apis: Vec<String> = (0..mesh.len()).map(|i| mesh.api(i)).collect();
     let queue: Arc<Mutex<VecDeque<(String, usize)>>> = Arc::default();
-    // The fresh mesh has exactly the warm-up tasks (one per agent) succeeded;
-    // the gauge may not show them all yet, so they are not read from it.
-    let before = mesh.len() as f64;
+    // Completion is read from the agents' `shoal_attempts_succeeded_total`
+    // counters (a holder counts its attempt the moment its successful
+    // outcome is committed; each task once), summed over the agents: exact
+    // and immediate, without loading the mesh with reads the etcd side does
+    // not pay. The warm-up tasks are already in the counters.
+    let counter = "shoal_attempts_succeeded_total";
+    let http = reqwest::Client::new();
+    let succeeded_sum = |http: reqwest::Client, apis: Vec<String>| async move {
+        let mut sum = 0.0f64;
+        for api in &apis {
+            sum += mesh::metric(&http, api, counter).await.unwrap_or(0.0);
+        }
+        sum
+    };
+    let before = succeeded_sum(http.clone(), apis.clone()).await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(timeout_s);
     let mut subs = Vec::new();
@@ -134,19 +146,10 @@ async fn throughput(
             anyhow::Ok(())
         }));
     }
-    // Completion is read from the agents' `shoal_tasks{state="succeeded"}`
-    // gauge (every agent is an acceptor of every shard in a 3-node party), not
-    // by reading each task, which would load the mesh with reads the etcd side
-    // does not pay. If the gauge stalls short of the goal, the ids are read.
-    let gauge = r#"shoal_tasks{state="succeeded"}"#;
-    let http = reqwest::Client::new();
     let mut last_change = Instant::now();
     let mut last_seen = 0.0f64;
     let done = loop {
-        let mut seen = 0.0f64;
-        for api in &apis {
-            seen = seen.max(mesh::metric(&http, api, gauge).await.unwrap_or(0.0) - before);
-        }
+        let seen = succeeded_sum(http.clone(), apis.clone()).await - before;
         if seen > last_seen {
             last_seen = seen;
             last_change = Instant::now();

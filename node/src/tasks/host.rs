@@ -19,7 +19,7 @@ use shoal_protocol::coordinator::{
 use shoal_protocol::gossip::NodeState;
 use shoal_protocol::membership::MemberState;
 use shoal_protocol::paxos::{GroupStatus, StoreKey, StoreValue, StoreWrite, Value};
-use shoal_protocol::tasks::{Driver, Refusal, TaskId, TaskRecord};
+use shoal_protocol::tasks::{Driver, Refusal, TaskId, TaskRecord, TaskState};
 use shoal_protocol::wire::{self, Channel};
 use shoal_protocol::{Instant, NodeId};
 use std::collections::{BTreeMap, HashMap};
@@ -714,8 +714,11 @@ impl Host {
                 task,
                 attempt,
                 state,
-                ..
+                record_attempt,
             } => {
+                if state == TaskState::Succeeded && record_attempt == attempt {
+                    self.metrics.tasks.attempts_succeeded.inc();
+                }
                 tracing::debug!(%task, attempt, state = super::view::state_name(&state), "attempt committed");
             }
             Effect::AttemptRefused {

@@ -43,6 +43,11 @@ pub struct TaskMetrics {
     pub attempts_started: Counter,
     /// Attempt outcomes refused because the attempt was no longer current.
     pub results_refused: Counter,
+    /// Attempts of this node whose commit made their task `succeeded`:
+    /// counted the moment the commit is chosen, so the sum over the nodes
+    /// is exact at any instant (the `tasks` gauge is recomputed once a
+    /// second and counts only what this node's acceptors accepted).
+    pub attempts_succeeded: Counter,
     /// Seconds from this node seeing a member leave the live set to this
     /// node starting a retried attempt (attempt > 1) of a task.
     pub failover_seconds: Histogram,
@@ -67,6 +72,7 @@ impl Default for TaskMetrics {
             recovered_fenced: Counter::default(),
             attempts_started: Counter::default(),
             results_refused: Counter::default(),
+            attempts_succeeded: Counter::default(),
             failover_seconds: Histogram::new(FAILOVER_BUCKETS_S),
             store_commit_seconds: Histogram::new(COMMIT_BUCKETS_S),
             ops_failed: Counter::default(),
@@ -113,6 +119,11 @@ impl TaskMetrics {
             "attempts_started",
             "Attempts started on this node",
             self.attempts_started.clone(),
+        );
+        registry.register(
+            "attempts_succeeded",
+            "Attempts of this node whose committed outcome made the task succeeded",
+            self.attempts_succeeded.clone(),
         );
         registry.register(
             "results_refused",
