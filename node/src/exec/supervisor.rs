@@ -212,13 +212,21 @@ fn supervise(
     };
     tracing::debug!(?outcome, ?exited, "command ended");
 
-    // Phase 2: nothing of the attempt may outlive its report.
+    // Phase 2: nothing of the attempt may outlive its report. The reaper
+    // says `AllReaped` once this subreaper has no child left at all, which
+    // for most commands follows their exit at once; only stragglers that
+    // outlive that first wait are looked up in /proc (a scan of every
+    // process on the machine, the dearest step of a short attempt).
     let until = Instant::now() + STRAGGLERS_MAX;
+    let mut scan = false;
     loop {
         kill_group(pid);
-        for child in children_of(std::process::id() as i32) {
-            kill_pid(child);
+        if scan {
+            for child in children_of(std::process::id() as i32) {
+                kill_pid(child);
+            }
         }
+        scan = true;
         let wait = until
             .saturating_duration_since(Instant::now())
             .min(TICK_MAX);

@@ -187,8 +187,19 @@ impl Coordinator {
             .fast
             .remove(&key)
             .filter(|f| f.shard == config.shard && f.epoch == config.epoch);
+        // A task's first write needs no prepare either: its id was just
+        // drawn at random here, so no one else proposes on the register, and
+        // the reserved ballot of counter 0 is below every ballot a prepare
+        // uses. If the register was written after all, its acceptors promised
+        // more than that and refuse; the operation then takes both rounds.
+        let first_write = fast.is_none() && matches!(change, Change::Task(Mutation::Create(_)));
         let ballot = match &fast {
             Some(f) => f.ballot,
+            None if first_write => Ballot {
+                counter: 0,
+                node: self.me,
+                incarnation: self.incarnation,
+            },
             None => self.next_ballot(),
         };
         let mut op = CasOp {
@@ -208,6 +219,7 @@ impl Coordinator {
         };
         match fast {
             Some(f) => self.send_accept(now, id, &mut op, f.value),
+            None if first_write => self.send_accept(now, id, &mut op, None),
             None => self.send_prepare(id, &op),
         }
         self.ops.insert(id, InFlight::Cas(Box::new(op)));

@@ -414,6 +414,11 @@ impl Acceptor {
             Ok(s) => s,
             Err(r) => return refused(hdr, r),
         };
+        // A first write may come without a prepare: the bound on registers
+        // holds here too.
+        if !s.registers.contains_key(&key) && s.registers.len() >= MAX_REGISTERS_PER_SHARD {
+            return refused(hdr, GroupRefusal::Ballot(ballot));
+        }
         let slot = s.registers.entry(key).or_default();
         if ballot < slot.promised || ballot < slot.accepted {
             return refused(hdr, GroupRefusal::Ballot(slot.promised.max(slot.accepted)));
