@@ -84,31 +84,72 @@ impl WriteOp {
         }
         Ok(())
     }
+}
 
-    pub(crate) fn apply(&self, txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
-        match self {
+/// The tables of one write transaction, each opened on first use and kept
+/// open for the rest of the group commit, instead of opening (a lookup) and
+/// closing (a root write-back) a table around every single operation.
+pub(crate) struct OpenTables<'txn> {
+    txn: &'txn redb::WriteTransaction,
+    acceptor: Option<AcceptorTable<'txn>>,
+    meta: Option<redb::Table<'txn, &'static str, &'static [u8]>>,
+    attempts: Option<AttemptsTable<'txn>>,
+}
+
+type AcceptorTable<'txn> = redb::Table<'txn, (u32, &'static [u8]), &'static [u8]>;
+type AttemptsTable<'txn> = redb::Table<'txn, (&'static str, u64), &'static [u8]>;
+
+impl<'txn> OpenTables<'txn> {
+    pub(crate) fn new(txn: &'txn redb::WriteTransaction) -> Self {
+        OpenTables {
+            txn,
+            acceptor: None,
+            meta: None,
+            attempts: None,
+        }
+    }
+
+    pub(crate) fn apply(&mut self, op: &WriteOp) -> Result<(), redb::Error> {
+        let txn = self.txn;
+        match op {
             WriteOp::PutAcceptor { shard, key, value } => {
-                txn.open_table(ACCEPTOR)?
-                    .insert((*shard, key.as_slice()), value.as_slice())?;
+                let table = match &mut self.acceptor {
+                    Some(t) => t,
+                    None => self.acceptor.insert(txn.open_table(ACCEPTOR)?),
+                };
+                table.insert((*shard, key.as_slice()), value.as_slice())?;
             }
             WriteOp::DeleteAcceptor { shard, key } => {
-                txn.open_table(ACCEPTOR)?.remove((*shard, key.as_slice()))?;
+                let table = match &mut self.acceptor {
+                    Some(t) => t,
+                    None => self.acceptor.insert(txn.open_table(ACCEPTOR)?),
+                };
+                table.remove((*shard, key.as_slice()))?;
             }
             WriteOp::PutMeta { key, value } => {
-                txn.open_table(META)?
-                    .insert(key.as_str(), value.as_slice())?;
+                let table = match &mut self.meta {
+                    Some(t) => t,
+                    None => self.meta.insert(txn.open_table(META)?),
+                };
+                table.insert(key.as_str(), value.as_slice())?;
             }
             WriteOp::PutAttempt {
                 task,
                 attempt,
                 record,
             } => {
-                txn.open_table(ATTEMPTS)?
-                    .insert((task.as_str(), *attempt), record.as_slice())?;
+                let table = match &mut self.attempts {
+                    Some(t) => t,
+                    None => self.attempts.insert(txn.open_table(ATTEMPTS)?),
+                };
+                table.insert((task.as_str(), *attempt), record.as_slice())?;
             }
             WriteOp::DeleteAttempt { task, attempt } => {
-                txn.open_table(ATTEMPTS)?
-                    .remove((task.as_str(), *attempt))?;
+                let table = match &mut self.attempts {
+                    Some(t) => t,
+                    None => self.attempts.insert(txn.open_table(ATTEMPTS)?),
+                };
+                table.remove((task.as_str(), *attempt))?;
             }
         }
         Ok(())

@@ -83,9 +83,12 @@ impl Writer {
 
     fn write(&self, group: &[Batch]) -> Result<(), redb::Error> {
         let txn = self.db.begin_write()?;
-        for batch in group {
-            for op in &batch.ops {
-                op.apply(&txn)?;
+        {
+            let mut tables = super::tables::OpenTables::new(&txn);
+            for batch in group {
+                for op in &batch.ops {
+                    tables.apply(op)?;
+                }
             }
         }
         // Durability::Immediate is redb's default: commit returns after fsync.

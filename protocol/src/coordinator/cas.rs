@@ -377,7 +377,10 @@ impl Coordinator {
         op.nays.clear();
         op.outcome = None;
         op.next = None;
-        if pause {
+        // The first refusal retries at once with a ballot above the one it
+        // learned: it is mostly a promise a holder's claim left behind (see
+        // the one-round path), not a duel. Duels pause from the second try.
+        if pause && op.tries > 1 {
             let ms = self.rng.gen_range(1..=self.cfg.op_timeout_ms / 3 + 1);
             op.phase = Phase::Pause;
             op.deadline = now + Duration::from_millis(ms);
