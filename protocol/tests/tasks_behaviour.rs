@@ -628,3 +628,25 @@ fn read_task_returns_the_majority_record_and_none_for_unknown_ids() {
         .map(|(_, res)| res.clone());
     assert_eq!(none, Some(Ok(None)));
 }
+
+/// A task's life takes one prepare round: the submit writes a fresh
+/// register with its creator's reserved first ballot, the claim prepares,
+/// and its accept leaves the holder a promise that lets the finish skip the
+/// prepare too (before: submit, claim, start and finish each prepared).
+#[test]
+fn a_task_life_cycle_prepares_only_for_its_claim() {
+    let mut sim = Sim::new(3, test_config(), 7, 0.0);
+    sim.run_for(50);
+    let before = sim.prepares_sent;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(20, 0));
+    assert_eq!(sim.prepares_sent, before, "the submit prepared");
+    assert!(
+        sim.run_until(3_000, |s| s
+            .commits
+            .iter()
+            .any(|c| c.task == task && c.state == TaskState::Succeeded)),
+        "task never succeeded"
+    );
+    // One round of the claim, to the two other members of the group.
+    assert_eq!(sim.prepares_sent - before, 2);
+}

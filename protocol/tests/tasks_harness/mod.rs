@@ -98,6 +98,9 @@ pub struct Sim {
     pub violations: Vec<String>,
     pub submitted: BTreeMap<(usize, RequestId), u64>,
     pub acked: BTreeMap<TaskId, u64>,
+    /// Prepares sent between nodes (a node's messages to itself stay inside
+    /// its machine): counts the register rounds that were not skipped.
+    pub prepares_sent: u64,
     pub submit_failed: u64,
     pub starts: Vec<(u64, usize, TaskId, u64)>,
     pub commits: Vec<Commit>,
@@ -189,6 +192,7 @@ impl Sim {
             violations: Vec::new(),
             submitted: BTreeMap::new(),
             acked: BTreeMap::new(),
+            prepares_sent: 0,
             submit_failed: 0,
             starts: Vec::new(),
             commits: Vec::new(),
@@ -306,6 +310,12 @@ impl Sim {
         let Some(to) = self.nodes.iter().position(|n| n.id == to) else {
             return;
         };
+        if matches!(
+            shoal_protocol::wire::decode(&bytes, shoal_protocol::wire::MAX_STREAM_MESSAGE_BYTES),
+            Ok(shoal_protocol::wire::paxos::PaxosMessage::Prepare { .. })
+        ) {
+            self.prepares_sent += 1;
+        }
         if self.net.blocked.contains(&(from, to))
             || self.rng.gen_bool(self.net.loss.clamp(0.0, 1.0))
         {
