@@ -692,8 +692,7 @@ fn pullable(
                 // have reached us too (or the holder is the puller itself,
                 // who restarted and lost it).
                 !quarantined
-                    && s
-                        .leases
+                    && s.leases
                         .expired_for(now, r.id)
                         .is_some_and(|ms| holder == from || ms >= p.pull_orphan_after_ms)
                     && (holder == from

@@ -134,7 +134,13 @@ pub fn sweep_summary<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Optio
     let mut failovers: Vec<f64> = Vec::new();
     let mut placement: Vec<f64> = Vec::new();
     let mut sums = [0u64; 5];
-    let names = ["acknowledged", "lost", "double_runs", "stale_commits", "lease_overlaps"];
+    let names = [
+        "acknowledged",
+        "lost",
+        "double_runs",
+        "stale_commits",
+        "lease_overlaps",
+    ];
     for r in reports {
         let Some(t) = &r.tasks else { continue };
         if let Some(v) = t["failover_samples_ms"].as_array() {

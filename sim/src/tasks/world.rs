@@ -99,7 +99,8 @@ fn draw(seed: u64, observer: usize, event: u64, [lo, hi]: [u64; 2]) -> u64 {
         return lo;
     }
     // splitmix64 over the three inputs.
-    let mut z = seed ^ (observer as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ event.rotate_left(32);
+    let mut z =
+        seed ^ (observer as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ event.rotate_left(32);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
