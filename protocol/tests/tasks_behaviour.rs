@@ -399,6 +399,8 @@ fn sealed_group_refuses_and_points_to_successor() {
     let params = shoal_protocol::paxos::acceptor::AcceptorParams {
         acceptor_lease_ms: 1_600,
         rho: 0.01,
+        pull_pending_after_ms: 100,
+        pull_orphan_after_ms: 600,
         bugs: shoal_protocol::Bugs::none(),
     };
     let prepare = PaxosMessage::Prepare {

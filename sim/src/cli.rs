@@ -226,6 +226,9 @@ fn cmd_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(_) => bail!("a sweep worker panicked"),
     };
+    if let Some(line) = crate::tasks::sweep_summary(results.values().map(|o| &o.report)) {
+        println!("{line}");
+    }
     let mut failed = Vec::new();
     for (seed, outcome) in &results {
         if let Some(v) = outcome.report.violations.first() {

@@ -31,6 +31,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use thiserror::Error;
 
+/// How long a phase waits for an answer before its message is sent again
+/// to the members that have not answered (a few round trips).
+pub(super) const RESEND_MS: u64 = 60;
+
 /// Why a register operation did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OpError {
@@ -131,6 +135,11 @@ pub(super) struct CasOp {
     outcome: Option<Result<Option<Value>, Refusal>>,
     tries: u32,
     pub(super) deadline: Instant,
+    /// When the current phase's message goes again to the members that
+    /// have not answered (a lost message costs a resend, not a round).
+    pub(super) resend_at: Instant,
+    /// The current phase's message, for resends.
+    last: Option<(u64, PaxosMessage)>,
 }
 
 fn apply_change(
@@ -216,11 +225,13 @@ impl Coordinator {
             outcome: None,
             tries: 1,
             deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
+            resend_at: now + Duration::from_millis(RESEND_MS),
+            last: None,
         };
         match fast {
             Some(f) => self.send_accept(now, id, &mut op, f.value),
             None if first_write => self.send_accept(now, id, &mut op, None),
-            None => self.send_prepare(id, &op),
+            None => self.send_prepare(id, &mut op),
         }
         self.ops.insert(id, InFlight::Cas(Box::new(op)));
         id
@@ -267,6 +278,8 @@ impl Coordinator {
         };
         let members = op.config.members.clone();
         self.broadcast(&members, &msg);
+        op.last = Some((id, msg));
+        op.resend_at = now + Duration::from_millis(RESEND_MS);
     }
 
     /// Remembers the promise a completed accept round asked for.
@@ -288,7 +301,7 @@ impl Coordinator {
         );
     }
 
-    fn send_prepare(&mut self, id: u64, op: &CasOp) {
+    fn send_prepare(&mut self, id: u64, op: &mut CasOp) {
         let msg = PaxosMessage::Prepare {
             hdr: Header {
                 shard: op.config.shard,
@@ -300,6 +313,41 @@ impl Coordinator {
         };
         let members = op.config.members.clone();
         self.broadcast(&members, &msg);
+        op.last = Some((id, msg));
+    }
+
+    /// Resends the current phase's message of every operation that is due
+    /// to the group members that have not answered it.
+    pub(super) fn resend_due(&mut self, now: Instant) {
+        let mut out: Vec<(NodeId, PaxosMessage)> = Vec::new();
+        for op in self.ops.values_mut() {
+            match op {
+                InFlight::Cas(op) if op.resend_at <= now => {
+                    op.resend_at = now + Duration::from_millis(RESEND_MS);
+                    let answered: BTreeSet<NodeId> = match &op.phase {
+                        Phase::Prepare { promises } => promises.keys().copied().collect(),
+                        Phase::Accept { acks, .. } => acks.clone(),
+                        Phase::Pause => continue,
+                    };
+                    let Some((_, msg)) = &op.last else { continue };
+                    for m in &op.config.members {
+                        if !answered.contains(m) && !op.nays.contains(m) {
+                            out.push((*m, msg.clone()));
+                        }
+                    }
+                }
+                InFlight::Lease(round) if round.resend_at <= now => {
+                    round.resend_at = now + Duration::from_millis(RESEND_MS);
+                    for (m, msg) in round.unanswered() {
+                        out.push((m, msg));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (to, msg) in out {
+            self.send(to, msg);
+        }
     }
 
     /// A reply for a register operation.
@@ -400,12 +448,13 @@ impl Coordinator {
             promises: BTreeMap::new(),
         };
         op.deadline = now + Duration::from_millis(self.cfg.op_timeout_ms);
+        op.resend_at = now + Duration::from_millis(RESEND_MS);
         if let Some(newest) = self.directory.get(&op.config.shard) {
             if newest.epoch > op.config.epoch && !matches!(op.purpose, Purpose::Successor) {
                 op.config = newest.clone();
             }
         }
-        self.send_prepare(id, &op);
+        self.send_prepare(id, &mut op);
         self.ops.insert(id, InFlight::Cas(op));
     }
 
@@ -515,6 +564,7 @@ impl Coordinator {
 
     /// Deadlines of operations, lease rounds and pulls.
     pub(super) fn tick_ops(&mut self, now: Instant) {
+        self.resend_due(now);
         let due: Vec<u64> = self
             .ops
             .iter()

@@ -62,6 +62,9 @@ pub const MAX_OPS_IN_FLIGHT: usize = 100_000;
 pub const MAX_ATTEMPTS: usize = 4_096;
 /// Most reconfigurations a node drives at once.
 pub const MAX_RECONFIGS: usize = 8;
+/// How long a new pending task is left to its submitter's offer before
+/// acceptors hand it to pullers (a few round trips).
+const PULL_PENDING_AFTER_MS: u64 = 100;
 /// Most messages to itself processed in one input (they can cascade).
 const MAX_LOCAL_DELIVERIES: usize = 100_000;
 
@@ -93,6 +96,10 @@ pub struct Config {
     pub pull_interval_ms: u64,
     /// Interval of the orphan sweep of the shards this node leads.
     pub sweep_interval_ms: u64,
+    /// Length of each group member's turn in the orphan sweep (see the
+    /// sweep in `runner.rs`): long enough for one member's claim to reach
+    /// the others, so that they rarely race it.
+    pub sweep_stagger_ms: u64,
     /// `d` of the power-of-d-choices offer.
     pub offer_choices: usize,
     /// Interval of the shard placement check.
@@ -121,14 +128,15 @@ impl Default for Config {
             shards: shard::DEFAULT_SHARDS,
             group_size_small: 3,
             group_size_large: 5,
-            lease_ms: 1_500,
-            renew_ms: 500,
+            lease_ms: 1_200,
+            renew_ms: 400,
             rho: 0.01,
             fence_margin_ms: 100,
             op_timeout_ms: 300,
             op_max_tries: 8,
             pull_interval_ms: 250,
             sweep_interval_ms: 100,
+            sweep_stagger_ms: 200,
             offer_choices: 2,
             reconfig_check_ms: 1_000,
             directory_sync_ms: 1_000,
@@ -514,6 +522,9 @@ impl Coordinator {
         let params = AcceptorParams {
             acceptor_lease_ms: cfg.acceptor_lease_ms(),
             rho: cfg.rho,
+            pull_pending_after_ms: PULL_PENDING_AFTER_MS,
+            // Every member of a full group had its sweep turn.
+            pull_orphan_after_ms: cfg.sweep_stagger_ms * cfg.group_size_large.max(1) as u64,
             bugs: cfg.bugs.clone(),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -766,8 +777,8 @@ impl Coordinator {
             .min(t.gc);
         for op in self.ops.values() {
             next = next.min(match op {
-                InFlight::Cas(c) => c.deadline,
-                InFlight::Lease(l) => l.deadline,
+                InFlight::Cas(c) => c.deadline.min(c.resend_at),
+                InFlight::Lease(l) => l.deadline.min(l.resend_at),
                 InFlight::Pull { deadline, .. } => *deadline,
             });
         }
@@ -936,7 +947,7 @@ impl Coordinator {
                 spec,
             } => {
                 let (shard, task, attempt, spec) = (*shard, *task, *attempt, (**spec).clone());
-                self.try_claim(now, shard, task, attempt, spec);
+                self.offer_received(now, shard, task, attempt, spec);
             }
             PaxosMessage::CancelNotice { task } => {
                 let task = *task;

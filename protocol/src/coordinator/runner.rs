@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// How long an offered task is not offered again by the same node.
-const REOFFER_MS: u64 = 400;
+const REOFFER_MS: u64 = 250;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -100,6 +100,24 @@ pub(super) struct LeaseRound {
     resolved: Vec<bool>,
     claim: bool,
     pub(super) deadline: Instant,
+    /// When the request goes again to members that have not answered.
+    pub(super) resend_at: Instant,
+    request: PaxosMessage,
+    answered: BTreeSet<NodeId>,
+}
+
+impl LeaseRound {
+    /// The request for each member that has not answered it yet. A resend
+    /// is safe: an acceptor that already granted this (owner, attempt)
+    /// extends its own timer, which only outlasts the holder's more.
+    pub(super) fn unanswered(&self) -> Vec<(NodeId, PaxosMessage)> {
+        self.config
+            .members
+            .iter()
+            .filter(|m| !self.answered.contains(m))
+            .map(|m| (*m, self.request.clone()))
+            .collect()
+    }
 }
 
 impl Coordinator {
@@ -194,6 +212,9 @@ impl Coordinator {
             resolved: vec![false; n],
             claim,
             deadline: now + Duration::from_millis(self.cfg.op_timeout_ms),
+            resend_at: now + Duration::from_millis(super::cas::RESEND_MS),
+            request: msg.clone(),
+            answered: BTreeSet::new(),
         };
         self.ops.insert(id, InFlight::Lease(Box::new(round)));
         self.broadcast(&members, &msg);
@@ -209,6 +230,7 @@ impl Coordinator {
         }
         let quorum = round.config.quorum();
         let n = round.config.members.len();
+        round.answered.insert(from);
         match msg {
             PaxosMessage::LeaseReply { verdicts, .. } => {
                 for (i, v) in verdicts.iter().enumerate().take(round.asks.len()) {
@@ -403,19 +425,23 @@ impl Coordinator {
             if self.holds(ask.task, ask.attempt) {
                 return;
             }
-            for g in granted {
-                let msg = PaxosMessage::LeaseRelease {
-                    hdr: Header {
-                        shard: config.shard,
-                        epoch: config.epoch,
-                        req: 0,
-                    },
-                    task: ask.task,
-                    attempt: ask.attempt,
-                    ballot: ask.ballot,
-                };
-                self.send(*g, msg);
-            }
+            // Release at every member, not only those whose grant arrived:
+            // a grant whose answer was lost would otherwise block the next
+            // claimer for a whole acceptor lease. A release names this
+            // (owner, attempt, ballot), so it is a no-op where nothing was
+            // granted.
+            let _ = granted;
+            let msg = PaxosMessage::LeaseRelease {
+                hdr: Header {
+                    shard: config.shard,
+                    epoch: config.epoch,
+                    req: 0,
+                },
+                task: ask.task,
+                attempt: ask.attempt,
+                ballot: ask.ballot,
+            };
+            self.broadcast(&config.members.clone(), &msg);
         } else if fin {
             // The record is final (cancelled): stop the attempt at once.
             self.cancel_notice(now, ask.task);
@@ -572,6 +598,9 @@ impl Coordinator {
             Phase::Leasing | Phase::Claiming | Phase::Finishing => return,
         };
         a.phase = Phase::Finishing;
+        // Late binding: the slot is free now, so look for work now rather
+        // than at the next pull tick.
+        self.timers.pull = self.timers.pull.min(now);
         let shard = a.shard;
         let Some(config) = self.directory.get(&shard).cloned() else {
             return;
@@ -732,6 +761,21 @@ impl Coordinator {
         if r.state != TaskState::Pending {
             return;
         }
+        self.offer_to_best(now, config.shard, r.id, r.attempt, r.spec, false);
+    }
+
+    /// Sends an offer of attempt `from + 1` of `task` to the best of `d`
+    /// candidates by the gossiped view (this node included unless
+    /// `exclude_me`), or claims it here when this node is the choice.
+    fn offer_to_best(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        task: TaskId,
+        from: u64,
+        spec: TaskSpec,
+        exclude_me: bool,
+    ) {
         let mut view: BTreeMap<NodeId, crate::gossip::NodeState> = self
             .view
             .iter()
@@ -739,31 +783,61 @@ impl Coordinator {
             .map(|(id, s)| (*id, s.clone()))
             .collect();
         let mut mine = view.remove(&self.me).unwrap_or_default();
-        mine.slots_free = self.slots_free();
-        mine.slots_total = self.cfg.slots_total;
-        mine.labels = self.cfg.labels.clone();
-        view.insert(self.me, mine);
-        let Some(to) = sched::choose(&r.spec, &view, self.cfg.offer_choices, &mut self.rng) else {
+        if !exclude_me {
+            mine.slots_free = self.slots_free();
+            mine.slots_total = self.cfg.slots_total;
+            mine.labels = self.cfg.labels.clone();
+            view.insert(self.me, mine);
+        }
+        let Some(to) = sched::choose(&spec, &view, self.cfg.offer_choices, &mut self.rng) else {
             return;
         };
-        self.offered.insert(r.id, now);
+        self.offered.insert(task, now);
         // Assume the offer is taken until gossip says otherwise, so that a
         // burst of submits does not herd onto one node.
         if let Some(s) = self.view.get_mut(&to) {
-            s.slots_free = s.slots_free.saturating_sub(r.spec.slots);
+            s.slots_free = s.slots_free.saturating_sub(spec.slots);
         }
         if to == self.me {
-            self.try_claim(now, config.shard, r.id, r.attempt, r.spec);
+            self.try_claim(now, shard, task, from, spec);
         } else {
             self.send(
                 to,
                 PaxosMessage::Offer {
-                    shard: config.shard,
-                    task: r.id,
-                    attempt: r.attempt,
-                    spec: Box::new(r.spec),
+                    shard,
+                    task,
+                    attempt: from,
+                    spec: Box::new(spec),
                 },
             );
+        }
+    }
+
+    /// An offer arrived. A node that has no room (the offerer's view was
+    /// stale) passes it on once to the best candidate it knows instead of
+    /// dropping it: the task would otherwise wait for the next sweep or
+    /// pull. "Once" is per node and `REOFFER_MS`, so a chain of passes
+    /// ends; the lease settles any race it causes.
+    pub(super) fn offer_received(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        task: TaskId,
+        from: u64,
+        spec: TaskSpec,
+    ) {
+        if self.attempts.contains_key(&task) {
+            return;
+        }
+        if self.can_take(&spec) {
+            self.try_claim(now, shard, task, from, spec);
+            return;
+        }
+        let recently = self.offered.get(&task).is_some_and(|at| {
+            now.saturating_duration_since(*at).as_millis() < u128::from(REOFFER_MS)
+        });
+        if !recently {
+            self.offer_to_best(now, shard, task, from, spec, true);
         }
     }
 
@@ -831,19 +905,35 @@ impl Coordinator {
         }
     }
 
-    /// The first live member of each active group looks for orphans (a
-    /// claimed or running task whose lease ran out here) and pending tasks,
-    /// and offers them: failover does not wait for a pull to come by.
+    /// Every member of each active group looks for orphans (a claimed or
+    /// running task whose lease ran out here) and pending tasks, and offers
+    /// them: failover does not wait for a pull to come by. The members take
+    /// turns of `sweep_stagger_ms`, in configuration order over the members
+    /// this node believes live, counted from the moment the lease ended (or
+    /// the pending task went quiet): one sweeper at a time, so claims do not
+    /// split the lease votes; and when the first member is the one that died
+    /// and this node's view does not know yet, its turn just passes.
     pub(super) fn sweep(&mut self, now: Instant) {
         let mut found: Vec<(ShardConfig, TaskRecord)> = Vec::new();
+        let stagger = self.cfg.sweep_stagger_ms.max(1);
         for (_, s) in self.acceptor.shards() {
             if s.meta.status != crate::paxos::GroupStatus::Active {
                 continue;
             }
-            let leader = s.meta.config.members.iter().find(|m| self.live.contains(m));
-            if leader != Some(&self.me) || s.leases.in_quarantine(now) {
+            if s.leases.in_quarantine(now) {
                 continue;
             }
+            let live: Vec<&NodeId> = s
+                .meta
+                .config
+                .members
+                .iter()
+                .filter(|m| **m == self.me || self.live.contains(m))
+                .collect();
+            let Some(rank) = live.iter().position(|m| **m == self.me) else {
+                continue;
+            };
+            let my_turn = |ms: u64| (ms / stagger) % live.len() as u64 == rank as u64;
             for (_, slot) in s.registers.iter() {
                 if found.len() >= 64 {
                     break;
@@ -857,13 +947,18 @@ impl Coordinator {
                 if recently || self.attempts.contains_key(&r.id) {
                     continue;
                 }
+                let quiet = s.quiet_for(now, r.id);
                 let orphan = match r.state {
                     TaskState::Claimed { .. } | TaskState::Running { .. } => {
-                        !s.leases.is_held(now, r.id)
-                            && s.quiet_for(now, r.id) >= self.params.acceptor_lease_ms
+                        quiet >= self.params.acceptor_lease_ms
+                            && s.leases.expired_for(now, r.id).is_some_and(|ms| {
+                                my_turn(ms.min(quiet - self.params.acceptor_lease_ms))
+                            })
                     }
                     TaskState::Pending => {
-                        s.eligible(now, r.id) && s.quiet_for(now, r.id) >= self.cfg.op_timeout_ms
+                        s.eligible(now, r.id)
+                            && quiet >= self.cfg.op_timeout_ms
+                            && my_turn(quiet - self.cfg.op_timeout_ms)
                     }
                     _ => false,
                 };
@@ -877,7 +972,15 @@ impl Coordinator {
                 r.attempt = attempt;
             }
             r.state = TaskState::Pending;
-            self.offer(now, config, r);
+            if self.can_take(&r.spec) {
+                // The sweeper is alive, has room and sits in the group: its
+                // claim needs no offer hop and cannot be sent to a node that
+                // died but is still in the membership view.
+                self.offered.insert(r.id, now);
+                self.try_claim(now, config.shard, r.id, r.attempt, r.spec);
+            } else {
+                self.offer(now, config, r);
+            }
         }
     }
 }

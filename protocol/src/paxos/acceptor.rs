@@ -112,6 +112,7 @@ impl ShardAcceptor {
             return;
         }
         self.changed_at.insert(task, now);
+        self.leases.forget_end(task);
         match new {
             Some(Value::Task(r)) => {
                 if r.state.is_final() {
@@ -141,6 +142,13 @@ pub struct AcceptorParams {
     pub acceptor_lease_ms: u64,
     /// The clock rate drift bound.
     pub rho: f64,
+    /// A pending task is handed to pullers only once it has been quiet this
+    /// long: its submitter's offer gets a head start instead of a race that
+    /// can split the lease votes so that nobody wins.
+    pub pull_pending_after_ms: u64,
+    /// An orphan is handed to pullers only once its lease ended this long
+    /// ago here: the group's own staggered sweep goes first.
+    pub pull_orphan_after_ms: u64,
     /// Planted bugs.
     pub bugs: Bugs,
 }
@@ -332,7 +340,7 @@ impl Acceptor {
                 ballot,
             } => {
                 if let Ok(s) = self.serving(hdr) {
-                    s.leases.release(from, *task, *attempt, *ballot);
+                    s.leases.release(now, from, *task, *attempt, *ballot);
                 }
                 AcceptorOutput::default()
             }
@@ -384,7 +392,10 @@ impl Acceptor {
             return refused(hdr, GroupRefusal::Ballot(ballot));
         }
         let slot = s.registers.entry(key).or_default();
-        if ballot <= slot.promised || ballot <= slot.accepted {
+        // A repeated prepare of the ballot already promised (the proposer
+        // resent it because the promise was lost) is promised again: the
+        // answer is the same, since nothing below it can be accepted since.
+        if ballot < slot.promised || ballot <= slot.accepted {
             return refused(hdr, GroupRefusal::Ballot(slot.promised.max(slot.accepted)));
         }
         slot.promised = ballot;
@@ -680,14 +691,20 @@ fn pullable(
         }
         let changed = s.changed_at.get(&r.id).copied().unwrap_or(Instant::ZERO);
         match r.state {
-            TaskState::Pending => s.eligible_at.get(&r.id).is_none_or(|at| *at <= now),
+            TaskState::Pending => {
+                s.eligible_at.get(&r.id).is_none_or(|at| *at <= now)
+                    && now.saturating_duration_since(changed).as_millis() as u64
+                        >= p.pull_pending_after_ms
+            }
             TaskState::Claimed { holder, .. } | TaskState::Running { holder, .. } => {
                 // An orphan: nobody holds its lease here, and long enough
                 // has passed since it changed that a grant elsewhere would
                 // have reached us too (or the holder is the puller itself,
                 // who restarted and lost it).
                 !quarantined
-                    && !s.leases.is_held(now, r.id)
+                    && s.leases
+                        .expired_for(now, r.id)
+                        .is_some_and(|ms| holder == from || ms >= p.pull_orphan_after_ms)
                     && (holder == from
                         || now.saturating_duration_since(changed).as_millis() as u64
                             >= p.acceptor_lease_ms)

@@ -29,6 +29,10 @@ use std::time::Duration;
 /// few when carried over from a sealed group whose acceptors disagreed.
 const MAX_GRANTS_PER_TASK: usize = 8;
 
+/// How long an acceptor remembers when a task's last grant ended (for the
+/// staggered orphan sweep); older ends count as "long ago".
+const ENDED_MEMORY_MS: u64 = 30_000;
+
 /// The acceptor's timer for a holder lease of `lease_ms`:
 /// `lease_ms * (1+rho)/(1-rho)`, rounded up, so that it outlasts the holder's
 /// lease in real time whatever the two clocks' rates within `1 ± rho`.
@@ -57,6 +61,11 @@ pub struct Grant {
 #[derive(Debug, Clone, Default)]
 pub struct LeaseTable {
     grants: BTreeMap<TaskId, Vec<Grant>>,
+    /// When a grant of a task first ended here (expired or released) since
+    /// its record last changed, for the staggered orphan sweep: failed
+    /// claims in between do not restart the sweepers' turns. Forgotten
+    /// after `ENDED_MEMORY_MS` or when the record changes.
+    ended: BTreeMap<TaskId, Instant>,
     /// No new grant before this instant (restart or join quarantine).
     quarantine_until: Instant,
 }
@@ -66,6 +75,7 @@ impl LeaseTable {
     pub fn quarantined(until: Instant) -> Self {
         LeaseTable {
             grants: BTreeMap::new(),
+            ended: BTreeMap::new(),
             quarantine_until: until,
         }
     }
@@ -154,30 +164,69 @@ impl LeaseTable {
     }
 
     /// The owner gives its lease up.
-    pub fn release(&mut self, from: NodeId, task: TaskId, attempt: u64, ballot: Ballot) {
+    pub fn release(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        task: TaskId,
+        attempt: u64,
+        ballot: Ballot,
+    ) {
         if let Some(grants) = self.grants.get_mut(&task) {
             grants.retain(|g| !(g.owner == from && g.attempt == attempt && g.ballot == ballot));
             if grants.is_empty() {
                 self.grants.remove(&task);
+                self.ended.entry(task).or_insert(now);
             }
         }
     }
 
     fn expire(&mut self, now: Instant, task: TaskId) {
         if let Some(grants) = self.grants.get_mut(&task) {
+            let last = grants.iter().map(|g| g.expires).max();
             grants.retain(|g| g.expires > now);
             if grants.is_empty() {
                 self.grants.remove(&task);
+                self.ended.entry(task).or_insert(last.unwrap_or(now));
             }
         }
     }
 
-    /// Forgets every expired grant (bounded by the table's size).
+    /// Forgets every expired grant (bounded by the table's size) and old
+    /// grant ends.
     pub fn expire_all(&mut self, now: Instant) {
-        self.grants.retain(|_, gs| {
+        let ended = &mut self.ended;
+        self.grants.retain(|task, gs| {
+            let last = gs.iter().map(|g| g.expires).max();
             gs.retain(|g| g.expires > now);
+            if gs.is_empty() {
+                ended.entry(*task).or_insert(last.unwrap_or(now));
+            }
             !gs.is_empty()
         });
+        self.ended.retain(|_, at| {
+            now.saturating_duration_since(*at).as_millis() < u128::from(ENDED_MEMORY_MS)
+        });
+    }
+
+    /// How long ago a grant of `task` first ended here since its record
+    /// last changed, in ms; `None` while a grant is live, `u64::MAX` when
+    /// no end is remembered.
+    pub fn expired_for(&self, now: Instant, task: TaskId) -> Option<u64> {
+        let since = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        let first_end = self.ended.get(&task).copied();
+        match self.grants.get(&task) {
+            Some(gs) => {
+                let last = gs.iter().map(|g| g.expires).max().unwrap_or(Instant::ZERO);
+                (last <= now).then(|| since(first_end.map_or(last, |e| e.min(last))))
+            }
+            None => Some(first_end.map_or(u64::MAX, since)),
+        }
+    }
+
+    /// The task's record changed: a new holder's lease ends count afresh.
+    pub fn forget_end(&mut self, task: TaskId) {
+        self.ended.remove(&task);
     }
 
     /// Whether some live grant exists for `task`.

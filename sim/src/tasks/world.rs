@@ -69,6 +69,44 @@ impl TaskNode {
     }
 }
 
+/// How the membership view handed to the coordinators lags the truth.
+///
+/// shoal's coordinators learn who is live from SWIM (the agent feeds its
+/// membership machine's view). The world does not host SWIM machines; it
+/// models their lag instead: each observer learns of a crash after its own
+/// detection delay and of a (re)started identity after a dissemination
+/// delay, both drawn uniformly per (observer, event). Zero ranges give the
+/// simulator's ground truth (refreshed every 100 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetectionModel {
+    /// Crash → observer sees the identity gone, ms.
+    pub detect_ms: [u64; 2],
+    /// Start of an identity → observer sees it, ms.
+    pub join_ms: [u64; 2],
+}
+
+#[derive(Debug, Clone)]
+struct Ghost {
+    id: NodeId,
+    down_at: u64,
+    event: u64,
+    state: NodeState,
+}
+
+/// A deterministic draw in `[lo, hi]` for one (seed, observer, event).
+fn draw(seed: u64, observer: usize, event: u64, [lo, hi]: [u64; 2]) -> u64 {
+    if hi <= lo {
+        return lo;
+    }
+    // splitmix64 over the three inputs.
+    let mut z =
+        seed ^ (observer as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ event.rotate_left(32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    lo + z % (hi - lo + 1)
+}
+
 /// A completed job register operation: (node, request, result).
 pub type JobDone = (usize, RequestId, Result<Option<Vec<u8>>, OpError>);
 
@@ -86,6 +124,7 @@ pub struct World {
     /// World randomness (disk latency, restart seeds).
     pub rng: ChaCha8Rng,
     sampler: NetworkSampler,
+    net_seed: u64,
     /// Which links are up.
     pub links: Links,
     cfg: Config,
@@ -112,6 +151,14 @@ pub struct World {
     /// Holder crash → next attempt start, ms.
     pub failovers_ms: Vec<f64>,
     next_membership: u64,
+    detection: DetectionModel,
+    /// Identities that crashed, still reported live to observers whose
+    /// modelled failure detector has not fired yet.
+    ghosts: Vec<Ghost>,
+    /// Per node: global ms its current identity came up, and the event
+    /// number that seeds its join delays (0: a founder, seen at once).
+    came_up: Vec<(u64, u64)>,
+    membership_events: u64,
     /// Job register operations completed: (node, request, result).
     pub jobs_done: Vec<JobDone>,
     /// Trace hash of everything observable.
@@ -122,7 +169,14 @@ const MAX_KEPT_VIOLATIONS: usize = 100;
 
 impl World {
     /// `n` founders with clock rates drawn within `1 ± drift_rho`.
-    pub fn new(n: usize, cfg: Config, seed: u64, drift_rho: f64, net: NetworkModel) -> World {
+    pub fn new(
+        n: usize,
+        cfg: Config,
+        seed: u64,
+        drift_rho: f64,
+        net: NetworkModel,
+        detection: DetectionModel,
+    ) -> World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let founders: Vec<NodeId> = (0..n).map(|i| NodeId::from_u64(i as u64 + 1)).collect();
         let mut nodes = Vec::new();
@@ -166,6 +220,7 @@ impl World {
             seq: 0,
             rng,
             sampler: NetworkSampler::new(net, net_seed),
+            net_seed,
             links: Links::new(n),
             cfg,
             founders,
@@ -181,6 +236,10 @@ impl World {
             orphaned_at: BTreeMap::new(),
             failovers_ms: Vec::new(),
             next_membership: 0,
+            detection,
+            ghosts: Vec::new(),
+            came_up: vec![(0, 0); n],
+            membership_events: 0,
             jobs_done: Vec::new(),
             trace: Trace::new(),
         };
@@ -230,32 +289,58 @@ impl World {
         }
     }
 
-    /// The membership view handed to coordinators is the simulator's ground
-    /// truth of which nodes are up (not shoal's SWIM machine): the simplest
-    /// faithful source, so the task protocol is tested on its own.
+    /// Hands every active coordinator its membership view: the identities
+    /// that are up and that this observer has heard of, plus crashed ones
+    /// it has not yet detected (with their last gossiped state), per
+    /// [`DetectionModel`].
     fn feed_membership(&mut self) {
-        let members: Vec<(NodeId, Option<NodeState>)> = self
+        let now = self.now;
+        let states: Vec<Option<(NodeId, NodeState)>> = self
             .nodes
             .iter()
-            .filter_map(|n| {
+            .map(|n| {
                 let c = n.coord.as_ref()?;
                 Some((
                     n.id,
-                    Some(NodeState {
-                        version: self.now,
+                    NodeState {
+                        version: now,
                         slots_total: c.config().slots_total,
                         slots_free: c.slots_free(),
                         running_attempts: n.running.len() as u32,
                         ..NodeState::default()
-                    }),
+                    },
                 ))
             })
             .collect();
+        let det = self.detection;
+        let seed = self.detection_seed();
+        self.ghosts
+            .retain(|g| now <= g.down_at + det.detect_ms[1].max(det.detect_ms[0]));
         for i in 0..self.nodes.len() {
-            if self.active(i) {
-                self.with(i, |c, now| c.handle_membership(now, &members));
+            if !self.active(i) {
+                continue;
             }
+            let mut members: Vec<(NodeId, Option<NodeState>)> = Vec::new();
+            for (j, st) in states.iter().enumerate() {
+                let Some((id, state)) = st else { continue };
+                let (up_at, event) = self.came_up[j];
+                if i == j || event == 0 || now >= up_at + draw(seed, i, event, det.join_ms) {
+                    members.push((*id, Some(state.clone())));
+                }
+            }
+            for g in &self.ghosts {
+                let seen = members.iter().any(|(id, _)| *id == g.id);
+                if !seen && now < g.down_at + draw(seed, i, g.event, det.detect_ms) {
+                    members.push((g.id, Some(g.state.clone())));
+                }
+            }
+            self.with(i, |c, now| c.handle_membership(now, &members));
         }
+    }
+
+    /// The seed of the detection draws (fixed per world).
+    fn detection_seed(&self) -> u64 {
+        self.founders.len() as u64 ^ self.net_seed
     }
 
     fn drain(&mut self, i: usize) {
@@ -510,10 +595,23 @@ impl World {
 
     /// Crashes node `i`: machine, unflushed disk writes, and its attempts die.
     pub fn crash(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        if node.coord.is_none() {
+        let Some(c) = self.nodes[i].coord.as_ref() else {
             return;
-        }
+        };
+        self.membership_events += 1;
+        self.ghosts.push(Ghost {
+            id: self.nodes[i].id,
+            down_at: self.now,
+            event: self.membership_events,
+            state: NodeState {
+                version: self.now,
+                slots_total: c.config().slots_total,
+                slots_free: c.slots_free(),
+                running_attempts: self.nodes[i].running.len() as u32,
+                ..NodeState::default()
+            },
+        });
+        let node = &mut self.nodes[i];
         node.coord = None;
         node.paused = false;
         node.disk.clear();
@@ -556,6 +654,8 @@ impl World {
             )
         };
         node.coord = coord.ok();
+        self.membership_events += 1;
+        self.came_up[i] = (self.now, self.membership_events);
         self.trace
             .words(&[5, self.now, i as u64, u64::from(keep_disk)]);
         self.drain(i);
