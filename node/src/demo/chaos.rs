@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(50);
 const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the founder may take to grow every shard group to full size.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the last fault: a node back from a partition waits for a
 /// push-pull (10 s in the local preset) to be seen alive everywhere.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -386,7 +388,12 @@ pub fn run(options: &ChaosOptions, out: &mut dyn Write) -> Result<ChaosReport, D
         keep: options.keep,
     })?;
     cluster.wait_all_alive(MESH_TIMEOUT)?;
-    say(out, t0, "mesh formed");
+    // Faults start once every shard has a full group: the founder holds
+    // every shard alone at first, and killing it with its disk before the
+    // groups grew would lose those shards for good (a run then measures the
+    // schedule, not the mesh).
+    cluster.wait_replicated(options.nodes.min(3) as u64, REPLICATION_TIMEOUT)?;
+    say(out, t0, "mesh formed, every shard group full");
     let mut report = ChaosReport {
         seed: options.seed,
         ..ChaosReport::default()
