@@ -27,6 +27,9 @@ const POLL: Duration = Duration::from_millis(50);
 const MESH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the founder may take to grow every shard group to full size.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the groups of a wiped node to replace it before the
+/// next wipe; past it that kill keeps the disk.
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(20);
 /// After the last fault: a node back from a partition waits for a
 /// push-pull (10 s in the local preset) to be seen alive everywhere.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -497,6 +500,21 @@ fn inject(
             wipe,
         } => {
             let name = cluster.nodes[node].name.clone();
+            // The guarantees assume a majority of every group keeps its
+            // disk: a second disk is taken only once the groups of the last
+            // wiped node have replaced it, as an operator would wait.
+            let wipe = wipe && {
+                let repaired = cluster.wait_repaired(3, REPAIR_TIMEOUT)?;
+                if !repaired {
+                    *report.faults.entry("wipe deferred").or_insert(0) += 1;
+                    say(
+                        out,
+                        t0,
+                        &format!("{name} keeps its data: shard groups not yet repaired"),
+                    );
+                }
+                repaired
+            };
             kills.push((name.clone(), wall_ns()));
             cluster.kill9(node);
             mark(serving, cluster);

@@ -293,27 +293,53 @@ impl Cluster {
     /// `min_group` acceptors (`shoal_shard_group_min_size`): before that a
     /// founder still holds shards alone, and losing it would stall them.
     pub fn wait_replicated(&self, min_group: u64, timeout: Duration) -> Result<(), DemoError> {
+        if self.wait_until(timeout, || self.replicated(min_group))? {
+            return Ok(());
+        }
+        Err(DemoError::Guarantee(format!(
+            "shard groups did not reach {min_group} acceptors within {timeout:?}"
+        )))
+    }
+
+    /// Waits until every serving node sees full shard groups made only of
+    /// members it sees alive (`shoal_shard_groups_degraded` 0). Returns
+    /// whether that happened within `timeout`.
+    pub fn wait_repaired(&self, min_group: u64, timeout: Duration) -> Result<bool, DemoError> {
+        self.wait_until(timeout, || {
+            self.replicated(min_group)
+                && self.serving_gauges("shoal_shard_groups_degraded", |v| v == 0.0)
+        })
+    }
+
+    fn replicated(&self, min_group: u64) -> bool {
+        self.serving_gauges("shoal_shard_group_min_size", |v| v >= min_group as f64)
+    }
+
+    /// Whether `gauge` on every serving node's `/metrics` satisfies `ok`.
+    fn serving_gauges(&self, gauge: &str, ok: impl Fn(f64) -> bool) -> bool {
+        let prefix = format!("{gauge} ");
+        self.nodes.iter().filter(|n| n.is_serving()).all(|node| {
+            http::get(node.api, "/metrics")
+                .and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(prefix.as_str()))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                })
+                .is_some_and(&ok)
+        })
+    }
+
+    fn wait_until(&self, timeout: Duration, done: impl Fn() -> bool) -> Result<bool, DemoError> {
         let started = Instant::now();
         loop {
             if aborted() {
                 return Err(DemoError::Interrupted);
             }
-            let replicated = self.nodes.iter().filter(|n| n.is_serving()).all(|node| {
-                http::get(node.api, "/metrics")
-                    .and_then(|text| {
-                        text.lines()
-                            .find_map(|l| l.strip_prefix("shoal_shard_group_min_size "))
-                            .and_then(|v| v.trim().parse::<f64>().ok())
-                    })
-                    .is_some_and(|size| size >= min_group as f64)
-            });
-            if replicated {
-                return Ok(());
+            if done() {
+                return Ok(true);
             }
             if started.elapsed() >= timeout {
-                return Err(DemoError::Guarantee(format!(
-                    "shard groups did not reach {min_group} acceptors within {timeout:?}"
-                )));
+                return Ok(false);
             }
             std::thread::sleep(POLL * 4);
         }

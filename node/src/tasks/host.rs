@@ -552,6 +552,10 @@ impl Host {
             .tasks
             .shard_group_min_size
             .set(if complete { min_group as i64 } else { 0 });
+        self.metrics
+            .tasks
+            .shard_groups_degraded
+            .set(self.coord.degraded_groups() as i64);
         self.sweep_remote_reads();
     }
 

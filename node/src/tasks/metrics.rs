@@ -58,6 +58,8 @@ pub struct TaskMetrics {
     /// Smallest shard group in this node's directory (0 until every shard
     /// is known): equals the group size once the party is fully replicated.
     pub shard_group_min_size: Gauge,
+    /// Shard groups counting a member this node does not see alive.
+    pub shard_groups_degraded: Gauge,
     last: Mutex<Stats>,
 }
 
@@ -77,6 +79,7 @@ impl Default for TaskMetrics {
             store_commit_seconds: Histogram::new(COMMIT_BUCKETS_S),
             ops_failed: Counter::default(),
             shard_group_min_size: Gauge::default(),
+            shard_groups_degraded: Gauge::default(),
             last: Mutex::new(Stats::default()),
         }
     }
@@ -139,6 +142,11 @@ impl TaskMetrics {
             "shard_group_min_size",
             "Smallest shard group this node knows of (0 until every shard is known)",
             self.shard_group_min_size.clone(),
+        );
+        registry.register(
+            "shard_groups_degraded",
+            "Shard groups with a member this node does not see alive (take no second disk while > 0)",
+            self.shard_groups_degraded.clone(),
         );
         registry.register(
             "failover_seconds",

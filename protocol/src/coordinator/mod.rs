@@ -832,6 +832,18 @@ impl Coordinator {
         &self.directory
     }
 
+    /// Shard groups that count a member this node does not see alive: each
+    /// such group runs on fewer working acceptors than it should until the
+    /// reconfiguration that replaces the member lands. Operators (and the
+    /// chaos engine) take a second machine's disk only when this is zero
+    /// everywhere, or one group could lose its majority.
+    pub fn degraded_groups(&self) -> usize {
+        self.directory
+            .values()
+            .filter(|c| c.members.iter().any(|m| !self.live.contains(m)))
+            .count()
+    }
+
     /// Slots not used by this node's attempts.
     pub fn slots_free(&self) -> u32 {
         self.cfg.slots_total.saturating_sub(self.slots_used())
