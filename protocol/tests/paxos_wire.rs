@@ -63,7 +63,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
             })),
         },
     };
-    match kind % 16 {
+    match kind % 18 {
         0 => PaxosMessage::Prepare {
             hdr,
             key: RegisterKey::Task(TaskId(a)),
@@ -138,7 +138,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
                 }],
                 quarantine_ms: a,
             };
-            if kind % 16 == 9 {
+            if kind % 18 == 9 {
                 PaxosMessage::SealedState { hdr, snapshot }
             } else {
                 PaxosMessage::Install {
@@ -162,6 +162,8 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
             hdr,
             records: vec![record(a, s, 1)],
         },
+        15 => PaxosMessage::ReadyCheck { hdr },
+        16 => PaxosMessage::Ready { hdr },
         _ => match b % 3 {
             0 => PaxosMessage::Offer {
                 shard: ShardId(1),
@@ -195,7 +197,7 @@ fn machine() -> Coordinator {
 
 proptest! {
     #[test]
-    fn every_message_round_trips(kind in 0u8..16, a in any::<u64>(), b in any::<u64>(), s in ".{0,40}") {
+    fn every_message_round_trips(kind in 0u8..18, a in any::<u64>(), b in any::<u64>(), s in ".{0,40}") {
         let m = message(kind, a, b, s);
         let bytes = encode(&m);
         prop_assert_eq!(decode::<PaxosMessage>(&bytes, MAX_STREAM_MESSAGE_BYTES), Ok(m));
@@ -213,7 +215,7 @@ proptest! {
 
     #[test]
     fn mutated_messages_never_panic(
-        kind in 0u8..16,
+        kind in 0u8..18,
         a in any::<u64>(),
         b in prop_oneof![0u64..1_000, (u64::MAX - 4)..=u64::MAX],
         s in ".{0,16}",

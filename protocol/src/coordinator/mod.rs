@@ -970,6 +970,19 @@ impl Coordinator {
                     self.learn_config(c.clone());
                 }
             }
+            PaxosMessage::ReadyCheck { hdr } => {
+                let hdr = *hdr;
+                self.send(from, PaxosMessage::Ready { hdr });
+            }
+            PaxosMessage::Ready { hdr } => {
+                if self
+                    .reconfigs
+                    .get(&hdr.shard)
+                    .is_some_and(|r| r.req == hdr.req)
+                {
+                    self.reconfig_reply(now, from, msg);
+                }
+            }
         }
     }
 

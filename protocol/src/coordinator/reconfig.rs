@@ -1,5 +1,9 @@
 //! Reconfiguration of a shard group through the old group (design §5).
 //!
+//! 0. Check: a majority of the proposed members must answer a
+//!    `ReadyCheck`. A chosen successor can never be replaced, so a move
+//!    proposed from a stale membership view (members already dead) must not
+//!    get as far as being chosen: it would seal the old group for good.
 //! 1. Choose: CAS the old group's `Successor(e)` register from empty to the
 //!    proposed configuration; if someone chose already, theirs is kept.
 //! 2. Seal: every old acceptor that receives `Seal` refuses all further
@@ -33,6 +37,10 @@ const MAX_STEP_TRIES: u32 = 6;
 
 #[derive(Debug, Clone)]
 enum Step {
+    Check {
+        proposed: Vec<NodeId>,
+        ready: BTreeSet<NodeId>,
+    },
     Choose,
     Seal {
         successor: ShardConfig,
@@ -167,7 +175,26 @@ impl Coordinator {
             self.send_step(now, shard);
             return;
         }
+        r.step = Step::Check {
+            proposed,
+            ready: BTreeSet::new(),
+        };
         self.reconfigs.insert(shard, r);
+        self.send_step(now, shard);
+    }
+
+    /// Step 0 finished: a majority of `proposed` answered; choose it.
+    fn choose(&mut self, now: Instant, r: Reconfig, proposed: Vec<NodeId>) {
+        let old = r.old.clone();
+        let shard = old.shard;
+        self.reconfigs.insert(
+            shard,
+            Reconfig {
+                step: Step::Choose,
+                deadline: now + Duration::from_millis(self.cfg.op_timeout_ms * 4),
+                ..r
+            },
+        );
         let successor = ShardConfig {
             shard,
             epoch: old.epoch.saturating_add(1),
@@ -227,6 +254,16 @@ impl Coordinator {
         r.deadline = now + timeout;
         let (targets, msg) = match &r.step {
             Step::Choose => return,
+            Step::Check { proposed, .. } => (
+                proposed.clone(),
+                PaxosMessage::ReadyCheck {
+                    hdr: Header {
+                        shard,
+                        epoch: r.old.epoch,
+                        req: r.req,
+                    },
+                },
+            ),
             Step::Seal { successor, .. } => (
                 r.old.members.clone(),
                 PaxosMessage::Seal {
@@ -264,6 +301,7 @@ impl Coordinator {
         let shard = match &msg {
             PaxosMessage::SealedState { hdr, .. }
             | PaxosMessage::Installed { hdr }
+            | PaxosMessage::Ready { hdr }
             | PaxosMessage::Refused { hdr, .. } => hdr.shard,
             _ => return,
         };
@@ -271,6 +309,16 @@ impl Coordinator {
             return;
         };
         match (&mut r.step, msg) {
+            (Step::Check { proposed, ready }, PaxosMessage::Ready { .. }) => {
+                if proposed.contains(&from) {
+                    ready.insert(from);
+                }
+                if ready.len() > proposed.len() / 2 {
+                    let proposed = proposed.clone();
+                    self.choose(now, r, proposed);
+                    return;
+                }
+            }
             (Step::Seal { successor, sealed }, PaxosMessage::SealedState { snapshot, .. }) => {
                 if r.old.contains(&from) {
                     sealed.insert(from, snapshot);

@@ -263,4 +263,16 @@ pub enum PaxosMessage {
         /// Known configurations.
         configs: Vec<ShardConfig>,
     },
+    /// Reconfiguration step 0: "are you there?" to a proposed successor's
+    /// members, so that a move never chooses a group whose majority is
+    /// already dead (a chosen successor cannot be un-chosen).
+    ReadyCheck {
+        /// Shard and request.
+        hdr: Header,
+    },
+    /// Answer to [`PaxosMessage::ReadyCheck`].
+    Ready {
+        /// Shard and request.
+        hdr: Header,
+    },
 }

@@ -251,6 +251,7 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
                     node_down_from[i as usize] = Some(now);
                 }
                 FaultAction::Restart { node, with_state } => {
+                    let with_state = with_state || !w.may_lose_disk(node as usize);
                     w.restart(node as usize, with_state);
                     if let Some(from) = node_down_from[node as usize].take() {
                         downs.push((node as usize, from, now));

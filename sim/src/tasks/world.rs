@@ -625,6 +625,30 @@ impl World {
         self.trace.words(&[4, self.now, i as u64]);
     }
 
+    /// Whether node `i` may come back without its disk within the
+    /// guarantees' assumption that a majority of every shard group keeps its
+    /// disk: no newest group holding `i` may already count a member whose
+    /// disk is gone (an identity no node has any more). Like an operator, the
+    /// fault schedule takes a second disk only once the group was repaired.
+    pub fn may_lose_disk(&self, i: usize) -> bool {
+        let me = self.nodes[i].id;
+        let current: std::collections::BTreeSet<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let mut newest: BTreeMap<ShardId, &shoal_protocol::shard::ShardConfig> = BTreeMap::new();
+        for n in &self.nodes {
+            let Some(c) = n.coord.as_ref() else { continue };
+            for config in c.directory().values() {
+                let slot = newest.entry(config.shard).or_insert(config);
+                if config.epoch > slot.epoch {
+                    *slot = config;
+                }
+            }
+        }
+        newest
+            .values()
+            .filter(|c| c.members.contains(&me))
+            .all(|c| c.members.iter().all(|m| current.contains(m)))
+    }
+
     /// Restarts node `i`, from its disk or (a new identity) without it.
     pub fn restart(&mut self, i: usize, keep_disk: bool) {
         if self.nodes[i].up() {
