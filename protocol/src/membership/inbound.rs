@@ -3,8 +3,8 @@
 use super::{
     InputError, MemberState, Membership, MAX_UPDATES_PER_MESSAGE, MAX_VERDICTS_PER_PUSH_PULL,
 };
-use crate::wire::swim::{PushPull, SwimBody, SwimMessage, Update};
-use crate::wire::{decode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+use crate::wire::swim::{PushPull, SwimBody, SwimMessageRef, Update};
+use crate::wire::{decode_borrowed, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 use crate::{Instant, NodeId};
 use std::net::SocketAddr;
 
@@ -67,7 +67,7 @@ impl Membership {
             let me = self.self_alive_update();
             self.send_with(src, SwimBody::Gossip, vec![me]);
         }
-        self.refresh_derived_timers();
+        self.refresh_derived_timers(now);
         Ok(())
     }
 
@@ -107,14 +107,14 @@ impl Membership {
         }
     }
 
-    fn authenticate(src_id: NodeId, payload: &[u8]) -> Result<SwimMessage, InputError> {
+    fn authenticate(src_id: NodeId, payload: &[u8]) -> Result<SwimMessageRef<'_>, InputError> {
         let on_stream = payload.len() > MAX_DATAGRAM_BYTES;
         let limit = if on_stream {
             MAX_STREAM_MESSAGE_BYTES
         } else {
             MAX_DATAGRAM_BYTES
         };
-        let message: SwimMessage = decode(payload, limit)?;
+        let message: SwimMessageRef<'_> = decode_borrowed(payload, limit)?;
         if message.sender != src_id {
             return Err(InputError::SpoofedSender {
                 claimed: message.sender,

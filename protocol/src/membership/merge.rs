@@ -8,7 +8,7 @@
 use super::suspicion::Suspicion;
 use super::{ChangeReason, Event, Identity, Member, MemberState, Membership, MAX_MEMBERS};
 use crate::gossip::MergeOutcome;
-use crate::wire::swim::{MemberRecord, StateRecord, Update, WireState};
+use crate::wire::swim::{MemberRecord, StateRecord, Update, UpdateRef, WireState};
 use crate::{Instant, NodeId};
 use std::net::SocketAddr;
 
@@ -22,32 +22,42 @@ fn precedence(state: MemberState) -> u8 {
     }
 }
 
+/// Whether an alive record about a member we never heard of is gossiped on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hearsay {
+    /// Yes: a piggybacked update, or a member's own record in its push-pull.
+    Spread,
+    /// No: a third party's record in a push-pull (the full state a joiner
+    /// receives). A higher incarnation of a known member is still spread.
+    KeepNewMembersQuiet,
+}
+
 fn is_live(state: MemberState) -> bool {
     matches!(state, MemberState::Alive | MemberState::Suspect)
 }
 
 impl Membership {
     /// Applies one piggybacked update.
-    pub(super) fn apply_update(&mut self, now: Instant, update: Update) {
+    pub(super) fn apply_update(&mut self, now: Instant, update: UpdateRef<'_>) {
         match update {
-            Update::Alive {
+            UpdateRef::Alive {
                 id,
                 name,
                 addr,
                 incarnation,
-            } => self.on_alive(now, id, name, addr, incarnation),
-            Update::Suspect {
+            } => self.on_alive(now, id, name, addr, incarnation, Hearsay::Spread),
+            UpdateRef::Suspect {
                 id,
                 incarnation,
                 by,
             } => self.on_suspect(now, id, incarnation, by),
-            Update::Down {
+            UpdateRef::Down {
                 id,
                 incarnation,
                 by,
             } => self.on_down(now, id, incarnation, by),
-            Update::Left { id, incarnation } => self.on_left(now, id, incarnation),
-            Update::State(record) => self.on_state(record),
+            UpdateRef::Left { id, incarnation } => self.on_left(now, id, incarnation),
+            UpdateRef::State(record) => self.on_state(record),
         }
     }
 
@@ -82,7 +92,16 @@ impl Membership {
                         };
                         (m.identity.addr, down)
                     });
-                self.on_alive(now, id, name, addr, incarnation);
+                // A member first heard of in someone else's full state is
+                // not news to spread: the sender (or whoever told it)
+                // gossiped it already. Re-gossiping a thousand-member table
+                // from every joiner made joins cost O(N^2 log N) updates.
+                let hearsay = if id == sender {
+                    Hearsay::Spread
+                } else {
+                    Hearsay::KeepNewMembersQuiet
+                };
+                self.on_alive(now, id, &name, addr, incarnation, hearsay);
                 verdict
             }
             // A remote "down" is only a suspicion here (memberlist does the
@@ -92,7 +111,14 @@ impl Membership {
                 // A suspect we never heard of is most likely alive: learn
                 // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
-                    self.on_alive(now, id, name, addr, incarnation);
+                    self.on_alive(
+                        now,
+                        id,
+                        &name,
+                        addr,
+                        incarnation,
+                        Hearsay::KeepNewMembersQuiet,
+                    );
                 }
                 if id == self.identity.id && state == WireState::Down {
                     self.on_down(now, id, incarnation, sender);
@@ -112,9 +138,10 @@ impl Membership {
         &mut self,
         now: Instant,
         id: NodeId,
-        name: String,
+        name: &str,
         addr: SocketAddr,
         incarnation: u64,
+        hearsay: Hearsay,
     ) {
         if id == self.identity.id {
             // Someone holds a newer or different view of us (an earlier
@@ -128,13 +155,15 @@ impl Membership {
             return;
         }
         let Some(member) = self.members.get_mut(&id) else {
-            self.insert_alive(now, id, name, addr, incarnation);
+            self.insert_alive(now, id, name, addr, incarnation, hearsay);
             return;
         };
         if incarnation <= member.incarnation {
             return;
         }
-        member.identity.name = name.clone();
+        if member.identity.name != name {
+            member.identity.name = name.to_string();
+        }
         member.identity.addr = addr;
         let old = member.state;
         let reason = match old {
@@ -144,7 +173,7 @@ impl Membership {
         self.transition(now, id, MemberState::Alive, incarnation, reason);
         self.broadcasts.push(Update::Alive {
             id,
-            name,
+            name: name.to_string(),
             addr,
             incarnation,
         });
@@ -331,9 +360,10 @@ impl Membership {
         &mut self,
         now: Instant,
         id: NodeId,
-        name: String,
+        name: &str,
         addr: SocketAddr,
         incarnation: u64,
+        hearsay: Hearsay,
     ) {
         if self.members.len() >= MAX_MEMBERS {
             return;
@@ -341,7 +371,7 @@ impl Membership {
         let member = Member {
             identity: Identity {
                 id,
-                name: name.clone(),
+                name: name.to_string(),
                 addr,
             },
             // Not live yet: `transition` makes it alive and counts it once.
@@ -351,7 +381,7 @@ impl Membership {
             last_heard: None,
             node_state: self.states.get(&id).cloned(),
         };
-        self.members.insert(id, member);
+        self.members.insert(member);
         self.graveyard.insert((now, id));
         self.transition(
             now,
@@ -360,12 +390,14 @@ impl Membership {
             incarnation,
             ChangeReason::Joined,
         );
-        self.broadcasts.push(Update::Alive {
-            id,
-            name,
-            addr,
-            incarnation,
-        });
+        if hearsay == Hearsay::Spread {
+            self.broadcasts.push(Update::Alive {
+                id,
+                name: name.to_string(),
+                addr,
+                incarnation,
+            });
+        }
     }
 
     /// Moves a known member to `state` at `incarnation`, keeping the live

@@ -177,7 +177,7 @@ impl SimNode for ShoalHost {
     }
 
     fn for_each_member(&self, f: &mut dyn FnMut(NodeIndex, ViewState, Option<u64>)) {
-        for m in self.machine.members() {
+        for m in self.machine.members_unordered() {
             if let Some(i) = index_of_id(&m.identity.id) {
                 f(i, view_state(m.state), Some(m.incarnation));
             }
