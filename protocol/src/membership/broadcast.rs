@@ -5,11 +5,11 @@
 //! `retransmit_limit` times, and splicing its bytes into each datagram
 //! saves a clone and an encoding per send.
 
+use super::table::IdMap;
 use crate::wire::swim::Update;
 use crate::wire::{encode, MAX_DATAGRAM_BYTES};
 use crate::NodeId;
 use std::cmp::Reverse;
-use super::table::IdMap;
 use std::collections::BTreeMap;
 
 /// Most updates waiting at once; past it the most-sent one is dropped

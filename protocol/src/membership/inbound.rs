@@ -31,9 +31,7 @@ impl Membership {
         if message.sender == self.identity.id || self.has_left {
             return Ok(());
         }
-        if let Some(member) = self.members.get_mut(&message.sender) {
-            member.last_heard = Some(now);
-        }
+        self.members.touch(&message.sender, now);
         for update in message.updates.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
             self.apply_update(now, update);
         }
@@ -75,7 +73,7 @@ impl Membership {
     /// does not know: tell it at once so it refutes. After a partition this
     /// is what lets both sides find each other again within seconds.
     fn tell_if_given_up(&mut self, src: SocketAddr, sender: NodeId) {
-        let Some(member) = self.members.get(&sender) else {
+        let Some(member) = self.members.hot(&sender) else {
             return;
         };
         let incarnation = member.incarnation;
@@ -150,9 +148,7 @@ impl Membership {
         for record in states {
             self.on_state(record);
         }
-        if let Some(member) = self.members.get_mut(&sender) {
-            member.last_heard = Some(now);
-        }
+        self.members.touch(&sender, now);
         self.joined = true;
         self.timers.stop(super::Timer::Join);
         if reply_wanted {

@@ -154,18 +154,20 @@ impl Membership {
             }
             return;
         }
-        let Some(member) = self.members.get_mut(&id) else {
+        let Some(hot) = self.members.hot(&id) else {
             self.insert_alive(now, id, name, addr, incarnation, hearsay);
             return;
         };
-        if incarnation <= member.incarnation {
+        if incarnation <= hot.incarnation {
             return;
         }
-        if member.identity.name != name {
-            member.identity.name = name.to_string();
+        let old = hot.state;
+        if let Some(member) = self.members.get_mut(&id) {
+            if member.identity.name != name {
+                member.identity.name = name.to_string();
+            }
+            member.identity.addr = addr;
         }
-        member.identity.addr = addr;
-        let old = member.state;
         let reason = match old {
             MemberState::Suspect => ChangeReason::Refuted,
             _ => ChangeReason::Joined,
@@ -184,7 +186,7 @@ impl Membership {
             self.answer_news_about_us(now, incarnation);
             return;
         }
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.members.hot(&id) else {
             return;
         };
         let (state, known) = (member.state, member.incarnation);
@@ -245,7 +247,7 @@ impl Membership {
             }
             return;
         }
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.members.hot(&id) else {
             return;
         };
         if incarnation < member.incarnation
@@ -273,7 +275,7 @@ impl Membership {
             self.answer_news_about_us(now, incarnation);
             return;
         }
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.members.hot(&id) else {
             return;
         };
         if incarnation < member.incarnation
@@ -410,36 +412,37 @@ impl Membership {
         incarnation: u64,
         reason: ChangeReason,
     ) {
-        let Some(member) = self.members.get_mut(&id) else {
-            return;
-        };
-        let old = member.state;
         debug_assert!(
-            incarnation >= member.incarnation,
+            self.members
+                .hot(&id)
+                .is_none_or(|m| incarnation >= m.incarnation),
             "incarnations never decrease"
         );
-        member.incarnation = incarnation;
+        let Some((old, old_since)) = self.members.set_state(&id, state, incarnation, now) else {
+            return;
+        };
         let changed = old != state;
         if changed {
             if !is_live(old) {
-                self.graveyard.remove(&(member.state_since, id));
+                self.graveyard.remove(&(old_since, id));
             }
-            member.state = state;
-            member.state_since = now;
             if !is_live(state) {
                 self.graveyard.insert((now, id));
             }
         }
         // The name is cloned only for the event, not on every update.
-        let name =
-            (changed || reason == ChangeReason::Refuted).then(|| member.identity.name.clone());
+        let name = (changed || reason == ChangeReason::Refuted)
+            .then(|| self.members.get(&id).map(|m| m.identity.name.clone()))
+            .flatten();
         if state != MemberState::Suspect {
             self.suspicions.remove(&id);
         }
         match (is_live(old), is_live(state)) {
             (false, true) => {
                 self.live_count += 1;
-                self.probe_order.insert(id, &mut self.rng);
+                if let Some(slot) = self.members.slot_of(&id) {
+                    self.probe_order.insert(slot, &mut self.rng);
+                }
             }
             (true, false) => self.live_count = self.live_count.saturating_sub(1),
             _ => {}

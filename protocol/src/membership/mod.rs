@@ -473,11 +473,16 @@ impl Membership {
 
     /// Every member this node knows of (not itself), in id order.
     pub fn members(&self) -> Vec<Member> {
-        self.members.sorted().into_iter().cloned().collect()
+        self.members
+            .sorted()
+            .into_iter()
+            .map(|m| self.members.view(m))
+            .collect()
     }
 
     /// Every member this node knows of (not itself), in no promised order,
-    /// without copying: for hosts that scan the whole view often.
+    /// without copying: for hosts that scan the whole view often. Their
+    /// `last_heard` is not filled in (see [`Membership::member`]).
     pub fn members_unordered(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
     }
@@ -494,8 +499,8 @@ impl Membership {
 
     /// What this node knows of one member (`None` for itself and for
     /// members it never heard of or has forgotten).
-    pub fn member(&self, id: &NodeId) -> Option<&Member> {
-        self.members.get(id)
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        self.members.get(id).map(|m| self.members.view(m))
     }
 
     /// Members this node sees in state [`MemberState::Alive`], itself not counted.

@@ -97,16 +97,16 @@ impl Membership {
             return;
         }
         let members = &self.members;
-        let targets = self.probe_order.sample(&mut self.rng, fanout, |id| {
+        let targets = self.probe_order.sample(&mut self.rng, fanout, |slot| {
             members
-                .get(id)
+                .at(*slot)
                 .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
         });
         for target in targets {
             if self.broadcasts.is_empty() {
                 break;
             }
-            let Some(addr) = self.members.get(&target).map(|m| m.identity.addr) else {
+            let Some(addr) = self.members.at(target).map(|m| m.identity.addr) else {
                 continue;
             };
             self.send(addr, SwimBody::Gossip);
@@ -119,14 +119,14 @@ impl Membership {
             return;
         }
         let members = &self.members;
-        let target = self.probe_order.sample(&mut self.rng, 1, |id| {
+        let target = self.probe_order.sample(&mut self.rng, 1, |slot| {
             members
-                .get(id)
+                .at(*slot)
                 .is_some_and(|m| m.state == MemberState::Alive)
         });
         let Some(addr) = target
             .first()
-            .and_then(|id| self.members.get(id))
+            .and_then(|slot| self.members.at(*slot))
             .map(|m| m.identity.addr)
         else {
             return;

@@ -1,5 +1,5 @@
-//! The member table: members in a dense vector, found by id through a hash
-//! index.
+//! The member table: members in a vector of stable slots, found by id
+//! through a hash index.
 //!
 //! Every received update and every probe-list step looks a member up; at
 //! 1000 members a `BTreeMap` walk of 16-byte keys was the largest single
@@ -8,8 +8,8 @@
 //! vector, whose order depends only on the inputs (or sorted by id where
 //! an order is promised).
 
-use super::Member;
-use crate::NodeId;
+use super::{Member, MemberState};
+use crate::{Instant, NodeId};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -62,61 +62,153 @@ impl Hasher for IdHasher {
 /// A hash map keyed by ids (or keys made of them) with [`IdHasher`].
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// Every member one node knows, by id.
+/// Where a member lives in the table. A slot is stable while its member
+/// is known; after the member is forgotten the slot may be reused.
+pub(crate) type Slot = u32;
+
+/// What most messages need of a member, kept beside its id in the hash
+/// index so that one look-up reads it: the merge of an update, the check
+/// of a sender and the stamp of `last_heard` touch no other memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hot {
+    pub(crate) slot: Slot,
+    pub(crate) state: MemberState,
+    pub(crate) incarnation: u64,
+    pub(crate) last_heard: Option<Instant>,
+}
+
+/// Every member one node knows, by id and by slot.
+///
+/// A member's state and incarnation live in both its [`Member`] and its
+/// [`Hot`] entry and change only through [`MemberTable::set_state`];
+/// `last_heard` lives only in the hot entry ([`MemberTable::view`] fills it
+/// in).
 #[derive(Debug, Default)]
 pub(crate) struct MemberTable {
-    members: Vec<Member>,
-    index: IdMap<NodeId, u32>,
+    slots: Vec<Option<Member>>,
+    /// Slots emptied by removals, reused last-freed first.
+    free: Vec<Slot>,
+    index: IdMap<NodeId, Hot>,
 }
 
 impl MemberTable {
     pub(crate) fn get(&self, id: &NodeId) -> Option<&Member> {
-        let at = *self.index.get(id)?;
-        self.members.get(at as usize)
+        self.at(self.index.get(id)?.slot)
     }
 
+    /// The member for changes of anything but its state and incarnation.
     pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut Member> {
-        let at = *self.index.get(id)?;
-        self.members.get_mut(at as usize)
+        let slot = self.index.get(id)?.slot;
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    pub(crate) fn hot(&self, id: &NodeId) -> Option<&Hot> {
+        self.index.get(id)
+    }
+
+    /// Notes that the member was heard from directly at `now`.
+    pub(crate) fn touch(&mut self, id: &NodeId, now: Instant) {
+        if let Some(hot) = self.index.get_mut(id) {
+            hot.last_heard = Some(now);
+        }
+    }
+
+    /// Moves a member to `state` at `incarnation`; `since` is set when the
+    /// state changes. Returns the state and the `state_since` it had.
+    pub(crate) fn set_state(
+        &mut self,
+        id: &NodeId,
+        state: MemberState,
+        incarnation: u64,
+        now: Instant,
+    ) -> Option<(MemberState, Instant)> {
+        let hot = self.index.get_mut(id)?;
+        hot.state = state;
+        hot.incarnation = incarnation;
+        let member = self.slots.get_mut(hot.slot as usize)?.as_mut()?;
+        let old = (member.state, member.state_since);
+        member.incarnation = incarnation;
+        if member.state != state {
+            member.state = state;
+            member.state_since = now;
+        }
+        Some(old)
+    }
+
+    /// The slot of a known member.
+    pub(crate) fn slot_of(&self, id: &NodeId) -> Option<Slot> {
+        self.index.get(id).map(|hot| hot.slot)
+    }
+
+    /// The member in `slot`, if any: one memory access where a look-up by
+    /// id costs a hash probe too (the probe list keeps slots).
+    pub(crate) fn at(&self, slot: Slot) -> Option<&Member> {
+        self.slots.get(slot as usize)?.as_ref()
     }
 
     pub(crate) fn contains_key(&self, id: &NodeId) -> bool {
         self.index.contains_key(id)
     }
 
-    /// Adds `member`, replacing one with the same id.
-    pub(crate) fn insert(&mut self, member: Member) {
+    /// Adds `member`, replacing one with the same id; returns its slot.
+    pub(crate) fn insert(&mut self, member: Member) -> Slot {
         let id = member.identity.id;
-        if let Some(&at) = self.index.get(&id) {
-            self.members[at as usize] = member;
-            return;
+        let hot = Hot {
+            slot: 0,
+            state: member.state,
+            incarnation: member.incarnation,
+            last_heard: member.last_heard,
+        };
+        if let Some(old) = self.index.get_mut(&id) {
+            let slot = old.slot;
+            *old = Hot { slot, ..hot };
+            self.slots[slot as usize] = Some(member);
+            return slot;
         }
-        let at = u32::try_from(self.members.len()).expect("MAX_MEMBERS fits in u32");
-        self.members.push(member);
-        self.index.insert(id, at);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(member);
+                slot
+            }
+            None => {
+                self.slots.push(Some(member));
+                Slot::try_from(self.slots.len() - 1).expect("MAX_MEMBERS fits in a slot")
+            }
+        };
+        self.index.insert(id, Hot { slot, ..hot });
+        slot
     }
 
     pub(crate) fn remove(&mut self, id: &NodeId) -> Option<Member> {
-        let at = self.index.remove(id)? as usize;
-        let member = self.members.swap_remove(at);
-        if let Some(moved) = self.members.get(at) {
-            self.index.insert(moved.identity.id, at as u32);
-        }
+        let hot = self.index.remove(id)?;
+        let mut member = self.slots.get_mut(hot.slot as usize)?.take()?;
+        self.free.push(hot.slot);
+        member.last_heard = hot.last_heard;
         Some(member)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.members.len()
+        self.index.len()
     }
 
-    /// Every member, in table order.
+    /// Every member, in slot order (`last_heard` not filled in).
     pub(crate) fn values(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter()
+        self.slots.iter().flatten()
     }
 
-    /// Every member, in id order.
+    /// A copy of `member` with `last_heard` filled in.
+    pub(crate) fn view(&self, member: &Member) -> Member {
+        let mut copy = member.clone();
+        copy.last_heard = self
+            .index
+            .get(&member.identity.id)
+            .and_then(|hot| hot.last_heard);
+        copy
+    }
+
+    /// Every member, in id order (`last_heard` not filled in).
     pub(crate) fn sorted(&self) -> Vec<&Member> {
-        let mut all: Vec<&Member> = self.members.iter().collect();
+        let mut all: Vec<&Member> = self.values().collect();
         all.sort_unstable_by_key(|m| m.identity.id);
         all
     }
@@ -125,8 +217,7 @@ impl MemberTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::{Identity, MemberState};
-    use crate::Instant;
+    use crate::membership::Identity;
 
     fn member(n: u64) -> Member {
         Member {
@@ -161,6 +252,12 @@ mod tests {
             assert_eq!(found, (n % 3 != 0).then_some(n), "member {n}");
         }
         assert_eq!(table.len(), 50 - 17);
+        // A freed slot is reused; the others keep theirs.
+        let kept = table.slot_of(&NodeId::from_u64(1));
+        let slot = table.insert(member(100));
+        assert_eq!(table.at(slot).map(|m| m.incarnation), Some(100));
+        assert_eq!(table.slot_of(&NodeId::from_u64(1)), kept);
+        assert!(table.remove(&NodeId::from_u64(100)).is_some());
         let sorted: Vec<u64> = table.sorted().iter().map(|m| m.incarnation).collect();
         let mut expected: Vec<u64> = (0..50).filter(|n| n % 3 != 0).collect();
         expected.sort_unstable();
@@ -179,5 +276,31 @@ mod tests {
             table.get(&NodeId::from_u64(7)).map(|m| m.incarnation),
             Some(9)
         );
+        assert_eq!(
+            table.hot(&NodeId::from_u64(7)).map(|h| h.incarnation),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn state_changes_reach_both_copies_and_last_heard_the_view() {
+        let mut table = MemberTable::default();
+        let id = NodeId::from_u64(3);
+        table.insert(member(3));
+        let at = Instant::from_millis(50);
+        assert_eq!(
+            table.set_state(&id, MemberState::Suspect, 4, at),
+            Some((MemberState::Alive, Instant::ZERO))
+        );
+        let hot = *table.hot(&id).expect("known");
+        assert_eq!((hot.state, hot.incarnation), (MemberState::Suspect, 4));
+        let cold = table.get(&id).expect("known");
+        assert_eq!(
+            (cold.state, cold.incarnation, cold.state_since),
+            (MemberState::Suspect, 4, at)
+        );
+        table.touch(&id, Instant::from_millis(70));
+        let view = table.view(table.get(&id).expect("known"));
+        assert_eq!(view.last_heard, Some(Instant::from_millis(70)));
     }
 }

@@ -271,7 +271,9 @@ impl UpdateRef<'_> {
 mod tests {
     use super::*;
     use crate::gossip::Health;
-    use crate::wire::{decode, decode_borrowed, encode, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+    use crate::wire::{
+        decode, decode_borrowed, encode, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES,
+    };
     use proptest::prelude::*;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
