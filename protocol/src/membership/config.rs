@@ -117,16 +117,30 @@ impl Config {
         }
     }
 
-    /// A WAN: tens to hundreds of milliseconds of latency.
+    /// A WAN: round trips of 50-150 ms between sites, some loss.
+    ///
+    /// A direct probe waits 500 ms (over three times the longest round
+    /// trip) before asking 3 others. Their ping-reqs arrive by ~575 ms, a
+    /// relayed ack by ~800 ms and a relay's nack (at 0.8 x 500 ms after the
+    /// ping-req) by ~1050 ms, so the round lasts 1.5 s: a nack is counted
+    /// before the round ends, and the local health multiplier does not
+    /// grow on slow but healthy links. `alpha = 2.5` gives a 7.5 s minimum
+    /// suspicion at 100 members (22.5 s at most before confirmations),
+    /// far above a 1.5 s pause plus a refutation's spread. Gossip every
+    /// 200 ms to 4 members covers 100 members in about four rounds of
+    /// ~275 ms each (interval plus one-way latency); `lambda = 3` spends
+    /// a little more on retransmits because WAN loss is burstier.
     pub fn wan() -> Self {
         Config {
-            probe_interval: Duration::from_secs(5),
-            probe_timeout: Duration::from_secs(3),
+            probe_interval: Duration::from_millis(1500),
+            probe_timeout: Duration::from_millis(500),
+            suspicion_alpha: 2.5,
+            retransmit_mult: 3,
             push_pull_interval: Duration::from_secs(60),
-            gossip_interval: Duration::from_millis(500),
+            gossip_interval: Duration::from_millis(200),
             gossip_fanout: 4,
-            join_retry_interval: Duration::from_secs(3),
-            reconnect_interval: Duration::from_secs(10),
+            join_retry_interval: Duration::from_secs(2),
+            reconnect_interval: Duration::from_secs(5),
             ..Config::lan()
         }
     }
@@ -284,6 +298,19 @@ mod tests {
             Err(ConfigError::ZeroDuration("probe_interval"))
         );
         assert_eq!(bad.sanitized().validate(), Ok(()));
+    }
+
+    #[test]
+    fn wan_rounds_leave_room_for_indirect_probes_and_nacks() {
+        let c = Config::wan();
+        let one_way = Duration::from_millis(75);
+        // A relay's nack: ping-req out at the timeout, the relay waits 0.8
+        // of a timeout, the nack comes back.
+        let nack_back = c.probe_timeout + one_way + c.probe_timeout.mul_f64(0.8) + one_way;
+        assert!(nack_back < c.probe_interval, "{nack_back:?}");
+        assert!(c.probe_timeout >= Duration::from_millis(450), "3x a 150 ms RTT");
+        assert_eq!(c.suspicion_timeout_min(100), Duration::from_millis(7500));
+        assert!(c.suspicion_timeout_min(100) > Duration::from_millis(1500) * 3);
     }
 
     #[test]
