@@ -308,7 +308,10 @@ mod tests {
         // of a timeout, the nack comes back.
         let nack_back = c.probe_timeout + one_way + c.probe_timeout.mul_f64(0.8) + one_way;
         assert!(nack_back < c.probe_interval, "{nack_back:?}");
-        assert!(c.probe_timeout >= Duration::from_millis(450), "3x a 150 ms RTT");
+        assert!(
+            c.probe_timeout >= Duration::from_millis(450),
+            "3x a 150 ms RTT"
+        );
         assert_eq!(c.suspicion_timeout_min(100), Duration::from_millis(7500));
         assert!(c.suspicion_timeout_min(100) > Duration::from_millis(1500) * 3);
     }

@@ -149,6 +149,10 @@ impl Membership {
             self.on_state(record);
         }
         self.members.touch(&sender, now);
+        if !self.joined && !self.seeds.is_empty() {
+            self.timers
+                .set(super::Timer::Settle, now + super::JOIN_SETTLE);
+        }
         self.joined = true;
         self.timers.stop(super::Timer::Join);
         if reply_wanted {

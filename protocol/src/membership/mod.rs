@@ -95,6 +95,14 @@ pub const MAX_VERDICTS_PER_PUSH_PULL: usize = 256;
 const MAX_TIMER_PASSES: usize = 4;
 /// Most updates applied from one message.
 pub const MAX_UPDATES_PER_MESSAGE: usize = 256;
+/// A joiner learns the members in its seed's full state without gossiping
+/// them on (the seed's own gossip and everyone else's push-pull already
+/// cover them, and re-gossiping a thousand-member table from every joiner
+/// cost O(N^2 log N) updates). Members that joined at about the same time
+/// as this node reach it only by gossip among the few others that did not
+/// know them yet, which can miss; one more full-state exchange this long
+/// after joining, once such a burst of joins is over, closes those gaps.
+pub const JOIN_SETTLE: Duration = Duration::from_secs(10);
 
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,6 +418,7 @@ impl Membership {
             Timer::ProbeTimeout,
             Timer::PushPull,
             Timer::Join,
+            Timer::Settle,
         ] {
             self.timers.stop(timer);
         }
@@ -615,6 +624,10 @@ impl Membership {
                 self.ping_random_down_member();
                 let next = now + self.config.reconnect_interval;
                 self.timers.set(Timer::Reconnect, next);
+            }
+            Timer::Settle => {
+                self.timers.stop(Timer::Settle);
+                self.push_pull_with_random_member();
             }
         }
     }
