@@ -292,7 +292,7 @@ fn push_pull_heals_a_partition() {
             && b.iter().all(|&y| {
                 c.machine(y)
                     .member(&id_of(1))
-                    .and_then(|m| m.node_state.as_ref())
+                    .and_then(|m| m.node_state)
                     .is_some_and(|s| s.slots_free == 7)
             })
     });
@@ -394,7 +394,7 @@ fn node_state_newer_version_wins() {
         (0..5).filter(|&o| o != 1).all(|o| {
             c.machine(o)
                 .member(&id_of(1))
-                .and_then(|m| m.node_state.as_ref())
+                .and_then(|m| m.node_state)
                 .is_some_and(|s| s.slots_free == 2 && s.version == 2)
         })
     });

@@ -44,7 +44,7 @@ pub fn run_scenario_with_progress(
             scenario: scenario.clone(),
             seed,
             implementation: imp.name().to_string(),
-            factory: imp.factory(),
+            factory: imp.factory_with(scenario.membership_preset),
             faults: None,
         },
         progress,

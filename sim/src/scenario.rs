@@ -81,6 +81,10 @@ pub struct Scenario {
     /// often (events are checked at every step regardless).
     #[serde(default = "default_snapshot_interval_ms")]
     pub snapshot_interval_ms: u64,
+    /// Timing preset of the membership machines (`lan`, `wan` or `local`;
+    /// foca gets its own LAN or WAN preset to match).
+    #[serde(default)]
+    pub membership_preset: MembershipPreset,
     /// Clock model.
     #[serde(default)]
     pub clock: ClockModel,
@@ -115,6 +119,31 @@ fn default_early_timeout_probability() -> f64 {
 }
 fn default_snapshot_interval_ms() -> u64 {
     10_000
+}
+
+/// Which membership timing preset the nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipPreset {
+    /// `Config::lan()`: probes every 200 ms.
+    #[default]
+    Lan,
+    /// `Config::wan()`: for 50-150 ms round trips.
+    Wan,
+    /// `Config::local()`: loopback speed, no suspicion floor.
+    Local,
+}
+
+impl MembershipPreset {
+    /// shoal's configuration for this preset.
+    pub fn config(self) -> shoal_protocol::membership::Config {
+        use shoal_protocol::membership::Config;
+        match self {
+            MembershipPreset::Lan => Config::lan(),
+            MembershipPreset::Wan => Config::wan(),
+            MembershipPreset::Local => Config::local(),
+        }
+    }
 }
 
 /// Per-node clock rates.

@@ -111,3 +111,27 @@ fn smoke_sweep_with_shoal_has_no_violations() {
 fn chaos_sweep_with_shoal_has_no_violations_but_the_known_seeds() {
     sweep_known(&reduced_chaos(), 1..11, Impl::Shoal, &[], SHOAL_CHAOS_KNOWN);
 }
+
+/// The `wan` preset on 50-150 ms round trips: no violation (no live node
+/// confirmed down, convergence after the heal) and detection within the
+/// preset's budget: first probe of a crashed member within a few 1.5 s
+/// rounds, then the 7.5 s minimum suspicion at 100 members.
+#[test]
+fn wan_preset_detects_crashes_without_false_positives() {
+    let s = load("wan.toml");
+    assert_eq!(
+        s.membership_preset,
+        shoal_sim::scenario::MembershipPreset::Wan
+    );
+    sweep(&s, 1..6, Impl::Shoal, &[]);
+    for seed in 1..4 {
+        let m = run_scenario(&s, seed, Impl::Shoal).report.membership;
+        assert_eq!(m.false_positives, 0, "seed {seed}");
+        assert_eq!(m.undetected, 0, "seed {seed}");
+        let p99 = m.detect_all_ms.p99.expect("crashes were detected");
+        assert!(
+            (7_500.0..20_000.0).contains(&p99),
+            "seed {seed}: detect_all p99 {p99} ms"
+        );
+    }
+}

@@ -5,11 +5,12 @@
 //! `retransmit_limit` times, and splicing its bytes into each datagram
 //! saves a clone and an encoding per send.
 
+use super::table::IdMap;
 use crate::wire::swim::Update;
 use crate::wire::{encode, MAX_DATAGRAM_BYTES};
 use crate::NodeId;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Most updates waiting at once; past it the most-sent one is dropped
 /// (push-pull repairs whatever gossip loses).
@@ -20,7 +21,7 @@ const MAX_UPDATE_BYTES: usize = MAX_DATAGRAM_BYTES - 64;
 
 /// One queue slot per member and kind: a newer update about a member
 /// replaces the older one still waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Key {
     Member(NodeId),
     State(NodeId),
@@ -41,9 +42,12 @@ struct Entry {
     seq: u64,
 }
 
-/// Order of sending: fewest transmits, then newest; the size rides along
-/// so that selection needs no map look-up.
-type Rank = (u32, Reverse<u64>, Key, usize);
+/// Order of sending: fewest transmits, then newest. `seq` is unique, so a
+/// rank names one entry.
+type Rank = (u32, Reverse<u64>);
+
+/// What selection needs of an entry without looking it up: its key and size.
+type Slot = (Key, usize);
 
 /// Updates passed over for not fitting before selection gives up; bounds
 /// the work per message when the queue is long.
@@ -52,11 +56,11 @@ const MAX_SELECT_MISSES: usize = 16;
 /// Pending updates and how often each was sent.
 #[derive(Debug, Default)]
 pub(crate) struct BroadcastQueue {
-    entries: BTreeMap<Key, Entry>,
-    order: BTreeSet<Rank>,
+    entries: IdMap<Key, Entry>,
+    order: BTreeMap<Rank, Slot>,
     next_seq: u64,
     /// Ranks picked by the current selection (kept to reuse its memory).
-    taken: Vec<Rank>,
+    taken: Vec<(Rank, Slot)>,
 }
 
 impl BroadcastQueue {
@@ -69,12 +73,11 @@ impl BroadcastQueue {
         }
         let key = key_of(&update);
         if let Some(old) = self.entries.remove(&key) {
-            self.order
-                .remove(&(old.transmits, Reverse(old.seq), key, old.bytes.len()));
+            self.order.remove(&(old.transmits, Reverse(old.seq)));
         }
         if self.entries.len() >= MAX_PENDING_UPDATES {
-            if let Some(last) = self.order.pop_last() {
-                self.entries.remove(&last.2);
+            if let Some((_, (last, _))) = self.order.pop_last() {
+                self.entries.remove(&last);
             }
         }
         self.next_seq += 1;
@@ -83,7 +86,7 @@ impl BroadcastQueue {
             transmits: 0,
             seq: self.next_seq,
         };
-        self.order.insert((0, Reverse(entry.seq), key, size));
+        self.order.insert((0, Reverse(entry.seq)), (key, size));
         self.entries.insert(key, entry);
     }
 
@@ -95,31 +98,31 @@ impl BroadcastQueue {
         let mut misses = 0;
         let mut taken = std::mem::take(&mut self.taken);
         taken.clear();
-        for rank in &self.order {
+        for (rank, slot) in &self.order {
             if left < 8 || misses >= MAX_SELECT_MISSES {
                 break;
             }
-            if rank.3 <= left {
-                left -= rank.3;
-                taken.push(*rank);
+            if slot.1 <= left {
+                left -= slot.1;
+                taken.push((*rank, *slot));
             } else {
                 misses += 1;
             }
         }
         let mut count = 0;
-        for rank in &taken {
-            self.order.remove(rank);
-            let Some(entry) = self.entries.get_mut(&rank.2) else {
+        for &(rank, slot) in &taken {
+            self.order.remove(&rank);
+            let Some(entry) = self.entries.get_mut(&slot.0) else {
                 continue;
             };
             out.extend_from_slice(&entry.bytes);
             count += 1;
             entry.transmits += 1;
             if entry.transmits >= limit {
-                self.entries.remove(&rank.2);
+                self.entries.remove(&slot.0);
             } else {
                 self.order
-                    .insert((entry.transmits, Reverse(entry.seq), rank.2, rank.3));
+                    .insert((entry.transmits, Reverse(entry.seq)), slot);
             }
         }
         self.taken = taken;

@@ -3,8 +3,8 @@
 use super::{
     InputError, MemberState, Membership, MAX_UPDATES_PER_MESSAGE, MAX_VERDICTS_PER_PUSH_PULL,
 };
-use crate::wire::swim::{PushPull, SwimBody, SwimMessage, Update};
-use crate::wire::{decode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+use crate::wire::swim::{PushPull, SwimBody, SwimMessageRef, Update};
+use crate::wire::{decode_borrowed, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 use crate::{Instant, NodeId};
 use std::net::SocketAddr;
 
@@ -31,9 +31,7 @@ impl Membership {
         if message.sender == self.identity.id || self.has_left {
             return Ok(());
         }
-        if let Some(member) = self.members.get_mut(&message.sender) {
-            member.last_heard = Some(now);
-        }
+        self.members.touch(&message.sender, now);
         for update in message.updates.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
             self.apply_update(now, update);
         }
@@ -67,7 +65,7 @@ impl Membership {
             let me = self.self_alive_update();
             self.send_with(src, SwimBody::Gossip, vec![me]);
         }
-        self.refresh_derived_timers();
+        self.refresh_derived_timers(now);
         Ok(())
     }
 
@@ -75,7 +73,7 @@ impl Membership {
     /// does not know: tell it at once so it refutes. After a partition this
     /// is what lets both sides find each other again within seconds.
     fn tell_if_given_up(&mut self, src: SocketAddr, sender: NodeId) {
-        let Some(member) = self.members.get(&sender) else {
+        let Some(member) = self.members.hot(&sender) else {
             return;
         };
         let incarnation = member.incarnation;
@@ -107,14 +105,14 @@ impl Membership {
         }
     }
 
-    fn authenticate(src_id: NodeId, payload: &[u8]) -> Result<SwimMessage, InputError> {
+    fn authenticate(src_id: NodeId, payload: &[u8]) -> Result<SwimMessageRef<'_>, InputError> {
         let on_stream = payload.len() > MAX_DATAGRAM_BYTES;
         let limit = if on_stream {
             MAX_STREAM_MESSAGE_BYTES
         } else {
             MAX_DATAGRAM_BYTES
         };
-        let message: SwimMessage = decode(payload, limit)?;
+        let message: SwimMessageRef<'_> = decode_borrowed(payload, limit)?;
         if message.sender != src_id {
             return Err(InputError::SpoofedSender {
                 claimed: message.sender,
@@ -150,8 +148,10 @@ impl Membership {
         for record in states {
             self.on_state(record);
         }
-        if let Some(member) = self.members.get_mut(&sender) {
-            member.last_heard = Some(now);
+        self.members.touch(&sender, now);
+        if !self.joined && !self.seeds.is_empty() {
+            self.timers
+                .set(super::Timer::Settle, now + super::JOIN_SETTLE);
         }
         self.joined = true;
         self.timers.stop(super::Timer::Join);

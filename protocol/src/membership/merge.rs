@@ -8,7 +8,7 @@
 use super::suspicion::Suspicion;
 use super::{ChangeReason, Event, Identity, Member, MemberState, Membership, MAX_MEMBERS};
 use crate::gossip::MergeOutcome;
-use crate::wire::swim::{MemberRecord, StateRecord, Update, WireState};
+use crate::wire::swim::{MemberRecord, StateRecord, Update, UpdateRef, WireState};
 use crate::{Instant, NodeId};
 use std::net::SocketAddr;
 
@@ -22,32 +22,42 @@ fn precedence(state: MemberState) -> u8 {
     }
 }
 
+/// Whether an alive record about a member we never heard of is gossiped on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hearsay {
+    /// Yes: a piggybacked update, or a member's own record in its push-pull.
+    Spread,
+    /// No: a third party's record in a push-pull (the full state a joiner
+    /// receives). A higher incarnation of a known member is still spread.
+    KeepNewMembersQuiet,
+}
+
 fn is_live(state: MemberState) -> bool {
     matches!(state, MemberState::Alive | MemberState::Suspect)
 }
 
 impl Membership {
     /// Applies one piggybacked update.
-    pub(super) fn apply_update(&mut self, now: Instant, update: Update) {
+    pub(super) fn apply_update(&mut self, now: Instant, update: UpdateRef<'_>) {
         match update {
-            Update::Alive {
+            UpdateRef::Alive {
                 id,
                 name,
                 addr,
                 incarnation,
-            } => self.on_alive(now, id, name, addr, incarnation),
-            Update::Suspect {
+            } => self.on_alive(now, id, name, addr, incarnation, Hearsay::Spread),
+            UpdateRef::Suspect {
                 id,
                 incarnation,
                 by,
             } => self.on_suspect(now, id, incarnation, by),
-            Update::Down {
+            UpdateRef::Down {
                 id,
                 incarnation,
                 by,
             } => self.on_down(now, id, incarnation, by),
-            Update::Left { id, incarnation } => self.on_left(now, id, incarnation),
-            Update::State(record) => self.on_state(record),
+            UpdateRef::Left { id, incarnation } => self.on_left(now, id, incarnation),
+            UpdateRef::State(record) => self.on_state(record),
         }
     }
 
@@ -82,7 +92,16 @@ impl Membership {
                         };
                         (m.identity.addr, down)
                     });
-                self.on_alive(now, id, name, addr, incarnation);
+                // A member first heard of in someone else's full state is
+                // not news to spread: the sender (or whoever told it)
+                // gossiped it already. Re-gossiping a thousand-member table
+                // from every joiner made joins cost O(N^2 log N) updates.
+                let hearsay = if id == sender {
+                    Hearsay::Spread
+                } else {
+                    Hearsay::KeepNewMembersQuiet
+                };
+                self.on_alive(now, id, &name, addr, incarnation, hearsay);
                 verdict
             }
             // A remote "down" is only a suspicion here (memberlist does the
@@ -92,7 +111,14 @@ impl Membership {
                 // A suspect we never heard of is most likely alive: learn
                 // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
-                    self.on_alive(now, id, name, addr, incarnation);
+                    self.on_alive(
+                        now,
+                        id,
+                        &name,
+                        addr,
+                        incarnation,
+                        Hearsay::KeepNewMembersQuiet,
+                    );
                 }
                 if id == self.identity.id && state == WireState::Down {
                     self.on_down(now, id, incarnation, sender);
@@ -112,9 +138,10 @@ impl Membership {
         &mut self,
         now: Instant,
         id: NodeId,
-        name: String,
+        name: &str,
         addr: SocketAddr,
         incarnation: u64,
+        hearsay: Hearsay,
     ) {
         if id == self.identity.id {
             // Someone holds a newer or different view of us (an earlier
@@ -127,16 +154,20 @@ impl Membership {
             }
             return;
         }
-        let Some(member) = self.members.get_mut(&id) else {
-            self.insert_alive(now, id, name, addr, incarnation);
+        let Some(hot) = self.members.hot(&id) else {
+            self.insert_alive(now, id, name, addr, incarnation, hearsay);
             return;
         };
-        if incarnation <= member.incarnation {
+        if incarnation <= hot.incarnation {
             return;
         }
-        member.identity.name = name.clone();
-        member.identity.addr = addr;
-        let old = member.state;
+        let old = hot.state;
+        if let Some(member) = self.members.get_mut(&id) {
+            if member.identity.name != name {
+                member.identity.name = name.to_string();
+            }
+            member.identity.addr = addr;
+        }
         let reason = match old {
             MemberState::Suspect => ChangeReason::Refuted,
             _ => ChangeReason::Joined,
@@ -144,7 +175,7 @@ impl Membership {
         self.transition(now, id, MemberState::Alive, incarnation, reason);
         self.broadcasts.push(Update::Alive {
             id,
-            name,
+            name: name.to_string(),
             addr,
             incarnation,
         });
@@ -155,7 +186,7 @@ impl Membership {
             self.answer_news_about_us(now, incarnation);
             return;
         }
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.members.hot(&id) else {
             return;
         };
         let (state, known) = (member.state, member.incarnation);
@@ -216,7 +247,7 @@ impl Membership {
             }
             return;
         }
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.members.hot(&id) else {
             return;
         };
         if incarnation < member.incarnation
@@ -244,7 +275,7 @@ impl Membership {
             self.answer_news_about_us(now, incarnation);
             return;
         }
-        let Some(member) = self.members.get(&id) else {
+        let Some(member) = self.members.hot(&id) else {
             return;
         };
         if incarnation < member.incarnation
@@ -331,9 +362,10 @@ impl Membership {
         &mut self,
         now: Instant,
         id: NodeId,
-        name: String,
+        name: &str,
         addr: SocketAddr,
         incarnation: u64,
+        hearsay: Hearsay,
     ) {
         if self.members.len() >= MAX_MEMBERS {
             return;
@@ -341,7 +373,7 @@ impl Membership {
         let member = Member {
             identity: Identity {
                 id,
-                name: name.clone(),
+                name: name.to_string(),
                 addr,
             },
             // Not live yet: `transition` makes it alive and counts it once.
@@ -351,7 +383,7 @@ impl Membership {
             last_heard: None,
             node_state: self.states.get(&id).cloned(),
         };
-        self.members.insert(id, member);
+        self.members.insert(member);
         self.graveyard.insert((now, id));
         self.transition(
             now,
@@ -360,12 +392,14 @@ impl Membership {
             incarnation,
             ChangeReason::Joined,
         );
-        self.broadcasts.push(Update::Alive {
-            id,
-            name,
-            addr,
-            incarnation,
-        });
+        if hearsay == Hearsay::Spread {
+            self.broadcasts.push(Update::Alive {
+                id,
+                name: name.to_string(),
+                addr,
+                incarnation,
+            });
+        }
     }
 
     /// Moves a known member to `state` at `incarnation`, keeping the live
@@ -378,36 +412,37 @@ impl Membership {
         incarnation: u64,
         reason: ChangeReason,
     ) {
-        let Some(member) = self.members.get_mut(&id) else {
-            return;
-        };
-        let old = member.state;
         debug_assert!(
-            incarnation >= member.incarnation,
+            self.members
+                .hot(&id)
+                .is_none_or(|m| incarnation >= m.incarnation),
             "incarnations never decrease"
         );
-        member.incarnation = incarnation;
+        let Some((old, old_since)) = self.members.set_state(&id, state, incarnation, now) else {
+            return;
+        };
         let changed = old != state;
         if changed {
             if !is_live(old) {
-                self.graveyard.remove(&(member.state_since, id));
+                self.graveyard.remove(&(old_since, id));
             }
-            member.state = state;
-            member.state_since = now;
             if !is_live(state) {
                 self.graveyard.insert((now, id));
             }
         }
         // The name is cloned only for the event, not on every update.
-        let name =
-            (changed || reason == ChangeReason::Refuted).then(|| member.identity.name.clone());
+        let name = (changed || reason == ChangeReason::Refuted)
+            .then(|| self.members.get(&id).map(|m| m.identity.name.clone()))
+            .flatten();
         if state != MemberState::Suspect {
             self.suspicions.remove(&id);
         }
         match (is_live(old), is_live(state)) {
             (false, true) => {
                 self.live_count += 1;
-                self.probe_order.insert(id, &mut self.rng);
+                if let Some(slot) = self.members.slot_of(&id) {
+                    self.probe_order.insert(slot, &mut self.rng);
+                }
             }
             (true, false) => self.live_count = self.live_count.saturating_sub(1),
             _ => {}

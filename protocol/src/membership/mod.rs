@@ -51,6 +51,7 @@ mod merge;
 mod outbound;
 mod probe;
 mod suspicion;
+mod table;
 mod timer;
 
 pub use broadcast::MAX_PENDING_UPDATES;
@@ -70,6 +71,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 use suspicion::Suspicion;
+use table::MemberTable;
 use thiserror::Error;
 use timer::{Timer, TimerTable};
 
@@ -93,6 +95,14 @@ pub const MAX_VERDICTS_PER_PUSH_PULL: usize = 256;
 const MAX_TIMER_PASSES: usize = 4;
 /// Most updates applied from one message.
 pub const MAX_UPDATES_PER_MESSAGE: usize = 256;
+/// A joiner learns the members in its seed's full state without gossiping
+/// them on (the seed's own gossip and everyone else's push-pull already
+/// cover them, and re-gossiping a thousand-member table from every joiner
+/// cost O(N^2 log N) updates). Members that joined at about the same time
+/// as this node reach it only by gossip among the few others that did not
+/// know them yet, which can miss; one more full-state exchange this long
+/// after joining, once such a burst of joins is over, closes those gaps.
+pub const JOIN_SETTLE: Duration = Duration::from_secs(10);
 
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,7 +257,7 @@ pub struct Membership {
     incarnation: u64,
     rng: ChaCha8Rng,
     /// Every other member we know, live or remembered as down/left.
-    members: BTreeMap<NodeId, Member>,
+    members: MemberTable,
     /// Members in state Alive or Suspect (the `N` of the formulas, minus us).
     live_count: usize,
     states: StateTable,
@@ -276,6 +286,10 @@ pub struct Membership {
     sender_has_stale_news: bool,
     /// This node's random phase in the push-pull cycle, in per mille.
     push_pull_phase_permille: u32,
+    /// The next tick of the gossip cycle. The gossip timer is armed only
+    /// while updates wait: an idle node would otherwise wake ten times a
+    /// second for nothing (half of a large simulation's events).
+    gossip_due: Instant,
 }
 
 impl Membership {
@@ -299,7 +313,7 @@ impl Membership {
             config,
             incarnation: initial_incarnation,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            members: BTreeMap::new(),
+            members: MemberTable::default(),
             live_count: 0,
             states: StateTable::default(),
             local_state: None,
@@ -323,13 +337,13 @@ impl Membership {
             last_resync: None,
             sender_has_stale_news: false,
             push_pull_phase_permille: 0,
+            gossip_due: now,
         };
         // Random phases keep the nodes of a cluster started together from
         // probing and exchanging in lockstep.
         let probe_at = now + m.jitter(m.config.probe_interval);
         m.timers.set(Timer::Probe, probe_at);
-        let gossip_at = now + m.jitter(m.config.gossip_interval);
-        m.timers.set(Timer::Gossip, gossip_at);
+        m.gossip_due = now + m.jitter(m.config.gossip_interval);
         m.push_pull_phase_permille = rand::Rng::gen_range(&mut m.rng, 0..1000);
         let push_pull_at = m.first_push_pull_at(m.config.push_pull_interval);
         m.timers.set(Timer::PushPull, push_pull_at);
@@ -377,7 +391,7 @@ impl Membership {
             for timer in Timer::VALUES {
                 if self.timers.is_expired(timer, now) {
                     self.on_timer(timer, now);
-                    self.refresh_derived_timers();
+                    self.refresh_derived_timers(now);
                     ran = true;
                 }
             }
@@ -390,7 +404,7 @@ impl Membership {
     /// Announces a graceful leave; the host should drain transmits, wait a
     /// moment for them to go out, then stop. The machine stops probing and
     /// answering, and keeps gossiping the leave while the host lets it run.
-    pub fn handle_leave(&mut self, _now: Instant) {
+    pub fn handle_leave(&mut self, now: Instant) {
         if self.has_left {
             return;
         }
@@ -404,6 +418,7 @@ impl Membership {
             Timer::ProbeTimeout,
             Timer::PushPull,
             Timer::Join,
+            Timer::Settle,
         ] {
             self.timers.stop(timer);
         }
@@ -411,12 +426,12 @@ impl Membership {
         // Tell more members than a gossip round would: the host stops soon.
         let fanout = self.config.gossip_fanout.max(1) * 3;
         self.gossip_to_random_members(fanout);
-        self.refresh_derived_timers();
+        self.refresh_derived_timers(now);
     }
 
     /// Replaces this node's own state record (the machine assigns the
     /// version: one more than any version of ours seen so far).
-    pub fn set_local_state(&mut self, _now: Instant, state: NodeState) {
+    pub fn set_local_state(&mut self, now: Instant, state: NodeState) {
         let version = self
             .local_state
             .as_ref()
@@ -431,6 +446,7 @@ impl Membership {
                 state,
             },
         ));
+        self.refresh_derived_timers(now);
     }
 
     /// Next payload to send.
@@ -466,7 +482,18 @@ impl Membership {
 
     /// Every member this node knows of (not itself), in id order.
     pub fn members(&self) -> Vec<Member> {
-        self.members.values().cloned().collect()
+        self.members
+            .sorted()
+            .into_iter()
+            .map(|m| self.members.view(m))
+            .collect()
+    }
+
+    /// Every member this node knows of (not itself), in no promised order,
+    /// without copying: for hosts that scan the whole view often. Their
+    /// `last_heard` is not filled in (see [`Membership::member`]).
+    pub fn members_unordered(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
     }
 
     /// Counters since start.
@@ -481,8 +508,8 @@ impl Membership {
 
     /// What this node knows of one member (`None` for itself and for
     /// members it never heard of or has forgotten).
-    pub fn member(&self, id: &NodeId) -> Option<&Member> {
-        self.members.get(id)
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        self.members.get(id).map(|m| self.members.view(m))
     }
 
     /// Members this node sees in state [`MemberState::Alive`], itself not counted.
@@ -565,8 +592,9 @@ impl Membership {
             Timer::Suspicion => self.expire_suspicions(now),
             Timer::Gossip => {
                 self.gossip_to_random_members(self.config.gossip_fanout);
-                let next = now + self.config.gossip_interval;
-                self.timers.set(Timer::Gossip, next);
+                self.gossip_due = now + self.config.gossip_interval;
+                // Stopped again by `refresh_derived_timers` if nothing waits.
+                self.timers.set(Timer::Gossip, self.gossip_due);
             }
             Timer::PushPull => {
                 let interval = self.config.push_pull_interval_for(self.cluster_size());
@@ -597,12 +625,32 @@ impl Membership {
                 let next = now + self.config.reconnect_interval;
                 self.timers.set(Timer::Reconnect, next);
             }
+            Timer::Settle => {
+                self.timers.stop(Timer::Settle);
+                self.push_pull_with_random_member();
+            }
         }
     }
 
     /// Re-derives the timers that mirror tables (suspicions, relays, the
-    /// graveyard), so `poll_timeout` always reflects the state.
-    fn refresh_derived_timers(&mut self) {
+    /// graveyard, waiting updates), so `poll_timeout` always reflects the
+    /// state.
+    fn refresh_derived_timers(&mut self, now: Instant) {
+        if self.broadcasts.is_empty() {
+            self.timers.stop(Timer::Gossip);
+        } else if self.timers.get(Timer::Gossip).is_none() {
+            // Idle until now: resume on the cycle's next tick after `now`,
+            // as if the timer had kept ticking.
+            if self.gossip_due <= now {
+                let interval = crate::time::duration_ms(self.config.gossip_interval).max(1);
+                let behind = now.as_millis() - self.gossip_due.as_millis();
+                let ticks = behind / interval + 1;
+                self.gossip_due = self
+                    .gossip_due
+                    .saturating_add(Duration::from_millis(ticks.saturating_mul(interval)));
+            }
+            self.timers.set(Timer::Gossip, self.gossip_due);
+        }
         let suspicion = self.suspicions.values().map(Suspicion::deadline).min();
         self.timers.set_opt(Timer::Suspicion, suspicion);
         let relay = self.relays.values().map(|r| r.deadline).min();

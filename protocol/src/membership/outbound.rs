@@ -4,15 +4,19 @@ use super::{MemberState, Membership, Transmit, MAX_QUEUED_TRANSMITS};
 use crate::wire::swim::{
     MemberRecord, PushPull, StateRecord, SwimBody, SwimMessage, Update, WireState,
 };
-use crate::wire::{encode, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+use crate::wire::{encode, encode_into, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
 use std::net::SocketAddr;
 
 /// Room kept free in a push-pull for the envelope and length prefixes.
 const PUSH_PULL_SLACK_BYTES: usize = 64 * 1024;
 
-/// A datagram's room for piggybacked updates once the body is encoded:
-/// the vector's length prefix takes at most 3 bytes for our bounds.
-const UPDATES_PREFIX_BYTES: usize = 3;
+/// bincode's variable-length integers below this value take one byte. The
+/// smallest update (a `Left`) takes 18 bytes, so a 1200-byte datagram
+/// carries at most 66 updates and their count always fits one byte.
+const SINGLE_BYTE_VARINT_LIMIT: u8 = 251;
+
+/// Room reserved for a message without updates (a ping-req is the largest).
+const SMALL_DATAGRAM_BYTES: usize = 64;
 
 fn wire_state(state: MemberState) -> WireState {
     match state {
@@ -42,23 +46,34 @@ impl Membership {
             body,
             updates: Vec::new(),
         };
-        let mut payload = encode(&message);
+        // Most probes and acks carry nothing: do not reserve a full
+        // datagram for each of them.
+        let capacity = if first.is_empty() && self.broadcasts.is_empty() {
+            SMALL_DATAGRAM_BYTES
+        } else {
+            MAX_DATAGRAM_BYTES
+        };
+        let mut payload = Vec::with_capacity(capacity);
+        encode_into(&message, &mut payload);
         debug_assert_eq!(
             payload.last(),
             Some(&0),
             "empty update list ends the message"
         );
-        let mut updates = Vec::with_capacity(MAX_DATAGRAM_BYTES);
+        // The count's byte stays where the empty list's was: a datagram
+        // holds fewer updates than a one-byte varint counts (see below).
+        let count_at = payload.len() - 1;
         for update in &first {
-            updates.extend_from_slice(&encode(update));
+            encode_into(update, &mut payload);
         }
-        let base = payload.len() + updates.len();
-        let budget = MAX_DATAGRAM_BYTES.saturating_sub(base + UPDATES_PREFIX_BYTES);
+        let budget = MAX_DATAGRAM_BYTES.saturating_sub(payload.len());
         let limit = self.config.retransmit_limit(self.cluster_size());
-        let queued = self.broadcasts.select(budget, limit, &mut updates);
-        payload.pop();
-        payload.extend_from_slice(&encode(&((first.len() + queued) as u64)));
-        payload.extend_from_slice(&updates);
+        let queued = self.broadcasts.select(budget, limit, &mut payload);
+        let count = first.len() + queued;
+        payload[count_at] = u8::try_from(count)
+            .ok()
+            .filter(|c| *c < SINGLE_BYTE_VARINT_LIMIT)
+            .expect("a datagram holds fewer than 251 updates");
         debug_assert!(payload.len() <= MAX_DATAGRAM_BYTES, "datagram overflow");
         self.push_transmit(Transmit {
             dst,
@@ -82,16 +97,16 @@ impl Membership {
             return;
         }
         let members = &self.members;
-        let targets = self.probe_order.sample(&mut self.rng, fanout, |id| {
+        let targets = self.probe_order.sample(&mut self.rng, fanout, |slot| {
             members
-                .get(id)
+                .at(*slot)
                 .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
         });
         for target in targets {
             if self.broadcasts.is_empty() {
                 break;
             }
-            let Some(addr) = self.members.get(&target).map(|m| m.identity.addr) else {
+            let Some(addr) = self.members.at(target).map(|m| m.identity.addr) else {
                 continue;
             };
             self.send(addr, SwimBody::Gossip);
@@ -104,14 +119,14 @@ impl Membership {
             return;
         }
         let members = &self.members;
-        let target = self.probe_order.sample(&mut self.rng, 1, |id| {
+        let target = self.probe_order.sample(&mut self.rng, 1, |slot| {
             members
-                .get(id)
+                .at(*slot)
                 .is_some_and(|m| m.state == MemberState::Alive)
         });
         let Some(addr) = target
             .first()
-            .and_then(|id| self.members.get(id))
+            .and_then(|slot| self.members.at(*slot))
             .map(|m| m.identity.addr)
         else {
             return;
@@ -221,7 +236,7 @@ impl Membership {
             budget = budget.saturating_sub(encode(&record).len());
             states.push(record);
         }
-        for member in self.members.values() {
+        for member in self.members.sorted() {
             let record = MemberRecord {
                 id: member.identity.id,
                 name: member.identity.name.clone(),

@@ -1,6 +1,7 @@
 //! Failure detection: shuffled round-robin probing, indirect probes through
 //! `k` members, Lifeguard nacks and the local health multiplier.
 
+use super::table::Slot;
 use super::{MemberState, Membership, MAX_RELAYS};
 use crate::wire::swim::SwimBody;
 use crate::{Instant, NodeId};
@@ -11,10 +12,14 @@ use std::net::SocketAddr;
 
 /// The round-robin probe list: every live member once per pass, reshuffled
 /// after each pass. Members that stopped being live are skipped lazily and
-/// dropped at the next reshuffle.
+/// dropped at the next reshuffle. It holds member-table slots, not ids: a
+/// slot reaches the member in one step, an id through a hash probe, and
+/// at a thousand members each step is a cache miss. A slot reused by a
+/// new member after the old one was forgotten just means the new member
+/// (which is inserted on its own too) may stand twice until the reshuffle.
 #[derive(Debug, Default)]
 pub(crate) struct ProbeOrder {
-    ids: Vec<NodeId>,
+    ids: Vec<Slot>,
     next: usize,
 }
 
@@ -24,7 +29,7 @@ impl ProbeOrder {
     /// A member that was live, went down and came back within one pass may
     /// stand twice until the next reshuffle; that costs one extra probe and
     /// saves a linear search per insertion.
-    pub(crate) fn insert(&mut self, id: NodeId, rng: &mut ChaCha8Rng) {
+    pub(crate) fn insert(&mut self, id: Slot, rng: &mut ChaCha8Rng) {
         let at = rng.gen_range(self.next..=self.ids.len());
         self.ids.insert(at, id);
     }
@@ -33,8 +38,8 @@ impl ProbeOrder {
     pub(crate) fn next(
         &mut self,
         rng: &mut ChaCha8Rng,
-        is_live: impl Fn(&NodeId) -> bool,
-    ) -> Option<NodeId> {
+        is_live: impl Fn(&Slot) -> bool,
+    ) -> Option<Slot> {
         // At most one full pass plus a reshuffled one.
         for _ in 0..=(2 * self.ids.len()) {
             if self.next >= self.ids.len() {
@@ -62,14 +67,14 @@ impl ProbeOrder {
         &self,
         rng: &mut ChaCha8Rng,
         k: usize,
-        accept: impl Fn(&NodeId) -> bool,
-    ) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = Vec::with_capacity(k);
+        accept: impl Fn(&Slot) -> bool,
+    ) -> Vec<Slot> {
+        let mut out: Vec<Slot> = Vec::with_capacity(k);
         if self.ids.is_empty() || k == 0 {
             return out;
         }
         if self.ids.len() <= 4 * k {
-            let mut all: Vec<NodeId> = self.ids.iter().filter(|id| accept(id)).copied().collect();
+            let mut all: Vec<Slot> = self.ids.iter().filter(|id| accept(id)).copied().collect();
             all.sort();
             all.dedup();
             all.shuffle(rng);
@@ -119,16 +124,17 @@ impl Membership {
             return;
         }
         let members = &self.members;
-        let Some(target) = self.probe_order.next(&mut self.rng, |id| {
+        let Some(slot) = self.probe_order.next(&mut self.rng, |slot| {
             members
-                .get(id)
+                .at(*slot)
                 .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
         }) else {
             return;
         };
-        let Some(member) = self.members.get(&target) else {
+        let Some(member) = self.members.at(slot) else {
             return;
         };
+        let target = member.identity.id;
         let dst = member.identity.addr;
         // Buddy system: tell a suspect it is suspected so it refutes at once.
         let suspected_at = (member.state == MemberState::Suspect).then_some(member.incarnation);
@@ -183,18 +189,19 @@ impl Membership {
             return;
         };
         let members = &self.members;
-        let helpers = self
-            .probe_order
-            .sample(&mut self.rng, self.config.indirect_probes, |id| {
-                *id != target
-                    && members
-                        .get(id)
-                        .is_some_and(|m| m.state == MemberState::Alive)
-            });
-        for helper in &helpers {
-            let Some(addr) = self.members.get(helper).map(|m| m.identity.addr) else {
-                continue;
-            };
+        let helper_slots =
+            self.probe_order
+                .sample(&mut self.rng, self.config.indirect_probes, |slot| {
+                    members
+                        .at(*slot)
+                        .is_some_and(|m| m.state == MemberState::Alive && m.identity.id != target)
+                });
+        let helpers: Vec<(NodeId, SocketAddr)> = helper_slots
+            .iter()
+            .filter_map(|slot| self.members.at(*slot))
+            .map(|m| (m.identity.id, m.identity.addr))
+            .collect();
+        for &(_, addr) in &helpers {
             self.send(
                 addr,
                 SwimBody::PingReq {
@@ -206,7 +213,7 @@ impl Membership {
             self.stats.indirect_probes_sent += 1;
         }
         if let Some(probe) = &mut self.probe {
-            probe.asked = helpers;
+            probe.asked = helpers.into_iter().map(|(id, _)| id).collect();
         }
     }
 
@@ -313,19 +320,16 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut order = ProbeOrder::default();
         for n in 1..=10 {
-            order.insert(NodeId::from_u64(n), &mut rng);
+            order.insert(n, &mut rng);
         }
-        let dead = NodeId::from_u64(4);
-        let live = |id: &NodeId| *id != dead;
-        let mut pass: Vec<NodeId> = (0..9).filter_map(|_| order.next(&mut rng, live)).collect();
+        let dead: Slot = 4;
+        let live = |slot: &Slot| *slot != dead;
+        let mut pass: Vec<Slot> = (0..9).filter_map(|_| order.next(&mut rng, live)).collect();
         pass.sort();
-        let expected: Vec<NodeId> = (1..=10)
-            .map(NodeId::from_u64)
-            .filter(|id| live(id))
-            .collect();
+        let expected: Vec<Slot> = (1..=10).filter(|slot| live(slot)).collect();
         assert_eq!(pass, expected);
         // A second pass is reshuffled but complete again.
-        let mut second: Vec<NodeId> = (0..9).filter_map(|_| order.next(&mut rng, live)).collect();
+        let mut second: Vec<Slot> = (0..9).filter_map(|_| order.next(&mut rng, live)).collect();
         second.sort();
         assert_eq!(second, expected);
         assert_eq!(order.next(&mut rng, |_| false), None);
@@ -336,9 +340,9 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         let mut order = ProbeOrder::default();
         for n in 1..=100 {
-            order.insert(NodeId::from_u64(n), &mut rng);
+            order.insert(n, &mut rng);
         }
-        let even = |id: &NodeId| id.0[15] & 1 == 0;
+        let even = |slot: &Slot| slot & 1 == 0;
         let picked = order.sample(&mut rng, 3, even);
         assert_eq!(picked.len(), 3);
         assert!(picked.iter().all(even));

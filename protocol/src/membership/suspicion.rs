@@ -48,9 +48,14 @@ impl Suspicion {
     }
 
     /// Records a suspicion from `by`; `true` if it is a new independent one
-    /// (worth re-gossiping so others shorten their timers too).
+    /// that shortens the timeout (worth re-gossiping so others shorten
+    /// theirs too). Past `needed` confirmations the timeout is at its
+    /// minimum: more are neither counted nor spread. Spreading them (as
+    /// before) made every node re-gossip each of up to 64 confirmers of
+    /// every suspect, a third of the bytes of a partitioned cluster.
     pub(crate) fn confirm(&mut self, by: NodeId) -> bool {
-        if by == self.origin || self.confirmers.len() >= MAX_CONFIRMERS {
+        let enough = (self.needed as usize).min(MAX_CONFIRMERS);
+        if by == self.origin || self.confirmers.len() >= enough {
             return false;
         }
         self.confirmers.insert(by)
@@ -116,5 +121,21 @@ mod tests {
         assert!(!s.confirm(b));
         assert_eq!(s.confirmations(), 1);
         assert_eq!(s.deadline(), Instant::from_millis(4000));
+    }
+
+    #[test]
+    fn confirmations_past_the_needed_count_are_not_spread() {
+        let mut s = Suspicion::new(
+            0,
+            NodeId::from_u64(1),
+            Instant::ZERO,
+            Duration::from_secs(2),
+            Duration::from_secs(6),
+            3,
+        );
+        let spread: Vec<bool> = (2..8).map(|n| s.confirm(NodeId::from_u64(n))).collect();
+        assert_eq!(spread, vec![true, true, true, false, false, false]);
+        assert_eq!(s.confirmations(), 3);
+        assert_eq!(s.deadline(), Instant::from_millis(2000));
     }
 }

@@ -24,11 +24,13 @@ pub(crate) enum Timer {
     Reap,
     /// Ping a random down member, in case it runs and was cut off.
     Reconnect,
+    /// One full-state exchange a while after joining (see `JOIN_SETTLE`).
+    Settle,
 }
 
 impl Timer {
     /// All kinds, in the order expired timers are handled.
-    pub(crate) const VALUES: [Timer; 9] = [
+    pub(crate) const VALUES: [Timer; 10] = [
         Timer::Probe,
         Timer::ProbeTimeout,
         Timer::Relay,
@@ -38,13 +40,14 @@ impl Timer {
         Timer::Join,
         Timer::Reap,
         Timer::Reconnect,
+        Timer::Settle,
     ];
 }
 
 /// The deadline of every timer kind, `None` when unarmed.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 9],
+    deadlines: [Option<Instant>; Timer::VALUES.len()],
 }
 
 impl TimerTable {

@@ -4,7 +4,7 @@
 //! hostile length prefix cannot make us allocate, and a rejection of trailing
 //! bytes so that one byte string has at most one meaning.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
 /// The largest payload a QUIC datagram carries on a conservative path MTU.
@@ -49,6 +49,13 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(message, config()).expect("shoal wire types are always encodable")
 }
 
+/// Appends the encoding of a message to `out` (no allocation when `out`
+/// has room).
+pub fn encode_into<T: Serialize>(message: &T, out: &mut Vec<u8>) {
+    bincode::serde::encode_into_std_write(message, out, config())
+        .expect("shoal wire types are always encodable");
+}
+
 /// Decodes one message of type `T` that must fill `bytes` exactly and be no
 /// longer than `limit` bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
@@ -59,6 +66,26 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Deco
         });
     }
     let (message, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(message)
+}
+
+/// Like [`decode`], for types that borrow from `bytes` (strings as `&str`):
+/// the same format and checks, without copying what the caller only reads.
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    limit: usize,
+) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    let (message, used) = bincode::serde::borrow_decode_from_slice(bytes, config())
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes(bytes.len() - used));

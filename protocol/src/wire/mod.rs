@@ -9,7 +9,10 @@ pub mod codec;
 pub mod paxos;
 pub mod swim;
 
-pub use codec::{decode, encode, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+pub use codec::{
+    decode, decode_borrowed, encode, encode_into, DecodeError, MAX_DATAGRAM_BYTES,
+    MAX_STREAM_MESSAGE_BYTES,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -165,11 +165,115 @@ impl Update {
     }
 }
 
+/// A received [`SwimMessage`] as the membership machine decodes it: the
+/// same bytes, but `Alive` names borrow from the payload instead of being
+/// copied into a `String` each. Most updates a node receives are news it
+/// already has; only a new member's name is ever copied.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SwimMessageRef<'a> {
+    /// Who sent it; must equal the authenticated peer.
+    pub sender: NodeId,
+    /// What it asks or answers.
+    pub body: SwimBody,
+    /// Piggybacked dissemination updates.
+    #[serde(borrow)]
+    pub updates: Vec<UpdateRef<'a>>,
+}
+
+/// A received [`Update`] whose `Alive` name borrows from the payload. The
+/// variants mirror [`Update`]'s one for one, in the same order (the wire
+/// carries the variant's index).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum UpdateRef<'a> {
+    /// See [`Update::Alive`].
+    Alive {
+        /// The member.
+        id: NodeId,
+        /// Its name.
+        name: &'a str,
+        /// Its address.
+        addr: SocketAddr,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// See [`Update::Suspect`].
+    Suspect {
+        /// The member.
+        id: NodeId,
+        /// The incarnation suspected.
+        incarnation: u64,
+        /// The suspecting node.
+        by: NodeId,
+    },
+    /// See [`Update::Down`].
+    Down {
+        /// The member.
+        id: NodeId,
+        /// The incarnation declared down.
+        incarnation: u64,
+        /// The declaring node.
+        by: NodeId,
+    },
+    /// See [`Update::Left`].
+    Left {
+        /// The member.
+        id: NodeId,
+        /// Its incarnation when it left.
+        incarnation: u64,
+    },
+    /// See [`Update::State`].
+    State(StateRecord),
+}
+
+impl UpdateRef<'_> {
+    /// The owned update (copies the name of an `Alive`).
+    pub fn to_owned_update(&self) -> Update {
+        match self {
+            UpdateRef::Alive {
+                id,
+                name,
+                addr,
+                incarnation,
+            } => Update::Alive {
+                id: *id,
+                name: (*name).to_string(),
+                addr: *addr,
+                incarnation: *incarnation,
+            },
+            UpdateRef::Suspect {
+                id,
+                incarnation,
+                by,
+            } => Update::Suspect {
+                id: *id,
+                incarnation: *incarnation,
+                by: *by,
+            },
+            UpdateRef::Down {
+                id,
+                incarnation,
+                by,
+            } => Update::Down {
+                id: *id,
+                incarnation: *incarnation,
+                by: *by,
+            },
+            UpdateRef::Left { id, incarnation } => Update::Left {
+                id: *id,
+                incarnation: *incarnation,
+            },
+            UpdateRef::State(record) => Update::State(record.clone()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gossip::Health;
-    use crate::wire::{decode, encode, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
+    use crate::wire::{
+        decode, decode_borrowed, encode, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES,
+    };
     use proptest::prelude::*;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -324,8 +428,20 @@ mod tests {
         }
 
         #[test]
+        fn the_borrowing_decoder_reads_what_the_encoder_wrote(message in arb_message()) {
+            let bytes = encode(&message);
+            let borrowed: SwimMessageRef<'_> =
+                decode_borrowed(&bytes, MAX_STREAM_MESSAGE_BYTES).expect("decodes");
+            prop_assert_eq!(borrowed.sender, message.sender);
+            prop_assert_eq!(&borrowed.body, &message.body);
+            let owned: Vec<Update> = borrowed.updates.iter().map(UpdateRef::to_owned_update).collect();
+            prop_assert_eq!(owned, message.updates);
+        }
+
+        #[test]
         fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode::<SwimMessage>(&bytes, MAX_DATAGRAM_BYTES);
+            let _ = decode_borrowed::<SwimMessageRef<'_>>(&bytes, MAX_DATAGRAM_BYTES);
         }
 
         #[test]
@@ -340,8 +456,10 @@ mod tests {
                 bytes[i] = value;
             }
             let _ = decode::<SwimMessage>(&bytes, MAX_STREAM_MESSAGE_BYTES);
+            let _ = decode_borrowed::<SwimMessageRef<'_>>(&bytes, MAX_STREAM_MESSAGE_BYTES);
             bytes.truncate(cut.index(bytes.len() + 1));
             let _ = decode::<SwimMessage>(&bytes, MAX_STREAM_MESSAGE_BYTES);
+            let _ = decode_borrowed::<SwimMessageRef<'_>>(&bytes, MAX_STREAM_MESSAGE_BYTES);
         }
     }
 

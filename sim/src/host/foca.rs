@@ -174,11 +174,21 @@ pub const JOIN_RETRY_MS: u64 = 1_000;
 impl FocaHost {
     /// A fresh foca node; `spec.generation` becomes its identity generation.
     pub fn new(spec: NodeSpec) -> Self {
+        Self::with_preset(spec, false)
+    }
+
+    /// A foca node with `Config::new_wan(N)` when `wan`, else `new_lan(N)`.
+    pub fn with_preset(spec: NodeSpec, wan: bool) -> Self {
         let id = FocaId {
             idx: spec.index,
             gen: spec.generation as u16,
         };
-        let config = Config::new_lan(NonZeroU32::new(spec.nodes.max(1)).expect("nonzero"));
+        let nodes = NonZeroU32::new(spec.nodes.max(1)).expect("nonzero");
+        let config = if wan {
+            Config::new_wan(nodes)
+        } else {
+            Config::new_lan(nodes)
+        };
         let rng = FocaRng(ChaCha8Rng::seed_from_u64(spec.seed));
         let codec = BincodeCodec(bincode::config::standard());
         FocaHost {

@@ -4,6 +4,7 @@
 pub mod foca;
 pub mod shoal;
 
+use crate::scenario::MembershipPreset;
 use shoal_protocol::Instant;
 
 /// A node's index in the simulation, `0..nodes`.
@@ -137,13 +138,27 @@ impl Impl {
         }
     }
 
-    /// The factory that builds its nodes.
+    /// The factory that builds its nodes with the LAN preset.
     pub fn factory(self) -> HostFactory {
+        self.factory_with(MembershipPreset::Lan)
+    }
+
+    /// The factory that builds its nodes with `preset`'s timing.
+    pub fn factory_with(self, preset: MembershipPreset) -> HostFactory {
         match self {
             Impl::Shoal => {
-                Box::new(|spec| Box::new(shoal::ShoalHost::new(spec)) as Box<dyn SimNode>)
+                let config = preset.config();
+                Box::new(move |spec| {
+                    Box::new(shoal::ShoalHost::with_config(spec, config.clone()))
+                        as Box<dyn SimNode>
+                })
             }
-            Impl::Foca => Box::new(|spec| Box::new(foca::FocaHost::new(spec)) as Box<dyn SimNode>),
+            Impl::Foca => {
+                let wan = preset == MembershipPreset::Wan;
+                Box::new(move |spec| {
+                    Box::new(foca::FocaHost::with_preset(spec, wan)) as Box<dyn SimNode>
+                })
+            }
         }
     }
 }

@@ -57,6 +57,7 @@ fn view_state(s: MemberState) -> ViewState {
 /// A shoal membership node.
 pub struct ShoalHost {
     machine: Membership,
+    config: Config,
     spec: NodeSpec,
     restarts: u64,
     /// Inputs the machine refused (undecodable or spoofed).
@@ -64,16 +65,22 @@ pub struct ShoalHost {
 }
 
 impl ShoalHost {
-    /// A fresh machine for `spec`.
+    /// A fresh machine for `spec` with the LAN preset.
     pub fn new(spec: NodeSpec) -> Self {
+        Self::with_config(spec, Config::lan())
+    }
+
+    /// A fresh machine for `spec` running `config`.
+    pub fn with_config(spec: NodeSpec, config: Config) -> Self {
         ShoalHost {
             machine: Membership::new(
                 identity_of(spec.index),
-                Config::lan(),
+                config.clone(),
                 spec.seed,
                 spec.initial_incarnation,
                 spec.now,
             ),
+            config,
             spec,
             restarts: 0,
             rejected: 0,
@@ -118,7 +125,7 @@ impl SimNode for ShoalHost {
         let seed = self.spec.seed ^ self.restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         self.machine = Membership::new(
             identity_of(self.spec.index),
-            Config::lan(),
+            self.config.clone(),
             seed,
             self.machine.incarnation() + 1,
             now,
@@ -177,7 +184,7 @@ impl SimNode for ShoalHost {
     }
 
     fn for_each_member(&self, f: &mut dyn FnMut(NodeIndex, ViewState, Option<u64>)) {
-        for m in self.machine.members() {
+        for m in self.machine.members_unordered() {
             if let Some(i) = index_of_id(&m.identity.id) {
                 f(i, view_state(m.state), Some(m.incarnation));
             }
