@@ -504,7 +504,8 @@ fn inject(
             // disk: a second disk is taken only once the groups of the last
             // wiped node have replaced it, as an operator would wait.
             let wipe = wipe && {
-                let repaired = cluster.wait_repaired(3, REPAIR_TIMEOUT)?;
+                let repaired =
+                    cluster.wait_repaired(cluster.nodes.len().min(3) as u64, REPAIR_TIMEOUT)?;
                 if !repaired {
                     *report.faults.entry("wipe deferred").or_insert(0) += 1;
                     say(
