@@ -401,6 +401,7 @@ fn sealed_group_refuses_and_points_to_successor() {
         rho: 0.01,
         pull_pending_after_ms: 100,
         pull_orphan_after_ms: 600,
+        orphan_hand_out_hold_ms: 200,
         bugs: shoal_protocol::Bugs::none(),
     };
     let prepare = PaxosMessage::Prepare {
@@ -651,4 +652,56 @@ fn a_task_life_cycle_prepares_only_for_its_claim() {
     );
     // One round of the claim, to the two other members of the group.
     assert_eq!(sim.prepares_sent - before, 2);
+}
+
+/// The state of `task` in member `i`'s own copy of the register.
+fn copy_at(sim: &Sim, i: usize, task: TaskId) -> Option<TaskState> {
+    let shard = shard_of(task.0, sim.coord(i).config().shards);
+    let slot = sim
+        .coord(i)
+        .acceptor()
+        .shard(shard)?
+        .registers
+        .get(&RegisterKey::Task(task))?;
+    match slot.value.as_ref()? {
+        Value::Task(r) => Some(r.state.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_member_that_missed_the_final_write_is_repaired_and_stops_claiming() {
+    let mut sim = Sim::new(3, test_config(), 11, 0.0);
+    sim.run_for(50);
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(1_500, 0));
+    let (holder, _) = wait_running(&mut sim, task, 3_000);
+    // One member of the group (all three nodes) misses the finish.
+    let stale = (holder + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|i| *i != stale).collect();
+    sim.partition(&[stale], &others);
+    assert!(
+        sim.run_until(5_000, |s| s
+            .record(task)
+            .is_some_and(|r| r.state.is_final())),
+        "task never finished"
+    );
+    assert!(
+        copy_at(&sim, stale, task).is_some_and(|s| !s.is_final()),
+        "the isolated member saw the final write"
+    );
+    sim.heal();
+    // Its copy looks orphaned: its first claim learns the task is final
+    // and writes the value back everywhere.
+    assert!(
+        sim.run_until(5_000, |s| copy_at(s, stale, task)
+            .is_some_and(|s| s.is_final())),
+        "the stale copy was never repaired"
+    );
+    let claims = sim.coord(stale).stats().claims_started;
+    sim.run_for(3_000);
+    assert_eq!(
+        sim.coord(stale).stats().claims_started,
+        claims,
+        "the member kept claiming a final task"
+    );
 }

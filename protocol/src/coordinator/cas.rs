@@ -86,6 +86,9 @@ pub(super) enum Purpose {
         attempt: u64,
     },
     Gc,
+    /// A read whose write-back brings a member that missed the register's
+    /// last accept up to date (see `lease_refused`); nobody waits for it.
+    Repair,
     Job {
         request: RequestId,
     },
@@ -523,7 +526,7 @@ impl Coordinator {
                 attempt,
                 claim,
             } => self.claim_done(now, task, attempt, claim, res.map(|v| record(&v))),
-            Purpose::Gc => {}
+            Purpose::Gc | Purpose::Repair => {}
             Purpose::Finish { task, attempt } => {
                 self.finish_done(now, task, attempt, res.map(|v| record(&v)))
             }

@@ -23,6 +23,10 @@ use std::time::Duration;
 
 /// How long an offered task is not offered again by the same node.
 const REOFFER_MS: u64 = 250;
+/// How long a pull hint from a declined offer is worth following.
+const PULL_HINT_MS: u64 = 1_000;
+/// Pull hints kept at most.
+const MAX_PULL_HINTS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -283,15 +287,27 @@ impl Coordinator {
             }
             _ => {}
         }
+        // Members that may still answer: a round that cannot reach a
+        // quorum even with them fails now instead of at its deadline, so
+        // that its partial grants are released before they block the next
+        // claimer (in a group of three with one member dead, one nay
+        // settles it).
+        let may_answer = round
+            .config
+            .members
+            .iter()
+            .filter(|m| !round.answered.contains(*m) && (**m == self.me || self.live.contains(*m)))
+            .count();
         for i in 0..round.asks.len() {
             if round.resolved[i] {
                 continue;
             }
+            let hopeless = round.grants[i].len() + may_answer < quorum;
             if round.grants[i].len() >= quorum {
                 round.resolved[i] = true;
                 let (ask, sent_at, claim) = (round.asks[i], round.sent_at, round.claim);
                 self.lease_granted(now, ask, sent_at, claim, &round.config);
-            } else if round.nays[i].len() > n - quorum {
+            } else if round.nays[i].len() > n - quorum || hopeless {
                 round.resolved[i] = true;
                 let ask = round.asks[i];
                 let fin = round.finals[i] > 0;
@@ -431,6 +447,21 @@ impl Coordinator {
             // (owner, attempt, ballot), so it is a no-op where nothing was
             // granted.
             let _ = granted;
+            if fin {
+                // Some member knows the task is final, yet this node tried
+                // to claim it: its sweep read a copy that missed the final
+                // accept (a lost message; CASPaxos needs only a majority).
+                // Left alone, that copy looks orphaned forever and every
+                // sweep claims it again, holding slots for nothing. A read
+                // writes the value back to every member, this one included.
+                self.start_cas(
+                    now,
+                    config.clone(),
+                    RegisterKey::Task(ask.task),
+                    Change::Task(Mutation::Read),
+                    Purpose::Repair,
+                );
+            }
             let msg = PaxosMessage::LeaseRelease {
                 hdr: Header {
                     shard: config.shard,
@@ -833,6 +864,20 @@ impl Coordinator {
             self.try_claim(now, shard, task, from, spec);
             return;
         }
+        // Under a backlog, gossiped free slots are stale by the time an
+        // offer lands: slots are refilled by pulls the moment they free. So
+        // this node remembers the shard, and its next pull with room goes
+        // there, where orphans are handed out first.
+        if !self.pull_hints.iter().any(|h| h.shard == shard) {
+            if self.pull_hints.len() >= MAX_PULL_HINTS {
+                self.pull_hints.pop_front();
+            }
+            self.pull_hints.push_back(super::PullHint {
+                shard,
+                slots: spec.slots,
+                until: now + Duration::from_millis(PULL_HINT_MS),
+            });
+        }
         let recently = self.offered.get(&task).is_some_and(|at| {
             now.saturating_duration_since(*at).as_millis() < u128::from(REOFFER_MS)
         });
@@ -848,8 +893,18 @@ impl Coordinator {
             return;
         }
         let shards = self.cfg.shards.max(1);
-        let mut chosen = None;
+        self.pull_hints.retain(|h| h.until > now);
+        let hinted = self
+            .pull_hints
+            .iter()
+            .position(|h| h.slots <= free && self.directory.contains_key(&h.shard));
+        let mut chosen = hinted
+            .and_then(|i| self.pull_hints.remove(i))
+            .and_then(|h| self.directory.get(&h.shard).cloned());
         for _ in 0..shards {
+            if chosen.is_some() {
+                break;
+            }
             self.pull_cursor = (self.pull_cursor + 1) % shards;
             if let Some(c) = self.directory.get(&ShardId(self.pull_cursor)) {
                 chosen = Some(c.clone());

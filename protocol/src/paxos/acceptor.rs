@@ -38,6 +38,9 @@ pub struct ShardAcceptor {
     final_at: BTreeMap<TaskId, Instant>,
     /// When each task's record was seen deleted here (memory only).
     deleted_at: BTreeMap<TaskId, Instant>,
+    /// Orphans handed to a puller, and when (memory only): one puller at a
+    /// time per acceptor, so that pullers do not split the lease votes.
+    handed_out: BTreeMap<TaskId, Instant>,
 }
 
 impl ShardAcceptor {
@@ -59,6 +62,7 @@ impl ShardAcceptor {
             eligible_at: BTreeMap::new(),
             final_at: BTreeMap::new(),
             deleted_at: BTreeMap::new(),
+            handed_out: BTreeMap::new(),
         };
         let tasks: Vec<(TaskId, bool)> = s
             .registers
@@ -149,6 +153,10 @@ pub struct AcceptorParams {
     /// An orphan is handed to pullers only once its lease ended this long
     /// ago here: the group's own staggered sweep goes first.
     pub pull_orphan_after_ms: u64,
+    /// How long an orphan handed to one puller is not handed to another:
+    /// about one claim's round trips, so that the first puller's claim is
+    /// not split by the next one's.
+    pub orphan_hand_out_hold_ms: u64,
     /// Planted bugs.
     pub bugs: Bugs,
 }
@@ -352,6 +360,7 @@ impl Acceptor {
             } => match self.serving(hdr) {
                 Ok(s) => {
                     let records = pullable(s, now, from, *slots_free, labels, *max, p, hdr.req);
+                    s.note_handed_out(now, &records, p);
                     AcceptorOutput::reply(PaxosMessage::PullReply { hdr: *hdr, records })
                 }
                 Err(r) => refused(*hdr, r),
@@ -666,6 +675,25 @@ impl Acceptor {
     }
 }
 
+impl ShardAcceptor {
+    /// Remembers the orphans among `records` as handed out, and forgets
+    /// hand-outs older than the hold.
+    fn note_handed_out(&mut self, now: Instant, records: &[TaskRecord], p: &AcceptorParams) {
+        let hold = p.orphan_hand_out_hold_ms as u128;
+        self.handed_out
+            .retain(|_, at| now.saturating_duration_since(*at).as_millis() < hold);
+        for r in records.iter().filter(|r| r.state.holder().is_some()) {
+            self.handed_out.insert(r.id, now);
+        }
+    }
+
+    fn recently_handed_out(&self, now: Instant, task: TaskId, p: &AcceptorParams) -> bool {
+        self.handed_out.get(&task).is_some_and(|at| {
+            now.saturating_duration_since(*at).as_millis() < p.orphan_hand_out_hold_ms as u128
+        })
+    }
+}
+
 /// `ms` measured on a clock within `1 ± rho`, as a safe upper bound on ours.
 fn stretch(ms: u64, rho: f64) -> u64 {
     let rho = rho.clamp(0.0, 0.5);
@@ -702,6 +730,7 @@ fn pullable(
                 // have reached us too (or the holder is the puller itself,
                 // who restarted and lost it).
                 !quarantined
+                    && (holder == from || !s.recently_handed_out(now, r.id, p))
                     && s.leases
                         .expired_for(now, r.id)
                         .is_some_and(|ms| holder == from || ms >= p.pull_orphan_after_ms)
@@ -726,15 +755,133 @@ fn pullable(
         return Vec::new();
     }
     let start = (crate::shard::stable_hash(&[&from.0, &req.to_le_bytes()]) as usize) % tasks.len();
+    // Orphans first: their attempt was admitted and ran already, and a
+    // failover must not queue behind a backlog of new work.
+    let (orphans, pending): (Vec<&TaskRecord>, Vec<&TaskRecord>) = tasks[start..]
+        .iter()
+        .chain(tasks[..start].iter())
+        .filter(|r| claimable(r))
+        .partition(|r| r.state.holder().is_some());
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for r in tasks[start..].iter().chain(tasks[..start].iter()) {
+    for r in orphans.into_iter().chain(pending) {
         if out.len() >= max {
             break;
         }
-        if claimable(r) && seen.insert(r.id) {
-            out.push((*r).clone());
+        if seen.insert(r.id) {
+            out.push(r.clone());
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::{ShardMeta, Slot};
+    use crate::shard::{ShardConfig, ShardId};
+    use crate::tasks::TaskSpec;
+
+    fn params() -> AcceptorParams {
+        AcceptorParams {
+            acceptor_lease_ms: 1_000,
+            rho: 0.01,
+            pull_pending_after_ms: 100,
+            pull_orphan_after_ms: 200,
+            orphan_hand_out_hold_ms: 200,
+            bugs: Bugs::none(),
+        }
+    }
+
+    /// A shard whose registers hold `records`, quiet since time zero, with
+    /// no lease granted: every claimed or running record is an orphan.
+    fn shard_with(records: &[TaskRecord]) -> ShardAcceptor {
+        let node = NodeId::from_u64;
+        let meta = ShardMeta {
+            config: ShardConfig {
+                shard: ShardId(0),
+                epoch: 1,
+                members: vec![node(1), node(2), node(3)],
+                previous: Vec::new(),
+            },
+            status: GroupStatus::Active,
+        };
+        let registers = records
+            .iter()
+            .map(|r| {
+                let slot = Slot {
+                    value: Some(Value::Task(Box::new(r.clone()))),
+                    ..Slot::default()
+                };
+                (RegisterKey::Task(r.id), slot)
+            })
+            .collect();
+        ShardAcceptor::new(
+            meta,
+            registers,
+            LeaseTable::default(),
+            Instant::ZERO,
+            Instant::ZERO,
+        )
+    }
+
+    fn record(id: u64, state: TaskState) -> TaskRecord {
+        let mut r = TaskRecord::new(TaskId(id), TaskSpec::mock(1_000, 0));
+        if let Some((attempt, _)) = state.holder() {
+            r.attempt = attempt;
+        }
+        r.state = state;
+        r
+    }
+
+    fn pull(s: &mut ShardAcceptor, now: Instant, from: u64, max: u32) -> Vec<TaskId> {
+        let p = params();
+        let out = pullable(
+            s,
+            now,
+            NodeId::from_u64(from),
+            4,
+            &BTreeMap::new(),
+            max,
+            &p,
+            from,
+        );
+        s.note_handed_out(now, &out, &p);
+        out.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn pulls_hand_out_orphans_before_pending_tasks() {
+        let running = TaskState::Running {
+            attempt: 1,
+            holder: NodeId::from_u64(9),
+        };
+        let mut records: Vec<TaskRecord> =
+            (1..=20).map(|i| record(i, TaskState::Pending)).collect();
+        records.push(record(21, running));
+        let mut s = shard_with(&records);
+        let now = Instant::from_millis(10_000);
+        for from in 10..20 {
+            s.handed_out.clear();
+            let got = pull(&mut s, now, from, 1);
+            assert_eq!(got, vec![TaskId(21)], "puller {from} got {got:?}");
+        }
+    }
+
+    #[test]
+    fn an_orphan_goes_to_one_puller_at_a_time() {
+        let running = TaskState::Running {
+            attempt: 1,
+            holder: NodeId::from_u64(9),
+        };
+        let mut s = shard_with(&[record(1, running)]);
+        let now = Instant::from_millis(10_000);
+        assert_eq!(pull(&mut s, now, 10, 4), vec![TaskId(1)]);
+        assert!(pull(&mut s, now + Duration::from_millis(50), 11, 4).is_empty());
+        assert_eq!(
+            pull(&mut s, now + Duration::from_millis(250), 11, 4),
+            vec![TaskId(1)],
+            "the hold never ended"
+        );
+    }
 }

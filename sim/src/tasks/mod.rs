@@ -132,6 +132,7 @@ pub fn bugs_from(name: Option<&str>) -> Result<Bugs, String> {
 /// counters summed. `None` when no report has a `tasks` section.
 pub fn sweep_summary<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Option<String> {
     let mut failovers: Vec<f64> = Vec::new();
+    let mut one_fault: Vec<f64> = Vec::new();
     let mut placement: Vec<f64> = Vec::new();
     let mut sums = [0u64; 5];
     let names = [
@@ -146,6 +147,9 @@ pub fn sweep_summary<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Optio
         if let Some(v) = t["failover_samples_ms"].as_array() {
             failovers.extend(v.iter().filter_map(serde_json::Value::as_f64));
         }
+        if let Some(v) = t["failover_one_fault_samples_ms"].as_array() {
+            one_fault.extend(v.iter().filter_map(serde_json::Value::as_f64));
+        }
         if let Some(p) = t["placement_vs_ideal"].as_f64() {
             placement.push(p);
         }
@@ -157,16 +161,21 @@ pub fn sweep_summary<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Optio
         return None;
     }
     let q = Quantiles3::of(&failovers);
+    let q1 = Quantiles3::of(&one_fault);
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
     let mean = placement.iter().sum::<f64>() / placement.len() as f64;
     let worst = placement.iter().copied().fold(f64::MIN, f64::max);
     Some(format!(
-        "tasks pooled: failover_ms n {} p50 {} p99 {} max {}  placement_vs_ideal mean {mean:.3} max {worst:.3}  \
+        "tasks pooled: failover_ms n {} p50 {} p99 {} max {}  (holder's crash the group's only fault: n {} p50 {} p99 {} max {})  placement_vs_ideal mean {mean:.3} max {worst:.3}  \
          acknowledged {} lost {} double_runs {} stale_commits {} lease_overlaps {}",
         failovers.len(),
         fmt(q.p50),
         fmt(q.p99),
         fmt(q.max),
+        one_fault.len(),
+        fmt(q1.p50),
+        fmt(q1.p99),
+        fmt(q1.max),
         sums[0],
         sums[1],
         sums[2],
@@ -373,6 +382,8 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
         "lease_overlaps": w.lease_overlaps,
         "failover_ms": Quantiles3::of(&w.failovers_ms),
         "failover_samples_ms": &w.failovers_ms,
+        "failover_one_fault_ms": Quantiles3::of(&w.failovers_one_fault_ms),
+        "failover_one_fault_samples_ms": &w.failovers_one_fault_ms,
         "claims_per_s": w.starts as f64 / scenario.virtual_s.max(1) as f64,
         "placement_vs_ideal": placement_vs_ideal,
         "mean_response_ms": mean_real,

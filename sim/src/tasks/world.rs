@@ -107,6 +107,34 @@ fn draw(seed: u64, observer: usize, event: u64, [lo, hi]: [u64; 2]) -> u64 {
     lo + z % (hi - lo + 1)
 }
 
+/// A task whose holder crashed, until its next attempt starts.
+#[derive(Debug, Clone)]
+struct Orphan {
+    /// Global ms of the crash.
+    crashed_at: u64,
+    /// The other members of the task's shard group at the crash (node
+    /// indices with the identity they had then).
+    others: Vec<(usize, NodeId)>,
+    /// Whether one of them was crashed, paused or cut off from another
+    /// since: a second fault in a group of three, which the protocol is
+    /// not built to mask (no majority answers until it heals).
+    second_fault: bool,
+}
+
+/// The state record a node gossips (as the agent builds it from its
+/// coordinator): capacity, load and labels, so that offers can match
+/// labelled tasks.
+fn gossiped_state(c: &Coordinator, running: usize, now: u64) -> NodeState {
+    NodeState {
+        version: now,
+        slots_total: c.config().slots_total,
+        slots_free: c.slots_free(),
+        running_attempts: running as u32,
+        labels: c.config().labels.clone(),
+        ..NodeState::default()
+    }
+}
+
 /// A completed job register operation: (node, request, result).
 pub type JobDone = (usize, RequestId, Result<Option<Vec<u8>>, OpError>);
 
@@ -147,9 +175,12 @@ pub struct World {
     pub double_runs: u64,
     /// Results written by a non-current attempt.
     pub stale_commits: u64,
-    orphaned_at: BTreeMap<TaskId, u64>,
+    orphans: BTreeMap<TaskId, Orphan>,
     /// Holder crash → next attempt start, ms.
     pub failovers_ms: Vec<f64>,
+    /// The same, of the failovers whose group kept every other member
+    /// running and connected meanwhile (the holder's crash the only fault).
+    pub failovers_one_fault_ms: Vec<f64>,
     next_membership: u64,
     detection: DetectionModel,
     /// Identities that crashed, still reported live to observers whose
@@ -233,8 +264,9 @@ impl World {
             lease_overlaps: 0,
             double_runs: 0,
             stale_commits: 0,
-            orphaned_at: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             failovers_ms: Vec::new(),
+            failovers_one_fault_ms: Vec::new(),
             next_membership: 0,
             detection,
             ghosts: Vec::new(),
@@ -300,16 +332,7 @@ impl World {
             .iter()
             .map(|n| {
                 let c = n.coord.as_ref()?;
-                Some((
-                    n.id,
-                    NodeState {
-                        version: now,
-                        slots_total: c.config().slots_total,
-                        slots_free: c.slots_free(),
-                        running_attempts: n.running.len() as u32,
-                        ..NodeState::default()
-                    },
-                ))
+                Some((n.id, gossiped_state(c, n.running.len(), now)))
             })
             .collect();
         let det = self.detection;
@@ -415,8 +438,12 @@ impl World {
                     } => (duration_ms, exit_code),
                     Driver::Command => (100, 0),
                 };
-                if let Some(crash) = self.orphaned_at.remove(&task) {
-                    self.failovers_ms.push((self.now - crash) as f64);
+                if let Some(orphan) = self.orphans.remove(&task) {
+                    let ms = (self.now - orphan.crashed_at) as f64;
+                    self.failovers_ms.push(ms);
+                    if !orphan.second_fault {
+                        self.failovers_one_fault_ms.push(ms);
+                    }
                 }
                 self.starts += 1;
                 self.trace.words(&[1, self.now, i as u64, task.0, attempt]);
@@ -573,6 +600,49 @@ impl World {
             self.feed_membership();
         }
         self.check_leases();
+        self.note_second_faults();
+    }
+
+    /// Marks orphans whose group has a second member crashed, paused,
+    /// restarted as a new identity, or cut off from another member.
+    fn note_second_faults(&mut self) {
+        if self.orphans.values().all(|o| o.second_fault) {
+            return;
+        }
+        let impaired = |w: &World, others: &[(usize, NodeId)]| {
+            others.iter().any(|&(j, id)| {
+                !w.active(j)
+                    || w.nodes[j].id != id
+                    || others
+                        .iter()
+                        .any(|&(k, _)| j != k && w.links.blocked(j as u32, k as u32))
+            })
+        };
+        let hit: Vec<TaskId> = self
+            .orphans
+            .iter()
+            .filter(|(_, o)| !o.second_fault && impaired(self, &o.others))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in hit {
+            if let Some(o) = self.orphans.get_mut(&t) {
+                o.second_fault = true;
+            }
+        }
+    }
+
+    /// The members of the newest configuration of `shard` any node knows.
+    fn newest_group(&self, shard: ShardId) -> Vec<NodeId> {
+        let mut best: Option<&shoal_protocol::shard::ShardConfig> = None;
+        for n in &self.nodes {
+            let Some(c) = n.coord.as_ref().and_then(|c| c.directory().get(&shard)) else {
+                continue;
+            };
+            if best.is_none_or(|b| c.epoch > b.epoch) {
+                best = Some(c);
+            }
+        }
+        best.map(|c| c.members.clone()).unwrap_or_default()
     }
 
     /// Checker: never two nodes believing they hold a valid lease on the
@@ -603,13 +673,7 @@ impl World {
             id: self.nodes[i].id,
             down_at: self.now,
             event: self.membership_events,
-            state: NodeState {
-                version: self.now,
-                slots_total: c.config().slots_total,
-                slots_free: c.slots_free(),
-                running_attempts: self.nodes[i].running.len() as u32,
-                ..NodeState::default()
-            },
+            state: gossiped_state(c, self.nodes[i].running.len(), self.now),
         });
         let node = &mut self.nodes[i];
         node.coord = None;
@@ -619,8 +683,23 @@ impl World {
         node.inbox.clear();
         let tasks: Vec<TaskId> = node.running.keys().copied().collect();
         node.running.clear();
+        let crashed_id = self.nodes[i].id;
         for t in tasks {
-            self.orphaned_at.entry(t).or_insert(self.now);
+            if self.orphans.contains_key(&t) {
+                continue;
+            }
+            let group = self.newest_group(shard_of(t.0, self.cfg.shards));
+            let others = group
+                .into_iter()
+                .filter(|id| *id != crashed_id)
+                .filter_map(|id| self.nodes.iter().position(|n| n.id == id).map(|j| (j, id)))
+                .collect();
+            let orphan = Orphan {
+                crashed_at: self.now,
+                others,
+                second_fault: false,
+            };
+            self.orphans.insert(t, orphan);
         }
         self.trace.words(&[4, self.now, i as u64]);
     }
