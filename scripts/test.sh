@@ -22,3 +22,10 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+echo "== planted bugs (each must be caught: proof that the checkers can fail)"
+planted=(-p shoal-sim -p shoal-protocol --features planted-bugs --test tasks_bugs --test tasks_planted_bugs)
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run "${planted[@]}" --no-fail-fast
+else
+  cargo test "${planted[@]}" --no-fail-fast
+fi

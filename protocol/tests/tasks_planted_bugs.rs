@@ -8,7 +8,7 @@ use shoal_protocol::{Bug, Bugs};
 use tasks_harness::chaos::run_profile;
 
 /// Seeds tried per bug before the test gives up.
-const MAX_SEEDS: u64 = 100;
+const MAX_SEEDS: u64 = 400;
 
 /// Clock drift bound of the runs: wide, so that a missing drift margin
 /// opens a window of hundreds of milliseconds instead of tens.

@@ -54,9 +54,15 @@ pub(super) enum Change {
     /// A blind write. A CAS round may be retried after an earlier round
     /// was accepted by some acceptors: the write must then not be applied
     /// a second time (a reader may have seen it and others overwritten it
-    /// since). So the write applies only over the version the first round
-    /// saw; if the version moved on, the write is linearized just before
-    /// the write that moved it, and changes nothing.
+    /// since). `over` is the version the first round built on. Versions
+    /// never fall along the chosen values (a read writes its version back,
+    /// a write adds one), so on a retry that finds version `c`:
+    /// `c > over` means a write was chosen since the first round (ours, or
+    /// one that our write is linearized just before): it changes nothing.
+    /// `c <= over` means our first round was not chosen (it would have left
+    /// `over + 1` or more), and neither, when `c < over`, was the value it
+    /// built on: the write applies over `c`. (Refusing whenever `c != over`
+    /// acknowledged writes that no read could ever see: shoal-sim seed 701.)
     JobWrite {
         bytes: Option<Vec<u8>>,
         over: Option<u64>,
@@ -164,7 +170,7 @@ fn apply_change(
                 Some(Value::Job(j)) => j.version,
                 _ => 0,
             };
-            if over.is_some_and(|o| o != version) {
+            if over.is_some_and(|o| version > o) {
                 return Ok(current.cloned());
             }
             Ok(Some(Value::Job(crate::paxos::JobValue {
@@ -586,5 +592,46 @@ impl Coordinator {
             }
         }
         self.tick_reconfigs(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::JobValue;
+
+    fn job(version: u64, byte: u8) -> Value {
+        Value::Job(JobValue {
+            version,
+            bytes: Some(vec![byte]),
+        })
+    }
+
+    fn write(over: Option<u64>, current: Option<&Value>) -> Option<Value> {
+        let change = Change::JobWrite {
+            bytes: Some(vec![9]),
+            over,
+        };
+        let config = ShardConfig {
+            shard: crate::shard::ShardId(0),
+            epoch: 1,
+            members: Vec::new(),
+            previous: Vec::new(),
+        };
+        apply_change(&change, current, &config, &crate::Bugs::none()).expect("a write applies")
+    }
+
+    #[test]
+    fn a_retried_write_applies_unless_a_newer_version_was_chosen() {
+        // First round: over the current version.
+        assert_eq!(write(None, Some(&job(3, 1))), Some(job(4, 9)));
+        // Retry, nothing chosen since: apply.
+        assert_eq!(write(Some(3), Some(&job(3, 1))), Some(job(4, 9)));
+        // Retry after a newer write (ours or another): change nothing.
+        assert_eq!(write(Some(3), Some(&job(4, 7))), Some(job(4, 7)));
+        // Retry finding an older version: the value the first round built
+        // on was never chosen, nor was ours; apply over what is there.
+        assert_eq!(write(Some(1), None), Some(job(1, 9)));
+        assert_eq!(write(Some(5), Some(&job(2, 1))), Some(job(3, 9)));
     }
 }
