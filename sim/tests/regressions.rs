@@ -18,7 +18,13 @@ fn every_regression_seed_runs_clean() {
             "foca" => Impl::Foca,
             other => panic!("unknown impl {other} in regressions.toml"),
         };
-        let report = run_scenario(&scenario, case.seed, imp).report;
+        // A scenario with a `[tasks]` table runs the task world, as
+        // `shoal-sim run` does.
+        let report = if scenario.tasks.is_some() {
+            shoal_sim::tasks::run(&scenario, case.seed, shoal_protocol::Bugs::none()).report
+        } else {
+            run_scenario(&scenario, case.seed, imp).report
+        };
         assert!(
             report.violations.is_empty(),
             "{} seed {} ({}): {:?}",
