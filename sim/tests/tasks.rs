@@ -45,6 +45,7 @@ fn the_report_has_every_contract_field() {
         "stale_commits",
         "lease_overlaps",
         "failover_ms",
+        "failover_one_fault_ms",
         "claims_per_s",
         "placement_vs_ideal",
         "linearizability",
@@ -74,4 +75,24 @@ fn a_bug_without_the_feature_says_how_to_rebuild() {
     let e = tasks::bugs_from(Some("stale-commit")).unwrap_err();
     assert!(e.contains("--features planted-bugs"), "{e}");
     assert!(tasks::bugs_from(Some("no-such-bug")).is_err());
+}
+
+#[test]
+fn the_r5_comparison_differs_from_tasks_chaos_only_in_group_size() {
+    let three = load("tasks-chaos.toml");
+    let five = load("tasks-chaos-r5.toml");
+    let (t3, t5) = (
+        three.tasks.as_ref().expect("tasks"),
+        five.tasks.as_ref().expect("tasks"),
+    );
+    assert_eq!((t3.group_size, t5.group_size), (3, 5));
+    let strip = |s: &Scenario| {
+        let mut s = s.clone();
+        s.name.clear();
+        if let Some(t) = s.tasks.as_mut() {
+            t.group_size = 0;
+        }
+        format!("{s:?}")
+    };
+    assert_eq!(strip(&three), strip(&five));
 }
