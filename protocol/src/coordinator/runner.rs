@@ -1039,3 +1039,65 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::{Bootstrap, Config};
+
+    /// A founder of a three-node party, with `slots` slots and nothing sent yet.
+    fn founder(slots: u32) -> (Coordinator, Instant) {
+        let ids: Vec<NodeId> = (1..=3).map(NodeId::from_u64).collect();
+        let cfg = Config {
+            shards: 8,
+            slots_total: slots,
+            ..Config::default()
+        };
+        let now = Instant::from_millis(1_000);
+        let mut c = Coordinator::new(ids[0], cfg, 7, now, Bootstrap::Founder(ids.clone()))
+            .expect("valid config");
+        c.handle_membership(now, &ids.iter().map(|id| (*id, None)).collect::<Vec<_>>());
+        while c.poll_transmit().is_some() {}
+        (c, now)
+    }
+
+    /// The shards of the pulls this node sent.
+    fn pulled(c: &mut Coordinator) -> Vec<ShardId> {
+        let mut out = Vec::new();
+        while let Some((_, bytes)) = c.poll_transmit() {
+            if let Ok(PaxosMessage::Pull { hdr, .. }) =
+                crate::wire::decode(&bytes, crate::wire::MAX_STREAM_MESSAGE_BYTES)
+            {
+                out.push(hdr.shard);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_declined_offer_steers_the_next_pull_with_room_enough() {
+        let (mut c, now) = founder(1);
+        // Offered a two-slot task with one slot: no room, so the shard is
+        // remembered (the cursor would start at shard 1).
+        let mut spec = TaskSpec::mock(100, 0);
+        spec.slots = 2;
+        c.offer_received(now, ShardId(5), TaskId(42), 0, spec);
+        while c.poll_transmit().is_some() {}
+        c.pull(now);
+        assert_eq!(
+            pulled(&mut c),
+            vec![ShardId(1)],
+            "one free slot cannot take it"
+        );
+        c.cfg.slots_total = 2;
+        c.pull(now);
+        assert_eq!(
+            pulled(&mut c),
+            vec![ShardId(5)],
+            "the hint was not followed"
+        );
+        // Followed once; then the cursor goes on.
+        c.pull(now);
+        assert_eq!(pulled(&mut c), vec![ShardId(2)]);
+    }
+}
