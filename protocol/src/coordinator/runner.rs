@@ -1100,4 +1100,38 @@ mod tests {
         c.pull(now);
         assert_eq!(pulled(&mut c), vec![ShardId(2)]);
     }
+
+    #[test]
+    fn a_claim_that_cannot_reach_a_quorum_fails_before_its_deadline() {
+        let (mut c, now) = founder(4);
+        let ids: Vec<NodeId> = (1..=3).map(NodeId::from_u64).collect();
+        // The third member is dead in this node's view.
+        c.handle_membership(now, &[(ids[0], None), (ids[1], None)]);
+        let shard = ShardId(0);
+        c.try_claim(now, shard, TaskId(7), 0, TaskSpec::mock(100, 0));
+        let (id, epoch) = c
+            .ops
+            .iter()
+            .find_map(|(id, op)| match op {
+                InFlight::Lease(r) => Some((*id, r.config.epoch)),
+                _ => None,
+            })
+            .expect("a lease round");
+        // The one other live member says no before this node's own
+        // acceptor answered: one grant at most, short of two.
+        let nay = PaxosMessage::LeaseReply {
+            hdr: Header {
+                shard,
+                epoch,
+                req: id,
+            },
+            verdicts: vec![LeaseVerdict::Quarantined],
+        };
+        c.lease_reply(now, ids[1], id, nay);
+        assert!(
+            !c.attempts.contains_key(&TaskId(7)),
+            "the claim waits for its deadline"
+        );
+        assert!(!c.ops.contains_key(&id));
+    }
 }
