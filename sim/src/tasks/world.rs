@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use shoal_protocol::coordinator::{Bootstrap, Config, Coordinator, Effect, OpError, RequestId};
 use shoal_protocol::gossip::NodeState;
 use shoal_protocol::paxos::{RegisterKey, StoreKey, StoreValue, StoreWrite, Value};
-use shoal_protocol::shard::{shard_of, ShardId};
+use shoal_protocol::shard::{shard_of, ShardConfig, ShardId};
 use shoal_protocol::tasks::{Driver, TaskId, TaskRecord, TaskSpec, TaskState};
 use shoal_protocol::{Instant, NodeId};
 use std::collections::{BTreeMap, VecDeque};
@@ -631,18 +631,19 @@ impl World {
         }
     }
 
-    /// The members of the newest configuration of `shard` any node knows.
-    fn newest_group(&self, shard: ShardId) -> Vec<NodeId> {
-        let mut best: Option<&shoal_protocol::shard::ShardConfig> = None;
+    /// The newest configuration of each shard that any running node knows.
+    fn newest_configs(&self) -> BTreeMap<ShardId, &ShardConfig> {
+        let mut newest: BTreeMap<ShardId, &ShardConfig> = BTreeMap::new();
         for n in &self.nodes {
-            let Some(c) = n.coord.as_ref().and_then(|c| c.directory().get(&shard)) else {
-                continue;
-            };
-            if best.is_none_or(|b| c.epoch > b.epoch) {
-                best = Some(c);
+            let Some(c) = n.coord.as_ref() else { continue };
+            for config in c.directory().values() {
+                let slot = newest.entry(config.shard).or_insert(config);
+                if config.epoch > slot.epoch {
+                    *slot = config;
+                }
             }
         }
-        best.map(|c| c.members.clone()).unwrap_or_default()
+        newest
     }
 
     /// Checker: never two nodes believing they hold a valid lease on the
@@ -684,23 +685,33 @@ impl World {
         let tasks: Vec<TaskId> = node.running.keys().copied().collect();
         node.running.clear();
         let crashed_id = self.nodes[i].id;
-        for t in tasks {
-            if self.orphans.contains_key(&t) {
-                continue;
-            }
-            let group = self.newest_group(shard_of(t.0, self.cfg.shards));
-            let others = group
-                .into_iter()
-                .filter(|id| *id != crashed_id)
-                .filter_map(|id| self.nodes.iter().position(|n| n.id == id).map(|j| (j, id)))
-                .collect();
-            let orphan = Orphan {
-                crashed_at: self.now,
-                others,
-                second_fault: false,
-            };
-            self.orphans.insert(t, orphan);
-        }
+        let newest = self.newest_configs();
+        let orphans: Vec<(TaskId, Orphan)> = tasks
+            .into_iter()
+            .filter(|t| !self.orphans.contains_key(t))
+            .map(|t| {
+                let group = newest
+                    .get(&shard_of(t.0, self.cfg.shards))
+                    .map_or(&[][..], |c| &c.members[..]);
+                let others = group
+                    .iter()
+                    .filter(|id| **id != crashed_id)
+                    .filter_map(|id| {
+                        self.nodes
+                            .iter()
+                            .position(|n| n.id == *id)
+                            .map(|j| (j, *id))
+                    })
+                    .collect();
+                let orphan = Orphan {
+                    crashed_at: self.now,
+                    others,
+                    second_fault: false,
+                };
+                (t, orphan)
+            })
+            .collect();
+        self.orphans.extend(orphans);
         self.trace.words(&[4, self.now, i as u64]);
     }
 
@@ -712,17 +723,7 @@ impl World {
     pub fn may_lose_disk(&self, i: usize) -> bool {
         let me = self.nodes[i].id;
         let current: std::collections::BTreeSet<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        let mut newest: BTreeMap<ShardId, &shoal_protocol::shard::ShardConfig> = BTreeMap::new();
-        for n in &self.nodes {
-            let Some(c) = n.coord.as_ref() else { continue };
-            for config in c.directory().values() {
-                let slot = newest.entry(config.shard).or_insert(config);
-                if config.epoch > slot.epoch {
-                    *slot = config;
-                }
-            }
-        }
-        newest
+        self.newest_configs()
             .values()
             .filter(|c| c.members.contains(&me))
             .all(|c| c.members.iter().all(|m| current.contains(m)))
