@@ -756,22 +756,26 @@ fn pullable(
     }
     let start = (crate::shard::stable_hash(&[&from.0, &req.to_le_bytes()]) as usize) % tasks.len();
     // Orphans first: their attempt was admitted and ran already, and a
-    // failover must not queue behind a backlog of new work.
-    let (orphans, pending): (Vec<&TaskRecord>, Vec<&TaskRecord>) = tasks[start..]
-        .iter()
-        .chain(tasks[..start].iter())
-        .filter(|r| claimable(r))
-        .partition(|r| r.state.holder().is_some());
-    let mut out = Vec::new();
+    // failover must not queue behind a backlog of new work. Pending tasks
+    // fill what is left, in the same order.
+    let mut out: Vec<TaskRecord> = Vec::new();
+    let mut pending: Vec<&TaskRecord> = Vec::new();
     let mut seen = BTreeSet::new();
-    for r in orphans.into_iter().chain(pending) {
+    for r in tasks[start..].iter().chain(tasks[..start].iter()) {
         if out.len() >= max {
             break;
         }
-        if seen.insert(r.id) {
-            out.push(r.clone());
+        if !claimable(r) || !seen.insert(r.id) {
+            continue;
+        }
+        if r.state.holder().is_some() {
+            out.push((*r).clone());
+        } else if pending.len() < max {
+            pending.push(r);
         }
     }
+    let room = max - out.len();
+    out.extend(pending.into_iter().take(room).cloned());
     out
 }
 
