@@ -705,3 +705,44 @@ fn a_member_that_missed_the_final_write_is_repaired_and_stops_claiming() {
         "the member kept claiming a final task"
     );
 }
+
+#[test]
+fn a_claim_from_a_copy_that_missed_the_claim_repairs_it_instead_of_splitting_votes() {
+    let mut sim = Sim::new(3, test_config(), 5, 0.0);
+    sim.run_for(50);
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(20_000, 0));
+    // Member 2 keeps the pending copy: it misses the claim's accept.
+    let stale = 2;
+    sim.partition(&[stale], &[0, 1]);
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    assert_ne!(holder, stale);
+    assert_eq!(copy_at(&sim, stale, task), Some(TaskState::Pending));
+    sim.run_for(500);
+    sim.heal();
+    sim.crash(holder);
+    let crash_at = sim.now;
+    // The stale member claims attempt 1 again from its copy; the live
+    // member answers that attempt 1 exists, and the claimer's read writes
+    // the dead holder's record back at once: while that holder's lease
+    // still runs at the live member (renewed at most 260 ms before the
+    // crash, for 800 ms), so no orphan claim can have carried it.
+    let mut repaired_at = None;
+    let restarted = sim.run_until(5_000, |s| {
+        let seen = copy_at(s, stale, task).and_then(|st| st.holder());
+        if repaired_at.is_none() && seen.is_some_and(|(a, _)| a == attempt) {
+            repaired_at = Some(s.now);
+        }
+        s.running_anywhere(task).is_some()
+    });
+    assert!(restarted, "the orphan never restarted");
+    let repaired_after = repaired_at.map(|at| at - crash_at);
+    assert!(
+        repaired_after.is_some_and(|ms| ms < 500),
+        "the stale copy was repaired {repaired_after:?} ms after the crash, not by the refused claim"
+    );
+    let (_, next) = sim.running_anywhere(task).expect("restarted");
+    assert_eq!(next, attempt + 1);
+    let failover = sim.now - crash_at;
+    assert!(failover <= 1_500, "failover took {failover} ms");
+    assert_eq!(sim.lease_overlaps, 0);
+}

@@ -99,6 +99,8 @@ pub(super) struct LeaseRound {
     grants: Vec<BTreeSet<NodeId>>,
     nays: Vec<BTreeSet<NodeId>>,
     finals: Vec<usize>,
+    /// Whether a member holds a newer record than the claim was built on.
+    stales: Vec<bool>,
     /// Longest time left on a lease held by a node that is not live.
     orphan_wait_ms: Vec<Option<u64>>,
     resolved: Vec<bool>,
@@ -110,7 +112,28 @@ pub(super) struct LeaseRound {
     answered: BTreeSet<NodeId>,
 }
 
+/// Why a member refused a claim without weighing the lease: its copy of
+/// the record is newer than the one the claimer read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outdated {
+    /// The task is final.
+    Final,
+    /// A newer attempt than the claimed one exists.
+    Stale,
+}
+
 impl LeaseRound {
+    /// What any member's newer record said of ask `i`, final first.
+    fn outdated(&self, i: usize) -> Option<Outdated> {
+        if self.finals[i] > 0 {
+            Some(Outdated::Final)
+        } else if self.stales[i] {
+            Some(Outdated::Stale)
+        } else {
+            None
+        }
+    }
+
     /// The request for each member that has not answered it yet. A resend
     /// is safe: an acceptor that already granted this (owner, attempt)
     /// extends its own timer, which only outlasts the holder's more.
@@ -212,6 +235,7 @@ impl Coordinator {
             grants: vec![BTreeSet::new(); n],
             nays: vec![BTreeSet::new(); n],
             finals: vec![0; n],
+            stales: vec![false; n],
             orphan_wait_ms: vec![None; n],
             resolved: vec![false; n],
             claim,
@@ -244,6 +268,10 @@ impl Coordinator {
                         }
                         LeaseVerdict::Final => {
                             round.finals[i] += 1;
+                            round.nays[i].insert(from);
+                        }
+                        LeaseVerdict::Stale => {
+                            round.stales[i] = true;
                             round.nays[i].insert(from);
                         }
                         LeaseVerdict::Group(reason) => {
@@ -310,12 +338,12 @@ impl Coordinator {
             } else if round.nays[i].len() > n - quorum || hopeless {
                 round.resolved[i] = true;
                 let ask = round.asks[i];
-                let fin = round.finals[i] > 0;
+                let outdated = round.outdated(i);
                 let granted: Vec<NodeId> = round.grants[i].iter().copied().collect();
-                if round.claim {
+                if round.claim && outdated.is_none() {
                     self.retry_claim_later(now, ask, round.orphan_wait_ms[i], &round.config);
                 }
-                self.lease_refused(now, ask, round.claim, fin, &round.config, &granted);
+                self.lease_refused(now, ask, round.claim, outdated, &round.config, &granted);
             }
         }
         if round.resolved.iter().all(|r| *r) {
@@ -333,7 +361,7 @@ impl Coordinator {
                     now,
                     round.asks[i],
                     round.claim,
-                    false,
+                    round.outdated(i),
                     &round.config,
                     &granted,
                 );
@@ -423,7 +451,7 @@ impl Coordinator {
         now: Instant,
         ask: LeaseAsk,
         claim: bool,
-        fin: bool,
+        outdated: Option<Outdated>,
         config: &ShardConfig,
         granted: &[NodeId],
     ) {
@@ -447,13 +475,16 @@ impl Coordinator {
             // (owner, attempt, ballot), so it is a no-op where nothing was
             // granted.
             let _ = granted;
-            if fin {
-                // Some member knows the task is final, yet this node tried
-                // to claim it: its sweep read a copy that missed the final
+            if outdated.is_some() {
+                // Some member knows a newer record (final, or a newer
+                // attempt), yet this node claimed from an older one: the
+                // copy it read (its own, or a puller's source) missed an
                 // accept (a lost message; CASPaxos needs only a majority).
-                // Left alone, that copy looks orphaned forever and every
-                // sweep claims it again, holding slots for nothing. A read
-                // writes the value back to every member, this one included.
+                // Left alone, that copy keeps handing the task out: if
+                // final, forever, holding slots for nothing; if claimed,
+                // to claimers of a used attempt number whose grants split
+                // the votes of the group's real orphan claim. A read writes
+                // the chosen value back to every member it reaches.
                 self.start_cas(
                     now,
                     config.clone(),
@@ -473,7 +504,7 @@ impl Coordinator {
                 ballot: ask.ballot,
             };
             self.broadcast(&config.members.clone(), &msg);
-        } else if fin {
+        } else if outdated == Some(Outdated::Final) {
             // The record is final (cancelled): stop the attempt at once.
             self.cancel_notice(now, ask.task);
         }
