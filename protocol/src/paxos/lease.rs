@@ -33,6 +33,13 @@ const MAX_GRANTS_PER_TASK: usize = 8;
 /// staggered orphan sweep); older ends count as "long ago".
 const ENDED_MEMORY_MS: u64 = 30_000;
 
+/// How long an acceptor remembers a released round, and how many per task:
+/// a resend of the request still in flight when the release was sent must
+/// not grant the round again (nobody would release that grant, and it would
+/// block the task's next claimer for a whole acceptor lease).
+const RELEASED_MEMORY_MS: u64 = 5_000;
+const MAX_RELEASED_PER_TASK: usize = 4;
+
 /// The acceptor's timer for a holder lease of `lease_ms`:
 /// `lease_ms * (1+rho)/(1-rho)`, rounded up, so that it outlasts the holder's
 /// lease in real time whatever the two clocks' rates within `1 ± rho`.
@@ -66,6 +73,8 @@ pub struct LeaseTable {
     /// claims in between do not restart the sweepers' turns. Forgotten
     /// after `ENDED_MEMORY_MS` or when the record changes.
     ended: BTreeMap<TaskId, Instant>,
+    /// Rounds whose owner released them, with when: never granted again.
+    released: BTreeMap<TaskId, Vec<(Ballot, Instant)>>,
     /// No new grant before this instant (restart or join quarantine).
     quarantine_until: Instant,
 }
@@ -76,6 +85,7 @@ impl LeaseTable {
         LeaseTable {
             grants: BTreeMap::new(),
             ended: BTreeMap::new(),
+            released: BTreeMap::new(),
             quarantine_until: until,
         }
     }
@@ -120,6 +130,13 @@ impl LeaseTable {
             } else if rec.state == TaskState::Pending && ask.attempt <= rec.attempt {
                 return LeaseVerdict::Stale;
             }
+        }
+        if self
+            .released
+            .get(&ask.task)
+            .is_some_and(|rs| rs.iter().any(|(b, _)| *b == ask.ballot))
+        {
+            return LeaseVerdict::Released;
         }
         let expires = now + Duration::from_millis(acceptor_ms);
         let grants = self.grants.entry(ask.task).or_default();
@@ -172,6 +189,13 @@ impl LeaseTable {
         attempt: u64,
         ballot: Ballot,
     ) {
+        let released = self.released.entry(task).or_default();
+        if !released.iter().any(|(b, _)| *b == ballot) {
+            if released.len() >= MAX_RELEASED_PER_TASK {
+                released.remove(0);
+            }
+            released.push((ballot, now));
+        }
         if let Some(grants) = self.grants.get_mut(&task) {
             grants.retain(|g| !(g.owner == from && g.attempt == attempt && g.ballot == ballot));
             if grants.is_empty() {
@@ -206,6 +230,12 @@ impl LeaseTable {
         });
         self.ended.retain(|_, at| {
             now.saturating_duration_since(*at).as_millis() < u128::from(ENDED_MEMORY_MS)
+        });
+        self.released.retain(|_, rs| {
+            rs.retain(|(_, at)| {
+                now.saturating_duration_since(*at).as_millis() < u128::from(RELEASED_MEMORY_MS)
+            });
+            !rs.is_empty()
         });
     }
 
@@ -340,6 +370,41 @@ mod tests {
             t.decide(later, b, &ask(7, 1, 2, 2), 100, None, &bugs),
             LeaseVerdict::Granted
         );
+    }
+
+    #[test]
+    fn a_released_round_is_not_granted_again_by_a_late_resend() {
+        let mut t = LeaseTable::default();
+        let now = Instant::from_millis(1_000);
+        let (a, b) = (NodeId::from_u64(1), NodeId::from_u64(2));
+        let bugs = Bugs::none();
+        let round = ask(7, 2, 5, 1);
+        assert_eq!(
+            t.decide(now, a, &round, 800, None, &bugs),
+            LeaseVerdict::Granted
+        );
+        t.release(now, a, TaskId(7), 2, round.ballot);
+        // The claimer's resend, sent before its release, arrives after it.
+        let later = now + Duration::from_millis(5);
+        assert_eq!(
+            t.decide(later, a, &round, 800, None, &bugs),
+            LeaseVerdict::Released
+        );
+        assert!(!t.is_held(later, TaskId(7)));
+        // The next claimer is free to take the task at once, and so is the
+        // first owner with a new round.
+        assert_eq!(
+            t.decide(later, b, &ask(7, 2, 6, 2), 800, None, &bugs),
+            LeaseVerdict::Granted
+        );
+        t.release(later, b, TaskId(7), 2, ask(7, 2, 6, 2).ballot);
+        assert_eq!(
+            t.decide(later, a, &ask(7, 2, 9, 1), 800, None, &bugs),
+            LeaseVerdict::Granted
+        );
+        // Released rounds are forgotten after a while.
+        t.expire_all(later + Duration::from_millis(RELEASED_MEMORY_MS + 1_000));
+        assert!(t.released.is_empty());
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub enum LeaseVerdict {
     Stale,
     /// The acceptor does not serve the ask's shard at that epoch.
     Group(GroupRefusal),
+    /// The owner already released this round (the ask is a late resend).
+    Released,
 }
 
 /// A live lease carried from a sealed group to its successor.
