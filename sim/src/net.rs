@@ -114,6 +114,10 @@ pub struct Links {
     nodes: usize,
     partitions: Vec<Partition>,
     clogs: Vec<u32>,
+    /// Nodes with a clog count above zero: keeps `all_up` O(1), since it
+    /// runs on every send and delivery (scanning `clogs` there was ~14% of a
+    /// 1000-node run).
+    clogged: usize,
 }
 
 impl Links {
@@ -123,6 +127,7 @@ impl Links {
             nodes,
             partitions: Vec::new(),
             clogs: vec![0; nodes],
+            clogged: 0,
         }
     }
 
@@ -149,6 +154,9 @@ impl Links {
     /// Clogs every link of `node` (nested clogs count).
     pub fn clog(&mut self, node: u32) {
         if let Some(c) = self.clogs.get_mut(node as usize) {
+            if *c == 0 {
+                self.clogged += 1;
+            }
             *c += 1;
         }
     }
@@ -156,6 +164,9 @@ impl Links {
     /// Undoes one clog of `node`.
     pub fn unclog(&mut self, node: u32) {
         if let Some(c) = self.clogs.get_mut(node as usize) {
+            if *c == 1 {
+                self.clogged -= 1;
+            }
             *c = c.saturating_sub(1);
         }
     }
@@ -164,11 +175,12 @@ impl Links {
     pub fn heal_all(&mut self) {
         self.partitions.clear();
         self.clogs.iter_mut().for_each(|c| *c = 0);
+        self.clogged = 0;
     }
 
     /// Whether anything is broken at all (fast path).
     pub fn all_up(&self) -> bool {
-        self.partitions.is_empty() && self.clogs.iter().all(|&c| c == 0)
+        self.partitions.is_empty() && self.clogged == 0
     }
 
     /// Whether a message from `src` to `dst` is dropped.
@@ -216,6 +228,24 @@ mod tests {
             assert!(s.fate(true).first_us.is_some());
             assert!(s.fate(false).first_us.is_none());
         }
+    }
+
+    #[test]
+    fn all_up_follows_nested_clogs() {
+        let mut links = Links::new(3);
+        assert!(links.all_up());
+        links.clog(1);
+        links.clog(1);
+        links.clog(2);
+        links.unclog(1);
+        links.unclog(2);
+        assert!(!links.all_up());
+        links.unclog(1);
+        links.unclog(1);
+        assert!(links.all_up());
+        links.clog(0);
+        links.heal_all();
+        assert!(links.all_up());
     }
 
     #[test]
