@@ -47,6 +47,7 @@
 mod broadcast;
 mod config;
 mod inbound;
+mod index;
 mod merge;
 mod outbound;
 mod probe;

@@ -1,5 +1,5 @@
 //! The member table: members in a vector of stable slots, found by id
-//! through a hash index.
+//! through a hash index (see `index`).
 //!
 //! Every received update and every probe-list step looks a member up; at
 //! 1000 members a `BTreeMap` walk of 16-byte keys was the largest single
@@ -8,6 +8,7 @@
 //! vector, whose order depends only on the inputs (or sorted by id where
 //! an order is promised).
 
+use super::index::IdIndex;
 use super::{Member, MemberState};
 use crate::{Instant, NodeId};
 use std::collections::HashMap;
@@ -88,7 +89,7 @@ pub(crate) struct MemberTable {
     slots: Vec<Option<Member>>,
     /// Slots emptied by removals, reused last-freed first.
     free: Vec<Slot>,
-    index: IdMap<NodeId, Hot>,
+    index: IdIndex,
 }
 
 impl MemberTable {
