@@ -5,7 +5,7 @@
 //! `retransmit_limit` times, and splicing its bytes into each datagram
 //! saves a clone and an encoding per send.
 
-use super::table::IdMap;
+use super::index::{hash_id, IdIndex, IndexKey};
 use crate::wire::swim::Update;
 use crate::wire::{encode, MAX_DATAGRAM_BYTES};
 use crate::NodeId;
@@ -25,6 +25,15 @@ const MAX_UPDATE_BYTES: usize = MAX_DATAGRAM_BYTES - 64;
 enum Key {
     Member(NodeId),
     State(NodeId),
+}
+
+impl IndexKey for Key {
+    fn index_hash(&self) -> u64 {
+        match self {
+            Key::Member(id) => hash_id(id, 0),
+            Key::State(id) => hash_id(id, 1),
+        }
+    }
 }
 
 fn key_of(update: &Update) -> Key {
@@ -56,7 +65,7 @@ const MAX_SELECT_MISSES: usize = 16;
 /// Pending updates and how often each was sent.
 #[derive(Debug, Default)]
 pub(crate) struct BroadcastQueue {
-    entries: IdMap<Key, Entry>,
+    entries: IdIndex<Key, Entry>,
     order: BTreeMap<Rank, Slot>,
     next_seq: u64,
     /// Ranks picked by the current selection (kept to reuse its memory).

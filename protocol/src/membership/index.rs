@@ -1,14 +1,14 @@
-//! The member table's id index: an open-addressing hash table with linear
-//! probing that keeps each id beside its hot entry in one bucket.
+//! Id-keyed indexes (the member table's, the broadcast queue's): an
+//! open-addressing hash table with linear probing that keeps each key
+//! beside its value in one bucket.
 //!
 //! Every received datagram looks its sender up, and most of its updates
 //! look their subject up, each time in a node whose memory is cold (the
 //! simulator runs a thousand of them). A `HashMap` reads a control group and
 //! then the bucket it points to: two dependent cache misses. Here the hash
 //! names the bucket itself, so a look-up usually costs one. Nothing
-//! iterates the index, so its layout cannot leak into behaviour.
+//! iterates an index, so its layout cannot leak into behaviour.
 
-use super::table::Hot;
 use crate::NodeId;
 
 /// Fewest buckets once anything is stored.
@@ -25,25 +25,48 @@ fn fmix64(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-fn hash(id: &NodeId) -> u64 {
+/// The hash of an id, mixed with `salt` (keys of different kinds about
+/// the same id get different salts).
+pub(crate) fn hash_id(id: &NodeId, salt: u64) -> u64 {
     let (high, low) = id.0.split_at(8);
     let word = |bytes: &[u8]| {
         let mut w = [0u8; 8];
         w.copy_from_slice(bytes);
         u64::from_le_bytes(w)
     };
-    fmix64(word(high).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ word(low))
+    fmix64(word(high).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ word(low) ^ salt)
 }
 
-/// Ids to hot entries. The load stays at most one half, so probe runs are
+/// A key of an [`IdIndex`].
+pub(crate) trait IndexKey: Copy + Eq {
+    /// A well-mixed hash: the index takes its low bits as the bucket.
+    fn index_hash(&self) -> u64;
+}
+
+impl IndexKey for NodeId {
+    fn index_hash(&self) -> u64 {
+        hash_id(self, 0)
+    }
+}
+
+/// Keys to values. The load stays at most one half, so probe runs are
 /// short and every search ends at an empty bucket.
-#[derive(Debug, Default)]
-pub(crate) struct IdIndex {
-    buckets: Vec<Option<(NodeId, Hot)>>,
+#[derive(Debug)]
+pub(crate) struct IdIndex<K, V> {
+    buckets: Vec<Option<(K, V)>>,
     len: usize,
 }
 
-impl IdIndex {
+impl<K, V> Default for IdIndex<K, V> {
+    fn default() -> Self {
+        IdIndex {
+            buckets: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: IndexKey, V> IdIndex<K, V> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -52,12 +75,12 @@ impl IdIndex {
         self.buckets.len() - 1
     }
 
-    fn home(&self, id: &NodeId) -> usize {
-        hash(id) as usize & self.mask()
+    fn home(&self, key: &K) -> usize {
+        key.index_hash() as usize & self.mask()
     }
 
     /// The bucket holding `id`, if any.
-    fn find(&self, id: &NodeId) -> Option<usize> {
+    fn find(&self, id: &K) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
@@ -71,53 +94,58 @@ impl IdIndex {
         }
     }
 
-    pub(crate) fn get(&self, id: &NodeId) -> Option<&Hot> {
-        let i = self.find(id)?;
-        self.buckets[i].as_ref().map(|(_, hot)| hot)
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
-    pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut Hot> {
-        let i = self.find(id)?;
-        self.buckets[i].as_mut().map(|(_, hot)| hot)
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        let i = self.find(key)?;
+        self.buckets[i].as_ref().map(|(_, value)| value)
     }
 
-    pub(crate) fn contains_key(&self, id: &NodeId) -> bool {
-        self.find(id).is_some()
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = self.find(key)?;
+        self.buckets[i].as_mut().map(|(_, value)| value)
     }
 
-    /// Adds `id`, or replaces its entry if it is already there.
-    pub(crate) fn insert(&mut self, id: NodeId, hot: Hot) {
-        if let Some(old) = self.get_mut(&id) {
-            *old = hot;
+    pub(crate) fn contains_key(&self, key: &K) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// Adds `key`, or replaces its value if it is already there.
+    pub(crate) fn insert(&mut self, key: K, value: V) {
+        if let Some(old) = self.get_mut(&key) {
+            *old = value;
             return;
         }
         if (self.len + 1) * 2 > self.buckets.len() {
             self.grow();
         }
-        self.place(id, hot);
+        self.place(key, value);
         self.len += 1;
     }
 
-    /// Puts an absent id in the first empty bucket of its probe run.
-    fn place(&mut self, id: NodeId, hot: Hot) {
-        let mut i = self.home(&id);
+    /// Puts an absent key in the first empty bucket of its probe run.
+    fn place(&mut self, key: K, value: V) {
+        let mut i = self.home(&key);
         while self.buckets[i].is_some() {
             i = (i + 1) & self.mask();
         }
-        self.buckets[i] = Some((id, hot));
+        self.buckets[i] = Some((key, value));
     }
 
     fn grow(&mut self) {
         let buckets = (self.buckets.len() * 2).max(MIN_BUCKETS);
-        let old = std::mem::replace(&mut self.buckets, vec![None; buckets]);
-        for (id, hot) in old.into_iter().flatten() {
-            self.place(id, hot);
+        let empty = std::iter::repeat_with(|| None).take(buckets).collect();
+        let old = std::mem::replace(&mut self.buckets, empty);
+        for (key, value) in old.into_iter().flatten() {
+            self.place(key, value);
         }
     }
 
-    /// Removes `id`, then shifts later members of the probe run back into
-    /// the hole, so that no search stops short of an id (no tombstones).
-    pub(crate) fn remove(&mut self, id: &NodeId) -> Option<Hot> {
+    /// Removes `key`, then shifts later keys of the probe run back into
+    /// the hole, so that no search stops short of a key (no tombstones).
+    pub(crate) fn remove(&mut self, id: &K) -> Option<V> {
         let mut hole = self.find(id)?;
         let (_, removed) = self.buckets[hole].take()?;
         self.len -= 1;
@@ -140,6 +168,7 @@ impl IdIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::membership::table::Hot;
     use crate::membership::MemberState;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -165,7 +194,7 @@ mod tests {
     #[test]
     fn random_inserts_and_removals_agree_with_a_hash_map() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let mut index = IdIndex::default();
+        let mut index: IdIndex<NodeId, Hot> = IdIndex::default();
         let mut model: HashMap<NodeId, u32> = HashMap::new();
         for step in 0..20_000u32 {
             // Small numeric ids collide in few bytes, like the simulator's;

@@ -11,57 +11,6 @@
 use super::index::IdIndex;
 use super::{Member, MemberState};
 use crate::{Instant, NodeId};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// A fixed, seedless hash for ids: they are SHA-256 prefixes in production
-/// and small numbers in the simulator, so all bytes are mixed. Not
-/// DoS-resistant, and it need not be: the table holds at most
-/// [`super::MAX_MEMBERS`] members of our own party, admitted by certificate.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl IdHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(MIX);
-    }
-}
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in chunks.by_ref() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // Fold the high bits down: hashbrown takes its bucket from the low
-        // bits and its tag from the top seven.
-        self.0 ^ (self.0 >> 29)
-    }
-}
-
-/// A hash map keyed by ids (or keys made of them) with [`IdHasher`].
-pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// Where a member lives in the table. A slot is stable while its member
 /// is known; after the member is forgotten the slot may be reused.
@@ -89,7 +38,7 @@ pub(crate) struct MemberTable {
     slots: Vec<Option<Member>>,
     /// Slots emptied by removals, reused last-freed first.
     free: Vec<Slot>,
-    index: IdIndex,
+    index: IdIndex<NodeId, Hot>,
 }
 
 impl MemberTable {
