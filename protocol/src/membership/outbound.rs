@@ -99,9 +99,10 @@ impl Membership {
         }
         let members = &self.members;
         let targets = self.probe_order.sample(&mut self.rng, fanout, |slot| {
-            members
-                .at(*slot)
-                .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            matches!(
+                members.state_at(*slot),
+                Some(MemberState::Alive | MemberState::Suspect)
+            )
         });
         for target in targets {
             if self.broadcasts.is_empty() {
@@ -121,9 +122,7 @@ impl Membership {
         }
         let members = &self.members;
         let target = self.probe_order.sample(&mut self.rng, 1, |slot| {
-            members
-                .at(*slot)
-                .is_some_and(|m| m.state == MemberState::Alive)
+            members.state_at(*slot) == Some(MemberState::Alive)
         });
         let Some(addr) = target
             .first()

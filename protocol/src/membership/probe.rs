@@ -125,9 +125,10 @@ impl Membership {
         }
         let members = &self.members;
         let Some(slot) = self.probe_order.next(&mut self.rng, |slot| {
-            members
-                .at(*slot)
-                .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            matches!(
+                members.state_at(*slot),
+                Some(MemberState::Alive | MemberState::Suspect)
+            )
         }) else {
             return;
         };
@@ -192,9 +193,8 @@ impl Membership {
         let helper_slots =
             self.probe_order
                 .sample(&mut self.rng, self.config.indirect_probes, |slot| {
-                    members
-                        .at(*slot)
-                        .is_some_and(|m| m.state == MemberState::Alive && m.identity.id != target)
+                    members.state_at(*slot) == Some(MemberState::Alive)
+                        && members.at(*slot).is_some_and(|m| m.identity.id != target)
                 });
         let helpers: Vec<(NodeId, SocketAddr)> = helper_slots
             .iter()

@@ -36,6 +36,10 @@ pub(crate) struct Hot {
 #[derive(Debug, Default)]
 pub(crate) struct MemberTable {
     slots: Vec<Option<Member>>,
+    /// Each slot's member's state, a byte each: the probe list's liveness
+    /// checks (a whole pass at every reshuffle) and random sampling read
+    /// this dense array instead of a cold 232-byte member per slot.
+    states: Vec<Option<MemberState>>,
     /// Slots emptied by removals, reused last-freed first.
     free: Vec<Slot>,
     index: IdIndex<NodeId, Hot>,
@@ -76,6 +80,7 @@ impl MemberTable {
         hot.state = state;
         hot.incarnation = incarnation;
         let member = self.slots.get_mut(hot.slot as usize)?.as_mut()?;
+        self.states[hot.slot as usize] = Some(state);
         let old = (member.state, member.state_since);
         member.incarnation = incarnation;
         if member.state != state {
@@ -96,6 +101,11 @@ impl MemberTable {
         self.slots.get(slot as usize)?.as_ref()
     }
 
+    /// The state of the member in `slot`, if any, without touching it.
+    pub(crate) fn state_at(&self, slot: Slot) -> Option<MemberState> {
+        *self.states.get(slot as usize)?
+    }
+
     pub(crate) fn contains_key(&self, id: &NodeId) -> bool {
         self.index.contains_key(id)
     }
@@ -109,19 +119,23 @@ impl MemberTable {
             incarnation: member.incarnation,
             last_heard: member.last_heard,
         };
+        let state = Some(member.state);
         if let Some(old) = self.index.get_mut(&id) {
             let slot = old.slot;
             *old = Hot { slot, ..hot };
             self.slots[slot as usize] = Some(member);
+            self.states[slot as usize] = state;
             return slot;
         }
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Some(member);
+                self.states[slot as usize] = state;
                 slot
             }
             None => {
                 self.slots.push(Some(member));
+                self.states.push(state);
                 Slot::try_from(self.slots.len() - 1).expect("MAX_MEMBERS fits in a slot")
             }
         };
@@ -132,6 +146,7 @@ impl MemberTable {
     pub(crate) fn remove(&mut self, id: &NodeId) -> Option<Member> {
         let hot = self.index.remove(id)?;
         let mut member = self.slots.get_mut(hot.slot as usize)?.take()?;
+        self.states[hot.slot as usize] = None;
         self.free.push(hot.slot);
         member.last_heard = hot.last_heard;
         Some(member)
@@ -207,7 +222,9 @@ mod tests {
         let slot = table.insert(member(100));
         assert_eq!(table.at(slot).map(|m| m.incarnation), Some(100));
         assert_eq!(table.slot_of(&NodeId::from_u64(1)), kept);
+        assert_eq!(table.state_at(slot), Some(MemberState::Alive));
         assert!(table.remove(&NodeId::from_u64(100)).is_some());
+        assert_eq!(table.state_at(slot), None);
         let sorted: Vec<u64> = table.sorted().iter().map(|m| m.incarnation).collect();
         let mut expected: Vec<u64> = (0..50).filter(|n| n % 3 != 0).collect();
         expected.sort_unstable();
@@ -249,6 +266,8 @@ mod tests {
             (cold.state, cold.incarnation, cold.state_since),
             (MemberState::Suspect, 4, at)
         );
+        let slot = table.slot_of(&id).expect("known");
+        assert_eq!(table.state_at(slot), Some(MemberState::Suspect));
         table.touch(&id, Instant::from_millis(70));
         let view = table.view(table.get(&id).expect("known"));
         assert_eq!(view.last_heard, Some(Instant::from_millis(70)));
