@@ -116,8 +116,9 @@ struct Orphan {
     /// indices with the identity they had then).
     others: Vec<(usize, NodeId)>,
     /// Whether one of them was crashed, paused or cut off from another
-    /// since: a second fault in a group of three, which the protocol is
-    /// not built to mask (no majority answers until it heals).
+    /// since, or was already gone (restarted without its disk, not yet
+    /// replaced): a second fault in a group of three, which the protocol
+    /// is not built to mask (no majority answers until it heals).
     second_fault: bool,
 }
 
@@ -693,7 +694,7 @@ impl World {
                 let group = newest
                     .get(&shard_of(t.0, self.cfg.shards))
                     .map_or(&[][..], |c| &c.members[..]);
-                let others = group
+                let others: Vec<(usize, NodeId)> = group
                     .iter()
                     .filter(|id| **id != crashed_id)
                     .filter_map(|id| {
@@ -703,10 +704,15 @@ impl World {
                             .map(|j| (j, *id))
                     })
                     .collect();
+                // A member that no node answers to any more came back
+                // without its disk under a new identity and was not
+                // replaced yet: the group had a fault before this one.
+                let member_gone =
+                    others.len() + usize::from(group.contains(&crashed_id)) < group.len();
                 let orphan = Orphan {
                     crashed_at: self.now,
                     others,
-                    second_fault: false,
+                    second_fault: member_gone,
                 };
                 (t, orphan)
             })
