@@ -98,9 +98,9 @@ pub(super) struct LeaseRound {
     asks: Vec<LeaseAsk>,
     grants: Vec<BTreeSet<NodeId>>,
     nays: Vec<BTreeSet<NodeId>>,
-    finals: Vec<usize>,
-    /// Whether a member holds a newer record than the claim was built on.
-    stales: Vec<bool>,
+    /// What members with a newer record than the claim's said, final
+    /// over stale.
+    outdated: Vec<Option<Outdated>>,
     /// Longest time left on a lease held by a node that is not live.
     orphan_wait_ms: Vec<Option<u64>>,
     resolved: Vec<bool>,
@@ -113,25 +113,19 @@ pub(super) struct LeaseRound {
 }
 
 /// Why a member refused a claim without weighing the lease: its copy of
-/// the record is newer than the one the claimer read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// the record is newer than the one the claimer read. Ordered so that the
+/// stronger news wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Outdated {
-    /// The task is final.
-    Final,
     /// A newer attempt than the claimed one exists.
     Stale,
+    /// The task is final.
+    Final,
 }
 
 impl LeaseRound {
-    /// What any member's newer record said of ask `i`, final first.
-    fn outdated(&self, i: usize) -> Option<Outdated> {
-        if self.finals[i] > 0 {
-            Some(Outdated::Final)
-        } else if self.stales[i] {
-            Some(Outdated::Stale)
-        } else {
-            None
-        }
+    fn note_outdated(&mut self, i: usize, news: Outdated) {
+        self.outdated[i] = self.outdated[i].max(Some(news));
     }
 
     /// The request for each member that has not answered it yet. A resend
@@ -234,8 +228,7 @@ impl Coordinator {
             asks,
             grants: vec![BTreeSet::new(); n],
             nays: vec![BTreeSet::new(); n],
-            finals: vec![0; n],
-            stales: vec![false; n],
+            outdated: vec![None; n],
             orphan_wait_ms: vec![None; n],
             resolved: vec![false; n],
             claim,
@@ -267,11 +260,11 @@ impl Coordinator {
                             round.grants[i].insert(from);
                         }
                         LeaseVerdict::Final => {
-                            round.finals[i] += 1;
+                            round.note_outdated(i, Outdated::Final);
                             round.nays[i].insert(from);
                         }
                         LeaseVerdict::Stale => {
-                            round.stales[i] = true;
+                            round.note_outdated(i, Outdated::Stale);
                             round.nays[i].insert(from);
                         }
                         LeaseVerdict::Group(reason) => {
@@ -338,7 +331,7 @@ impl Coordinator {
             } else if round.nays[i].len() > n - quorum || hopeless {
                 round.resolved[i] = true;
                 let ask = round.asks[i];
-                let outdated = round.outdated(i);
+                let outdated = round.outdated[i];
                 let granted: Vec<NodeId> = round.grants[i].iter().copied().collect();
                 if round.claim && outdated.is_none() {
                     self.retry_claim_later(now, ask, round.orphan_wait_ms[i], &round.config);
@@ -361,7 +354,7 @@ impl Coordinator {
                     now,
                     round.asks[i],
                     round.claim,
-                    round.outdated(i),
+                    round.outdated[i],
                     &round.config,
                     &granted,
                 );
