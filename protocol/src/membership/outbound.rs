@@ -1,10 +1,10 @@
 //! Building and queueing messages: piggybacked probes, gossip, push-pull.
 
 use super::{MemberState, Membership, Transmit, MAX_QUEUED_TRANSMITS};
-use crate::wire::swim::{StateRecord, SwimBody, SwimMessage, Update, WireState};
+use crate::wire::swim::{
+    MemberRecord, PushPull, StateRecord, SwimBody, SwimMessage, Update, WireState,
+};
 use crate::wire::{encode, encode_into, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
-use crate::NodeId;
-use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use std::net::SocketAddr;
 
@@ -179,8 +179,8 @@ impl Membership {
     }
 
     pub(super) fn send_push_pull(&mut self, dst: SocketAddr, reply_wanted: bool) {
-        let payload = encode(&self.full_state(reply_wanted));
-        self.push_push_pull(dst, payload);
+        let push_pull = self.full_state(reply_wanted);
+        self.send_push_pull_body(dst, push_pull);
     }
 
     /// A push-pull that carries only our own record: asks for the peer's
@@ -191,11 +191,16 @@ impl Membership {
         push_pull
             .states
             .truncate(usize::from(self.local_state.is_some()));
-        let payload = encode(&push_pull);
-        self.push_push_pull(dst, payload);
+        self.send_push_pull_body(dst, push_pull);
     }
 
-    fn push_push_pull(&mut self, dst: SocketAddr, payload: Vec<u8>) {
+    fn send_push_pull_body(&mut self, dst: SocketAddr, push_pull: PushPull) {
+        let message = SwimMessage {
+            sender: self.identity.id,
+            body: SwimBody::PushPull(push_pull),
+            updates: Vec::new(),
+        };
+        let payload = encode(&message);
         debug_assert!(payload.len() <= MAX_STREAM_MESSAGE_BYTES);
         self.push_transmit(Transmit {
             dst,
@@ -206,15 +211,15 @@ impl Membership {
 
     /// Our member table (ourselves first) and state records, cut off before
     /// the message would outgrow a stream message.
-    fn full_state(&self, reply_wanted: bool) -> PushPullOut<'_> {
+    fn full_state(&self, reply_wanted: bool) -> PushPull {
         let mut budget = MAX_STREAM_MESSAGE_BYTES - PUSH_PULL_SLACK_BYTES;
         // Sizes are measured in one reused buffer: a thousand members made
         // a thousand short-lived allocations per exchange.
         let mut scratch = Vec::new();
         let mut members = Vec::with_capacity(self.members.len() + 1);
-        let me = MemberRecordOut {
+        let me = MemberRecord {
             id: self.identity.id,
-            name: &self.identity.name,
+            name: self.identity.name.clone(),
             addr: self.identity.addr,
             incarnation: self.incarnation,
             state: if self.has_left {
@@ -235,9 +240,9 @@ impl Membership {
             states.push(record);
         }
         for member in self.members.sorted() {
-            let record = MemberRecordOut {
+            let record = MemberRecord {
                 id: member.identity.id,
-                name: &member.identity.name,
+                name: member.identity.name.clone(),
                 addr: member.identity.addr,
                 incarnation: member.incarnation,
                 state: wire_state(member.state),
@@ -261,8 +266,7 @@ impl Membership {
             budget -= size;
             states.push(record);
         }
-        PushPullOut {
-            sender: self.identity.id,
+        PushPull {
             reply_wanted,
             members,
             states,
@@ -275,128 +279,4 @@ fn encoded_len<T: Serialize>(record: &T, scratch: &mut Vec<u8>) -> usize {
     scratch.clear();
     encode_into(record, scratch);
     scratch.len()
-}
-
-/// A [`MemberRecord`] as it is encoded, borrowing the name.
-#[derive(Serialize)]
-struct MemberRecordOut<'a> {
-    id: NodeId,
-    name: &'a str,
-    addr: SocketAddr,
-    incarnation: u64,
-    state: WireState,
-}
-
-/// A push-pull [`SwimMessage`] as it is encoded (the same bytes, see the
-/// test below) but borrowing every member's name: cloning a thousand names
-/// per exchange was a visible share of a 1000-node simulation.
-struct PushPullOut<'a> {
-    sender: NodeId,
-    reply_wanted: bool,
-    members: Vec<MemberRecordOut<'a>>,
-    states: Vec<StateRecord>,
-}
-
-/// `SwimBody::PushPull`'s place among the variants: serde encodes it.
-const PUSH_PULL_VARIANT: u32 = 5;
-
-impl Serialize for PushPullOut<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        /// The `SwimBody::PushPull` variant.
-        struct Body<'b, 'a>(&'b PushPullOut<'a>);
-        /// The `PushPull` inside it.
-        struct Fields<'b, 'a>(&'b PushPullOut<'a>);
-
-        impl Serialize for Body<'_, '_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_newtype_variant(
-                    "SwimBody",
-                    PUSH_PULL_VARIANT,
-                    "PushPull",
-                    &Fields(self.0),
-                )
-            }
-        }
-
-        impl Serialize for Fields<'_, '_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut fields = serializer.serialize_struct("PushPull", 3)?;
-                fields.serialize_field("reply_wanted", &self.0.reply_wanted)?;
-                fields.serialize_field("members", &self.0.members)?;
-                fields.serialize_field("states", &self.0.states)?;
-                fields.end()
-            }
-        }
-
-        let mut message = serializer.serialize_struct("SwimMessage", 3)?;
-        message.serialize_field("sender", &self.sender)?;
-        message.serialize_field("body", &Body(self))?;
-        message.serialize_field("updates", &[] as &[Update])?;
-        message.end()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gossip::NodeState;
-    use crate::wire::swim::{MemberRecord, PushPull};
-
-    #[test]
-    fn a_borrowed_push_pull_encodes_like_the_owned_message() {
-        let addr: SocketAddr = "127.0.0.1:7000".parse().expect("address");
-        let states = vec![StateRecord {
-            id: NodeId::from_u64(2),
-            state: NodeState {
-                version: 7,
-                ..NodeState::default()
-            },
-        }];
-        let owned = SwimMessage {
-            sender: NodeId::from_u64(1),
-            body: SwimBody::PushPull(PushPull {
-                reply_wanted: true,
-                members: vec![
-                    MemberRecord {
-                        id: NodeId::from_u64(1),
-                        name: "n1".into(),
-                        addr,
-                        incarnation: 3,
-                        state: WireState::Alive,
-                    },
-                    MemberRecord {
-                        id: NodeId::from_u64(300),
-                        name: "a-longer-name".into(),
-                        addr,
-                        incarnation: 1 << 40,
-                        state: WireState::Down,
-                    },
-                ],
-                states: states.clone(),
-            }),
-            updates: Vec::new(),
-        };
-        let borrowed = PushPullOut {
-            sender: NodeId::from_u64(1),
-            reply_wanted: true,
-            members: vec![
-                MemberRecordOut {
-                    id: NodeId::from_u64(1),
-                    name: "n1",
-                    addr,
-                    incarnation: 3,
-                    state: WireState::Alive,
-                },
-                MemberRecordOut {
-                    id: NodeId::from_u64(300),
-                    name: "a-longer-name",
-                    addr,
-                    incarnation: 1 << 40,
-                    state: WireState::Down,
-                },
-            ],
-            states,
-        };
-        assert_eq!(encode(&borrowed), encode(&owned));
-    }
 }
