@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 pub const PARTY: &str = "acme";
 
+/// Starts of a fresh agent before a port collision is no longer retried.
+const PORT_TRIES: usize = 3;
+
 /// A free UDP port on loopback (the kernel's pick; released before use).
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -111,16 +114,11 @@ impl Party {
 
     /// Starts `n` agents named `n1..`, all joining through the first.
     pub fn mesh(&self, n: usize) -> Vec<Agent> {
-        let specs: Vec<AgentSpec> = (1..=n).map(|i| self.spec(&format!("n{i}"))).collect();
-        let seed = specs[0].listen;
-        specs
-            .into_iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let join: Vec<SocketAddr> = if i == 0 { vec![] } else { vec![seed] };
-                spec.start(&join)
-            })
-            .collect()
+        let first = self.spec("n1").start_fresh(&[]);
+        let seed = [first.spec.listen];
+        let mut agents = vec![first];
+        agents.extend((2..=n).map(|i| self.spec(&format!("n{i}")).start_fresh(&seed)));
+        agents
     }
 }
 
@@ -139,7 +137,32 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
+    /// Starts an agent nobody knows the addresses of yet. Its ports were
+    /// free when picked but released since, so a test running in parallel
+    /// can take one first: then it starts again on new ports (a restart of
+    /// a known agent cannot, and uses [`AgentSpec::start`]).
+    pub fn start_fresh(mut self, join: &[SocketAddr]) -> Agent {
+        for _ in 1..PORT_TRIES {
+            match self.try_start(join) {
+                Ok(agent) => return agent,
+                Err(log) if log.contains("Address already in use") => {
+                    self.listen.set_port(free_udp_port());
+                    self.api.set_port(free_tcp_port());
+                }
+                Err(log) => panic!("agent {} did not come up; log:\n{log}", self.name),
+            }
+        }
+        self.start(join)
+    }
+
     pub fn start(&self, join: &[SocketAddr]) -> Agent {
+        self.try_start(join)
+            .unwrap_or_else(|log| panic!("agent {} did not come up; log:\n{log}", self.name))
+    }
+
+    /// Starts the agent and waits until it answers as itself; on failure
+    /// the agent is stopped and its log's tail returned.
+    fn try_start(&self, join: &[SocketAddr]) -> Result<Agent, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -205,13 +228,10 @@ impl AgentSpec {
                 }
             },
         );
-        assert!(
-            up.is_some(),
-            "agent {} did not come up; log:\n{}",
-            self.name,
-            agent.log_tail()
-        );
-        agent
+        match up {
+            Some(()) => Ok(agent),
+            None => Err(agent.log_tail()),
+        }
     }
 }
 
