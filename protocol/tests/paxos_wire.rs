@@ -63,7 +63,7 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
             })),
         },
     };
-    match kind % 18 {
+    match kind % 21 {
         0 => PaxosMessage::Prepare {
             hdr,
             key: RegisterKey::Task(TaskId(a)),
@@ -164,6 +164,22 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
         },
         15 => PaxosMessage::ReadyCheck { hdr },
         16 => PaxosMessage::Ready { hdr },
+        17 => PaxosMessage::ReplyVia {
+            via: node(a),
+            request: encode(&PaxosMessage::Prepare {
+                hdr,
+                key: RegisterKey::Task(TaskId(a)),
+                ballot: ballot(a, b),
+            }),
+        },
+        18 => PaxosMessage::Forward {
+            to: node(b),
+            reply: encode(&PaxosMessage::Accepted { hdr }),
+        },
+        19 => PaxosMessage::Forwarded {
+            origin: node(a),
+            reply: s.into_bytes(),
+        },
         _ => match b % 3 {
             0 => PaxosMessage::Offer {
                 shard: ShardId(1),
@@ -197,7 +213,7 @@ fn machine() -> Coordinator {
 
 proptest! {
     #[test]
-    fn every_message_round_trips(kind in 0u8..18, a in any::<u64>(), b in any::<u64>(), s in ".{0,40}") {
+    fn every_message_round_trips(kind in 0u8..21, a in any::<u64>(), b in any::<u64>(), s in ".{0,40}") {
         let m = message(kind, a, b, s);
         let bytes = encode(&m);
         prop_assert_eq!(decode::<PaxosMessage>(&bytes, MAX_STREAM_MESSAGE_BYTES), Ok(m));
@@ -215,7 +231,7 @@ proptest! {
 
     #[test]
     fn mutated_messages_never_panic(
-        kind in 0u8..18,
+        kind in 0u8..21,
         a in any::<u64>(),
         b in prop_oneof![0u64..1_000, (u64::MAX - 4)..=u64::MAX],
         s in ".{0,16}",
@@ -237,5 +253,130 @@ proptest! {
         c.handle_timeout(Instant::from_millis(5_000));
         while c.poll_transmit().is_some() {}
         while c.poll_effect().is_some() {}
+    }
+}
+
+/// The kinds of the messages a machine sends, with their receivers.
+fn sent(c: &mut Coordinator) -> Vec<(NodeId, PaxosMessage)> {
+    let mut out = Vec::new();
+    while let Some((to, bytes)) = c.poll_transmit() {
+        out.push((
+            to,
+            decode(&bytes, MAX_STREAM_MESSAGE_BYTES).expect("own message"),
+        ));
+    }
+    out
+}
+
+#[test]
+fn a_relayed_request_is_answered_through_the_relay_and_passed_on_as_from_its_origin() {
+    let mut c = machine();
+    let now = Instant::from_millis(1_001);
+    let prepare = PaxosMessage::Prepare {
+        hdr: Header {
+            shard: ShardId(0),
+            epoch: 1,
+            req: 9,
+        },
+        key: RegisterKey::Task(TaskId(5)),
+        ballot: Ballot {
+            counter: 1,
+            node: node(2),
+            incarnation: 1,
+        },
+    };
+    let relayed = PaxosMessage::ReplyVia {
+        via: node(3),
+        request: encode(&prepare),
+    };
+    c.handle_message(now, node(2), &encode(&relayed)).unwrap();
+    // The promise is persisted before it is sent.
+    while let Some(e) = c.poll_effect() {
+        if let shoal_protocol::coordinator::Effect::Persist { token, .. } = e {
+            c.handle_persisted(now, token);
+        }
+    }
+    let out = sent(&mut c);
+    let forward = out
+        .iter()
+        .find_map(|(to, m)| match m {
+            PaxosMessage::Forward {
+                to: requester,
+                reply,
+            } => Some((*to, *requester, reply)),
+            _ => None,
+        })
+        .expect("the answer goes through the relay");
+    assert_eq!((forward.0, forward.1), (node(3), node(2)));
+    assert!(matches!(
+        decode::<PaxosMessage>(forward.2, MAX_STREAM_MESSAGE_BYTES),
+        Ok(PaxosMessage::Promise { .. })
+    ));
+    assert!(
+        !out.iter().any(|(to, _)| *to == node(2)),
+        "nothing went straight to the requester: {out:?}"
+    );
+
+    // The relay passes an answer on, naming who gave it.
+    let reply = encode(&PaxosMessage::Accepted {
+        hdr: Header {
+            shard: ShardId(0),
+            epoch: 1,
+            req: 9,
+        },
+    });
+    let forward = PaxosMessage::Forward {
+        to: node(2),
+        reply: reply.clone(),
+    };
+    c.handle_message(now, node(3), &encode(&forward)).unwrap();
+    assert_eq!(
+        sent(&mut c),
+        vec![(
+            node(2),
+            PaxosMessage::Forwarded {
+                origin: node(3),
+                reply
+            }
+        )]
+    );
+    assert_eq!(c.stats().answers_relayed, 1);
+}
+
+#[test]
+fn relays_carry_one_level_of_the_right_kind_only() {
+    let mut c = machine();
+    let now = Instant::from_millis(1_001);
+    let hdr = Header {
+        shard: ShardId(0),
+        epoch: 1,
+        req: 9,
+    };
+    let nested = PaxosMessage::Forward {
+        to: node(2),
+        reply: encode(&PaxosMessage::Forwarded {
+            origin: node(3),
+            reply: encode(&PaxosMessage::Accepted { hdr }),
+        }),
+    };
+    let request_as_reply = PaxosMessage::Forward {
+        to: node(2),
+        reply: encode(&PaxosMessage::Activate { hdr }),
+    };
+    let reply_as_request = PaxosMessage::ReplyVia {
+        via: node(3),
+        request: encode(&PaxosMessage::Accepted { hdr }),
+    };
+    let garbage = PaxosMessage::Forwarded {
+        origin: node(3),
+        reply: vec![0xff; 7],
+    };
+    for (i, m) in [nested, request_as_reply, reply_as_request, garbage]
+        .iter()
+        .enumerate()
+    {
+        c.handle_message(now, node(2), &encode(m)).unwrap();
+        assert_eq!(sent(&mut c), vec![], "{m:?} was acted on");
+        assert_eq!(c.stats().malformed, i as u64 + 1);
     }
 }

@@ -746,3 +746,44 @@ fn a_claim_from_a_copy_that_missed_the_claim_repairs_it_instead_of_splitting_vot
     assert!(failover <= 1_500, "failover took {failover} ms");
     assert_eq!(sim.lease_overlaps, 0);
 }
+
+/// The node indices of the group serving `task`, as node 0 knows it.
+fn group_of(sim: &Sim, task: TaskId) -> Vec<usize> {
+    let shard = shard_of(task.0, test_config().shards);
+    let config = &sim.coord(0).directory()[&shard];
+    config
+        .members
+        .iter()
+        .map(|id| sim.nodes.iter().position(|n| n.id == *id).expect("member"))
+        .collect()
+}
+
+#[test]
+fn a_holder_cut_off_one_way_from_a_member_renews_through_another() {
+    let mut sim = Sim::new(5, test_config(), 11, 0.0);
+    sim.run_for(50);
+    // A task whose holder is not one of its group's members.
+    let (task, holder, attempt, group) = (0..20)
+        .find_map(|_| {
+            let task = acked_one(&mut sim, 0, TaskSpec::mock(30_000, 0));
+            let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+            let group = group_of(&sim, task);
+            (!group.contains(&holder)).then_some((task, holder, attempt, group))
+        })
+        .expect("some task runs outside its group");
+    assert_eq!(group.len(), 3);
+    sim.run_for(300);
+    // One member's answers cannot reach the holder, another is paused:
+    // only the third member hears from both.
+    let (relay, cut, paused) = (group[0], group[1], group[2]);
+    sim.net.blocked.insert((cut, holder));
+    sim.pause(paused, 3_000);
+    sim.run_for(2_500);
+    assert_eq!(
+        sim.running_anywhere(task),
+        Some((holder, attempt)),
+        "the holder lost its attempt although {relay} could pass on {cut}'s grants:\n{}",
+        sim.describe(task)
+    );
+    assert_eq!(sim.lease_overlaps, 0);
+}

@@ -55,6 +55,8 @@ pub struct TaskMetrics {
     pub store_commit_seconds: Histogram,
     /// Register operations that failed for want of a majority.
     pub ops_failed: Counter,
+    /// Answers passed on between two other members (a one-way cut).
+    pub answers_relayed: Counter,
     /// Smallest shard group in this node's directory (0 until every shard
     /// is known): equals the group size once the party is fully replicated.
     pub shard_group_min_size: Gauge,
@@ -78,6 +80,7 @@ impl Default for TaskMetrics {
             failover_seconds: Histogram::new(FAILOVER_BUCKETS_S),
             store_commit_seconds: Histogram::new(COMMIT_BUCKETS_S),
             ops_failed: Counter::default(),
+            answers_relayed: Counter::default(),
             shard_group_min_size: Gauge::default(),
             shard_groups_degraded: Gauge::default(),
             last: Mutex::new(Stats::default()),
@@ -139,6 +142,11 @@ impl TaskMetrics {
             self.ops_failed.clone(),
         );
         registry.register(
+            "answers_relayed",
+            "Group answers this node passed on to a requester that could not hear the answering member (a one-way cut)",
+            self.answers_relayed.clone(),
+        );
+        registry.register(
             "shard_group_min_size",
             "Smallest shard group this node knows of (0 until every shard is known)",
             self.shard_group_min_size.clone(),
@@ -170,6 +178,8 @@ impl TaskMetrics {
         self.claims_lost.inc_by(started.saturating_sub(won));
         self.self_fences.inc_by(d(stats.fenced, last.fenced));
         self.ops_failed.inc_by(d(stats.ops_failed, last.ops_failed));
+        self.answers_relayed
+            .inc_by(d(stats.answers_relayed, last.answers_relayed));
         *last = *stats;
     }
 }

@@ -328,7 +328,8 @@ impl Coordinator {
     /// Resends the current phase's message of every operation that is due
     /// to the group members that have not answered it.
     pub(super) fn resend_due(&mut self, now: Instant) {
-        let mut out: Vec<(NodeId, PaxosMessage)> = Vec::new();
+        let me = self.me;
+        let mut out: Vec<(NodeId, PaxosMessage, Option<NodeId>)> = Vec::new();
         for op in self.ops.values_mut() {
             match op {
                 InFlight::Cas(op) if op.resend_at <= now => {
@@ -341,20 +342,24 @@ impl Coordinator {
                     let Some((_, msg)) = &op.last else { continue };
                     for m in &op.config.members {
                         if !answered.contains(m) && !op.nays.contains(m) {
-                            out.push((*m, msg.clone()));
+                            out.push((*m, msg.clone(), relay_for(me, *m, &answered)));
                         }
                     }
                 }
                 InFlight::Lease(round) if round.resend_at <= now => {
                     round.resend_at = now + Duration::from_millis(RESEND_MS);
                     for (m, msg) in round.unanswered() {
-                        out.push((m, msg));
+                        out.push((m, msg, relay_for(me, m, round.answered())));
                     }
                 }
                 _ => {}
             }
         }
-        for (to, msg) in out {
+        for (to, msg, via) in out {
+            if let Some(via) = via {
+                let request = crate::wire::encode(&msg);
+                self.send(to, PaxosMessage::ReplyVia { via, request });
+            }
             self.send(to, msg);
         }
     }
@@ -593,6 +598,14 @@ impl Coordinator {
         }
         self.tick_reconfigs(now);
     }
+}
+
+/// The member to relay `to`'s answer through, on a resend: one that did
+/// answer (so its answers reach this node), neither this node nor `to`.
+/// The direct copy still goes too: most unanswered requests were simply
+/// lost, and a one-way cut is what the relayed copy gets around.
+fn relay_for(me: NodeId, to: NodeId, answered: &BTreeSet<NodeId>) -> Option<NodeId> {
+    answered.iter().copied().find(|m| *m != me && *m != to)
 }
 
 #[cfg(test)]

@@ -412,6 +412,9 @@ pub struct Stats {
     pub ops_failed: u64,
     /// Reconfigurations completed by this node.
     pub reconfigs: u64,
+    /// Answers this node passed on from one member to another that could
+    /// not hear it directly (a one-way cut between them).
+    pub answers_relayed: u64,
 }
 
 enum InFlight {
@@ -916,6 +919,46 @@ impl Coordinator {
         }
     }
 
+    /// Hands a request to this node's acceptor and sends its answer, once
+    /// persisted, to the requester: directly, or through `via` when the
+    /// requester asked for that.
+    fn answer(&mut self, now: Instant, from: NodeId, msg: &PaxosMessage, via: Option<NodeId>) {
+        let out = self.acceptor.handle(now, from, msg, &self.params);
+        let replies: Vec<_> = out
+            .reply
+            .into_iter()
+            .map(|r| match via {
+                Some(via) if via != self.me && via != from => (
+                    via,
+                    PaxosMessage::Forward {
+                        to: from,
+                        reply: wire::encode(&r),
+                    },
+                ),
+                _ => (from, r),
+            })
+            .collect();
+        if out.writes.is_empty() {
+            for (to, r) in replies {
+                self.send(to, r);
+            }
+        } else {
+            self.persist(out.writes, replies);
+        }
+    }
+
+    /// The message a relay carries, if it decodes and is of the wanted
+    /// kind (never another relay: one level only); else counted malformed.
+    fn relayed(&mut self, bytes: &[u8], kind: fn(&PaxosMessage) -> bool) -> Option<PaxosMessage> {
+        let msg = wire::decode::<PaxosMessage>(bytes, wire::MAX_STREAM_MESSAGE_BYTES)
+            .ok()
+            .filter(kind);
+        if msg.is_none() {
+            self.stats.malformed += 1;
+        }
+        msg
+    }
+
     fn persist(&mut self, writes: Vec<StoreWrite>, replies: Vec<(NodeId, PaxosMessage)>) {
         let token = self.next_token;
         self.next_token += 1;
@@ -942,15 +985,28 @@ impl Coordinator {
             | PaxosMessage::Pull { .. }
             | PaxosMessage::Seal { .. }
             | PaxosMessage::Install { .. }
-            | PaxosMessage::Activate { .. } => {
-                let out = self.acceptor.handle(now, from, &msg, &self.params);
-                let replies: Vec<_> = out.reply.into_iter().map(|r| (from, r)).collect();
-                if out.writes.is_empty() {
-                    for (to, r) in replies {
-                        self.send(to, r);
-                    }
-                } else {
-                    self.persist(out.writes, replies);
+            | PaxosMessage::Activate { .. } => self.answer(now, from, &msg, None),
+            PaxosMessage::ReplyVia { via, request } => {
+                if let Some(request) = self.relayed(request, PaxosMessage::is_request) {
+                    self.answer(now, from, &request, Some(*via));
+                }
+            }
+            PaxosMessage::Forward { to, reply } => {
+                if self.relayed(reply, PaxosMessage::is_reply).is_some() {
+                    self.stats.answers_relayed += 1;
+                    let (to, reply) = (*to, reply.clone());
+                    self.send(
+                        to,
+                        PaxosMessage::Forwarded {
+                            origin: from,
+                            reply,
+                        },
+                    );
+                }
+            }
+            PaxosMessage::Forwarded { origin, reply } => {
+                if let Some(reply) = self.relayed(reply, PaxosMessage::is_reply) {
+                    self.dispatch(now, *origin, reply);
                 }
             }
             PaxosMessage::Promise { hdr, .. }

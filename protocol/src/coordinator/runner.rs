@@ -128,6 +128,11 @@ impl LeaseRound {
         self.outdated[i] = self.outdated[i].max(Some(news));
     }
 
+    /// The members that answered the request.
+    pub(super) fn answered(&self) -> &BTreeSet<NodeId> {
+        &self.answered
+    }
+
     /// The request for each member that has not answered it yet. A resend
     /// is safe: an acceptor that already granted this (owner, attempt)
     /// extends its own timer, which only outlasts the holder's more.

@@ -277,4 +277,56 @@ pub enum PaxosMessage {
         /// Shard and request.
         hdr: Header,
     },
+    /// A resent request to be answered through another group member: the
+    /// sender's earlier copies went unanswered, and an answer that cannot
+    /// reach it directly (a one-way cut) may still reach it through `via`.
+    ///
+    /// The relayed messages travel encoded rather than nested: a nested
+    /// enum would let a crafted packet recurse without bound in the decoder.
+    ReplyVia {
+        /// The member that passes the answer on.
+        via: crate::NodeId,
+        /// The request, an encoded [`PaxosMessage`].
+        request: Vec<u8>,
+    },
+    /// An answer for `to`, for the receiver to pass on.
+    Forward {
+        /// The requester.
+        to: crate::NodeId,
+        /// The answer, an encoded [`PaxosMessage`].
+        reply: Vec<u8>,
+    },
+    /// An answer from `origin`, passed on by the sender.
+    Forwarded {
+        /// The member that answered.
+        origin: crate::NodeId,
+        /// The answer, an encoded [`PaxosMessage`].
+        reply: Vec<u8>,
+    },
+}
+
+impl PaxosMessage {
+    /// Whether an acceptor answers this (what a [`PaxosMessage::ReplyVia`]
+    /// may carry).
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            PaxosMessage::Prepare { .. }
+                | PaxosMessage::Accept { .. }
+                | PaxosMessage::LeaseRequest { .. }
+                | PaxosMessage::Pull { .. }
+        )
+    }
+
+    /// Whether this answers a request (what a relay passes on).
+    pub fn is_reply(&self) -> bool {
+        matches!(
+            self,
+            PaxosMessage::Promise { .. }
+                | PaxosMessage::Accepted { .. }
+                | PaxosMessage::Refused { .. }
+                | PaxosMessage::LeaseReply { .. }
+                | PaxosMessage::PullReply { .. }
+        )
+    }
 }
