@@ -2,12 +2,10 @@
 //! elsewhere with the next attempt number, and the first attempt's process
 //! is dead (its supervisor fenced it when the agent's pipe closed).
 
-mod common;
-mod task_helpers;
-
-use common::{wait_for, Party};
+use shoal_tests::agents;
+use shoal_tests::agents::{wait_for, Party};
+use shoal_tests::task_helpers::{alive, status, submit, wait_replicated};
 use std::time::{Duration, Instant};
-use task_helpers::{alive, status, submit, wait_replicated};
 
 #[test]
 fn killing_the_holder_runs_the_task_again_elsewhere_and_fences_the_first_attempt() {
@@ -48,7 +46,7 @@ fn killing_the_holder_runs_the_task_again_elsewhere_and_fences_the_first_attempt
     assert!(
         second.is_some(),
         "attempt 2 never started:\n{}",
-        common::logs(&agents)
+        agents::logs(&agents)
     );
     println!("failover after kill -9: {failover:?}");
     let s = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {

@@ -2,12 +2,11 @@
 //! from another CA or another party never become members, and garbage on
 //! the QUIC port is dropped and counted while the agent stays up.
 
-mod common;
-
-use common::{all_agree_alive, logs, wait_for, Agent, Party};
 use prometheus_client::metrics::counter::Counter;
 use shoal_node::tls::{self, SERVER_NAME};
 use shoal_node::transport::quinn_configs;
+use shoal_tests::agents;
+use shoal_tests::agents::{all_agree_alive, logs, wait_for, Agent, Party};
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ fn agents_from_another_ca_or_another_party_never_become_members() {
 
     // Same party name, but a CA of its own: the chain check refuses it.
     let rogue_ca = party.path().join("rogue-ca");
-    tls::init_ca(common::PARTY, &rogue_ca).unwrap();
+    tls::init_ca(agents::PARTY, &rogue_ca).unwrap();
     let mut foreign_ca = party.spec("x1");
     foreign_ca.tls = party.path().join("tls-rogue-x1");
     tls::issue_node_cert(&rogue_ca, "x1", &foreign_ca.tls, None).unwrap();
@@ -56,7 +55,7 @@ fn agents_from_another_ca_or_another_party_never_become_members() {
     for dir in [&foreign_ca.tls, &other_party.tls] {
         let mut material = tls::load_tls_material(dir).unwrap();
         material.ca = real_ca.clone();
-        material.party = common::PARTY.to_string();
+        material.party = agents::PARTY.to_string();
         let refusals = || {
             agents[0]
                 .metric("shoal_handshake_refusals_total")

@@ -1,12 +1,10 @@
 //! End to end: tasks on a 3-agent mesh of real processes on loopback,
 //! driven through the `shoal` CLI and the HTTP API.
 
-mod common;
-mod task_helpers;
-
-use common::{wait_for, Party};
+use shoal_tests::agents;
+use shoal_tests::agents::{wait_for, Party};
+use shoal_tests::task_helpers::{alive, cli, http, status, submit, wait_replicated};
 use std::time::Duration;
-use task_helpers::{alive, cli, http, status, submit, wait_replicated};
 
 #[test]
 fn a_command_succeeds_and_its_logs_are_served_by_any_node() {
@@ -23,7 +21,7 @@ fn a_command_succeeds_and_its_logs_are_served_by_any_node() {
         wait.status.success(),
         "wait: {}\n{}",
         String::from_utf8_lossy(&wait.stderr),
-        common::logs(&agents)
+        agents::logs(&agents)
     );
     for a in &agents {
         let s = status(a, &id).expect("status");

@@ -1,12 +1,10 @@
 //! End to end: a 3-agent mesh completes 200 mock tasks. Prints the rate;
 //! speed is measured by scripts/throughput.sh, not asserted here.
 
-mod common;
-mod task_helpers;
-
-use common::{wait_for, Party};
+use shoal_tests::agents;
+use shoal_tests::agents::{wait_for, Party};
+use shoal_tests::task_helpers::{cli, http, wait_replicated};
 use std::time::{Duration, Instant};
-use task_helpers::{cli, http, wait_replicated};
 
 const TASKS: usize = 200;
 const SUBMITTERS: usize = 8;
@@ -51,7 +49,7 @@ fn a_three_agent_mesh_completes_200_mock_tasks() {
         out.status.success(),
         "{}\n{}",
         String::from_utf8_lossy(&out.stderr),
-        common::logs(&agents)
+        agents::logs(&agents)
     );
     println!(
         "{TASKS} mock tasks: submitted in {submitted:?}, all succeeded after {done:?} \

@@ -1,10 +1,8 @@
 //! End-to-end membership tests on real `shoal agent` processes over
 //! loopback QUIC with the `local` membership preset.
 
-mod common;
-
-use common::{all_agree_alive, logs, wait_for, Agent, Party};
 use shoal_protocol::membership::Config;
+use shoal_tests::agents::{all_agree_alive, logs, wait_for, Agent, Party};
 use std::time::{Duration, Instant};
 
 const N: usize = 5;

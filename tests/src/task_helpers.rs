@@ -1,8 +1,7 @@
 //! Helpers of the task e2e tests: HTTP POST, the CLI, readiness.
 
-#![allow(dead_code)]
-
-use crate::common::{wait_for, Agent, SHOAL};
+use crate::agents::{wait_for, Agent};
+use crate::shoal;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -37,7 +36,7 @@ pub fn http(
 /// `shoal ARGS... --api URL-of(agent)`, output captured.
 pub fn cli(agent: &Agent, args: &[&str]) -> Output {
     let api = format!("http://{}", agent.spec.api);
-    Command::new(SHOAL)
+    Command::new(shoal())
         .args(args)
         .args(["--api", &api])
         .stdin(Stdio::null())
@@ -48,7 +47,7 @@ pub fn cli(agent: &Agent, args: &[&str]) -> Output {
 /// `shoal submit --api .. EXTRA... [-- CMD...]`: the id it printed.
 pub fn submit(agent: &Agent, extra: &[&str], command: &[&str]) -> String {
     let api = format!("http://{}", agent.spec.api);
-    let mut cmd = Command::new(SHOAL);
+    let mut cmd = Command::new(shoal());
     cmd.args(["submit", "--api", &api]).args(extra);
     if !command.is_empty() {
         cmd.arg("--").args(command);
@@ -86,7 +85,7 @@ pub fn wait_replicated(agents: &[Agent], group: usize) {
     assert!(
         ok.is_some(),
         "shard groups never reached {group} members:\n{}",
-        crate::common::logs(agents)
+        crate::agents::logs(agents)
     );
 }
 

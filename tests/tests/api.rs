@@ -1,8 +1,8 @@
 //! End-to-end tests of the agent's API, CLI and health reporting.
 
-mod common;
-
-use common::{http_get, wait_for, Party, SHOAL};
+use shoal_tests::agents;
+use shoal_tests::agents::{http_get, wait_for, Party};
+use shoal_tests::shoal;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ const POLL: Duration = Duration::from_millis(100);
 
 #[test]
 fn members_cli_fails_clearly_when_the_api_is_unreachable() {
-    let port = common::free_tcp_port();
-    let out = Command::new(SHOAL)
+    let port = agents::free_tcp_port();
+    let out = Command::new(shoal())
         .args([
             "members",
             "--json",
@@ -34,7 +34,7 @@ fn members_cli_prints_the_same_array_as_the_api() {
         (agents[0].names_in_state("alive")?.len() == 2).then_some(())
     });
     assert!(ok.is_some());
-    let out = Command::new(SHOAL)
+    let out = Command::new(shoal())
         .args([
             "members",
             "--json",
@@ -52,7 +52,7 @@ fn members_cli_prints_the_same_array_as_the_api() {
             assert!(!m[key].is_null(), "{key} missing in {m}");
         }
     }
-    let table = Command::new(SHOAL)
+    let table = Command::new(shoal())
         .args([
             "members",
             "--api",
@@ -74,10 +74,10 @@ fn api_off_loopback_requires_a_token_and_checks_it() {
     let party = Party::new();
     let mut spec = party.spec("n1");
     // Off loopback without a token: refused at start with a clear message.
-    spec.api = format!("0.0.0.0:{}", common::free_tcp_port())
+    spec.api = format!("0.0.0.0:{}", agents::free_tcp_port())
         .parse()
         .unwrap();
-    let out = Command::new(SHOAL)
+    let out = Command::new(shoal())
         .args([
             "agent",
             "--name",
@@ -179,7 +179,7 @@ fn config_file_env_and_flags_apply_in_that_order() {
             format!("name = \"from-file\"\nslots = 7\nlisten = \"{listen}\"\napi = \"{api}\"\n"),
         )
         .unwrap();
-        let mut cmd = Command::new(SHOAL);
+        let mut cmd = Command::new(shoal());
         cmd.args(["agent", "--config"])
             .arg(&config)
             .arg("--data")
@@ -220,12 +220,12 @@ fn config_file_env_and_flags_apply_in_that_order() {
 fn without_tls_flags_an_agent_makes_a_dev_ca_and_warns() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let api = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_tcp_port()));
-    let mut child = Command::new(SHOAL)
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], agents::free_tcp_port()));
+    let mut child = Command::new(shoal())
         .args(["agent", "--name", "solo", "--api", &api.to_string()])
         .args([
             "--listen",
-            &format!("127.0.0.1:{}", common::free_udp_port()),
+            &format!("127.0.0.1:{}", agents::free_udp_port()),
         ])
         .arg("--data")
         .arg(&data)

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+use shoal_tests::shoal;
 
 /// One mesh at a time: several 5-node meshes on a small machine would
 /// turn CPU starvation into the fault being tested.
@@ -29,7 +29,7 @@ fn seed() -> u64 {
 #[test]
 fn demo_membership_part_sees_the_kill_and_the_rejoin() {
     let _mesh = one_mesh();
-    let out = Command::new(SHOAL)
+    let out = Command::new(shoal())
         .args(["demo", "--membership-only"])
         .stdin(Stdio::null())
         .output()
@@ -48,7 +48,7 @@ fn demo_membership_part_sees_the_kill_and_the_rejoin() {
 #[test]
 fn demo_with_tasks_exits_zero_with_nothing_lost_or_run_twice() {
     let _mesh = one_mesh();
-    let out = Command::new(SHOAL)
+    let out = Command::new(shoal())
         .args(["demo", "--tasks", "20", "--task-secs", "2"])
         .stdin(Stdio::null())
         .output()
@@ -68,7 +68,7 @@ fn demo_with_tasks_exits_zero_with_nothing_lost_or_run_twice() {
 
 #[test]
 fn demo_refuses_a_mesh_too_small_to_lose_a_node() {
-    let out = Command::new(SHOAL)
+    let out = Command::new(shoal())
         .args(["demo", "--nodes", "2"])
         .stdin(Stdio::null())
         .output()
@@ -80,7 +80,7 @@ fn demo_refuses_a_mesh_too_small_to_lose_a_node() {
 #[test]
 fn interrupted_demo_leaves_no_agent_behind() {
     let _mesh = one_mesh();
-    let child = Command::new(SHOAL)
+    let child = Command::new(shoal())
         .args(["demo", "--membership-only", "--keep"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -122,7 +122,7 @@ fn membership_heals_after_kills_pauses_and_partitions() {
     let seed = seed();
     eprintln!("chaos seed {seed} (replay: SHOAL_CHAOS_SEED={seed})");
     let options = ChaosOptions {
-        binary: PathBuf::from(SHOAL),
+        binary: shoal().to_path_buf(),
         nodes: 5,
         tasks: 0,
         duration: Duration::from_secs(20),
@@ -152,7 +152,7 @@ fn short_chaos_run(wipe: bool) {
     let seed = seed();
     eprintln!("chaos seed {seed} (replay: SHOAL_CHAOS_SEED={seed})");
     let options = ChaosOptions {
-        binary: PathBuf::from(SHOAL),
+        binary: shoal().to_path_buf(),
         nodes: 5,
         tasks: 100,
         duration: Duration::from_secs(40),

@@ -2,8 +2,7 @@
 //! agents on free loopback ports (or inside network namespaces), and
 //! readers for their member lists and metrics. Every wait is bounded.
 
-#![allow(dead_code)]
-
+use crate::shoal;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -11,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 pub const PARTY: &str = "acme";
 
 /// Starts of a fresh agent before a port collision is no longer retried.
@@ -61,7 +59,7 @@ pub struct Party {
 impl Party {
     pub fn new() -> Party {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new(SHOAL)
+        let status = Command::new(shoal())
             .args(["ca", "init", "--party", PARTY, "--dir"])
             .arg(dir.path().join("ca"))
             .stderr(Stdio::null())
@@ -85,7 +83,7 @@ impl Party {
         if out.join("node.pem").exists() {
             return out;
         }
-        let status = Command::new(SHOAL)
+        let status = Command::new(shoal())
             .args(["ca", "issue", "--dir"])
             .arg(self.ca_dir())
             .args(["--node", node, "--out"])
@@ -171,10 +169,10 @@ impl AgentSpec {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, SHOAL]);
+                c.args(["netns", "exec", ns]).arg(shoal());
                 c
             }
-            None => Command::new(SHOAL),
+            None => Command::new(shoal()),
         };
         cmd.args([
             "agent",
@@ -291,7 +289,9 @@ impl Agent {
         let body = match &self.spec.netns {
             Some(ns) => {
                 let out = Command::new("ip")
-                    .args(["netns", "exec", ns, SHOAL, "members", "--json", "--api"])
+                    .args(["netns", "exec", ns])
+                    .arg(shoal())
+                    .args(["members", "--json", "--api"])
                     .arg(format!("http://{}", self.spec.api))
                     .stderr(Stdio::null())
                     .output()

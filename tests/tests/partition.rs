@@ -4,9 +4,7 @@
 //! routes on both sides; healing removes them. Needs root (`ip netns add`);
 //! skipped with a printed reason otherwise.
 
-mod common;
-
-use common::{logs, wait_for, Agent, Party};
+use shoal_tests::agents::{logs, wait_for, Agent, Party};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,0 +1,54 @@
+//! Shared support of shoal's end-to-end suites (`tests/tests/*.rs`): where the
+//! `shoal` binary under test is, a party CA with agents on loopback ports or in
+//! network namespaces (`agents`), and the task API/CLI helpers
+//! (`task_helpers`). Every wait here is bounded.
+
+pub mod agents;
+pub mod task_helpers;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The `shoal` binary the suites run: `$SHOAL_BIN` if set, else the workspace's
+/// own build of the same profile as the test, rebuilt once per test process so
+/// a suite never runs a stale binary.
+pub fn shoal() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("SHOAL_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => build_shoal(),
+    })
+}
+
+fn build_shoal() -> PathBuf {
+    // target/<profile>/deps/<test binary> -> target/<profile>/shoal
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let release = profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release");
+    let target_dir = profile_dir
+        .parent()
+        .expect("target dir above the profile dir");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--quiet", "-p", "shoal-node", "--bin", "shoal"])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if release {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo to build the shoal binary");
+    assert!(
+        status.success(),
+        "building the shoal binary failed: {status}"
+    );
+    let bin = profile_dir.join("shoal");
+    assert!(bin.exists(), "no shoal binary at {}", bin.display());
+    bin
+}
