@@ -56,6 +56,12 @@ pub struct Party {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Party {
+    fn default() -> Self {
+        Party::new()
+    }
+}
+
 impl Party {
     pub fn new() -> Party {
         let dir = tempfile::tempdir().unwrap();

@@ -17,12 +17,31 @@ pub fn shoal() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| match std::env::var_os("SHOAL_BIN") {
         Some(path) => PathBuf::from(path),
-        None => build_shoal(),
+        None => workspace_bin("shoal-node", "shoal"),
     })
 }
 
-fn build_shoal() -> PathBuf {
-    // target/<profile>/deps/<test binary> -> target/<profile>/shoal
+/// The `shoal-sim` binary, built like [`shoal`] (`$SHOAL_SIM_BIN` overrides).
+pub fn shoal_sim() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("SHOAL_SIM_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_bin("shoal-sim", "shoal-sim"),
+    })
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+        .to_path_buf()
+}
+
+/// Builds `bin` of workspace package `package` in the profile and target
+/// directory of the running test, and returns its path.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    // target/<profile>/deps/<test binary> -> target/<profile>/<bin>
     let exe = std::env::current_exe().expect("the test binary's own path");
     let profile_dir = exe
         .parent()
@@ -36,19 +55,18 @@ fn build_shoal() -> PathBuf {
         .expect("target dir above the profile dir");
     let mut cargo = Command::new(env!("CARGO"));
     cargo
-        .args(["build", "--quiet", "-p", "shoal-node", "--bin", "shoal"])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .arg(repo_root().join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target_dir);
     if release {
         cargo.arg("--release");
     }
-    let status = cargo.status().expect("run cargo to build the shoal binary");
-    assert!(
-        status.success(),
-        "building the shoal binary failed: {status}"
-    );
-    let bin = profile_dir.join("shoal");
-    assert!(bin.exists(), "no shoal binary at {}", bin.display());
-    bin
+    let status = cargo
+        .status()
+        .expect("run cargo to build a workspace binary");
+    assert!(status.success(), "building {bin} failed: {status}");
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "no {bin} binary at {}", path.display());
+    path
 }
