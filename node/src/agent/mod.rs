@@ -1,25 +1,26 @@
-//! `shoal agent`: starts the transport, the membership driver, the health
-//! checks and the API, then waits for SIGTERM/SIGINT to leave gracefully.
+//! `shoal agent`: start-up as named stages (identity, transport,
+//! membership, tasks, health and state, API), then a graceful leave on
+//! SIGTERM/SIGINT (docs/architecture.md, "Agent start-up").
 
 pub mod clock;
 pub mod driver;
 pub mod identity_binding;
 pub mod incarnation;
+pub mod state;
 
 use crate::api::{self, ApiState};
 use crate::config::AgentConfig;
-use crate::health::{self, HealthHandle};
+use crate::health;
 use crate::metrics::Metrics;
 use crate::tasks::host::TaskLoad;
 use crate::tls::{self, TlsMaterial};
-use crate::transport::Transport;
+use crate::transport::{Inbound, Transport};
 use anyhow::Context;
 use clock::Clock;
 use driver::{Command, Driver};
 use incarnation::IncarnationFile;
-use shoal_protocol::gossip::NodeState;
 use shoal_protocol::membership::{Identity, Membership};
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -27,15 +28,6 @@ use tokio::sync::{mpsc, oneshot};
 /// How long the agent keeps running after announcing its leave, so the
 /// announcement reaches the peers before the process exits.
 const LEAVE_DRAIN: Duration = Duration::from_millis(500);
-/// How often this node's gossiped state is recomputed.
-const STATE_REFRESH: Duration = Duration::from_secs(1);
-/// Republish the state at least this often even when nothing moved.
-const STATE_MAX_AGE: Duration = Duration::from_secs(30);
-/// Load changes smaller than this (per mille) are not worth a gossip round.
-const LOAD_CHANGE_PERMILLE: u32 = 100;
-/// Load-only changes are gossiped at most this often: on a busy machine the
-/// load moves every second, and every record costs a dissemination round.
-const LOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// Inbound frames buffered between the transport and the driver.
 const INBOUND_QUEUE: usize = 4096;
 /// Commands buffered for the driver.
@@ -68,35 +60,105 @@ fn tls_material(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
     tls::load_tls_material(&tls_dir).context("loading the development TLS material")
 }
 
-fn build_version() -> String {
-    format!("shoal {}", env!("CARGO_PKG_VERSION"))
+/// Runs the agent until a signal; returns after a graceful leave. Start-up
+/// is a straight line of stages, each taking what it needs and returning what
+/// the next needs.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let material = prepare_identity(&config)?;
+    let clock = Clock::new();
+    let metrics = Arc::new(Metrics::new());
+    let (net, inbound) = start_transport(&config, &material, &metrics)?;
+    let mut mesh = start_membership(&config, &material, clock, &net, inbound, &metrics)?;
+    let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
+    let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
+    tokio::spawn(state::publish_state(
+        config.clone(),
+        health.clone(),
+        mesh.commands.clone(),
+        load,
+    ));
+    let api_state = ApiState {
+        commands: mesh.commands.clone(),
+        tasks,
+        metrics,
+        health,
+        token: config.api_token.clone().filter(|t| !t.is_empty()),
+        single_node: config.join.is_empty(),
+        party: material.party.clone(),
+        started: std::time::Instant::now(),
+    };
+    let api_task = start_api(config.api, api_state).await?;
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "leaving the mesh");
+    leave(&net, mesh).await;
+    api_task.abort();
+    net.transport.close(Duration::from_millis(200)).await;
+    tracing::info!("left; bye");
+    Ok(())
 }
 
-/// Runs the agent until a signal; returns after a graceful leave.
-pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+/// Stage 1: a valid configuration, a data directory, and the TLS identity
+/// bound to that data directory.
+fn prepare_identity(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let material = tls_material(&config)?;
+    let material = tls_material(config)?;
     if let Some(dir) = &config.tls_dir {
         identity_binding::check(dir, &config.data_dir)?;
     }
     if material.node_name != config.name {
         tracing::warn!(cert = %material.node_name, name = %config.name, "the certificate names another node than --name");
     }
-    let clock = Clock::new();
-    let metrics = Arc::new(Metrics::new());
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    Ok(material)
+}
+
+/// What the transport stage hands on.
+struct Net {
+    transport: Transport,
+    addr: SocketAddr,
+}
+
+/// Stage 2: the QUIC endpoint, bound and serving; its inbound frames.
+fn start_transport(
+    config: &AgentConfig,
+    material: &TlsMaterial,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Net, mpsc::Receiver<Inbound>)> {
+    let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let transport = Transport::bind(
         config.listen,
-        &material,
+        material,
         metrics.transport.clone(),
         inbound_tx,
     )?;
     let addr = transport
         .local_addr()
         .context("reading the bound QUIC address")?;
+    Ok((Net { transport, addr }, inbound))
+}
 
+/// What the membership stage hands on.
+struct Mesh {
+    commands: mpsc::Sender<Command>,
+    /// Frames of the task channel, passed on by the driver; the task stage
+    /// takes them.
+    forward: Option<mpsc::Receiver<Inbound>>,
+    seeds: Vec<SocketAddr>,
+    incarnation_file: IncarnationFile,
+    driver_task: tokio::task::JoinHandle<()>,
+}
+
+/// Stage 3: the membership machine and its driver, joining through the seeds.
+fn start_membership(
+    config: &AgentConfig,
+    material: &TlsMaterial,
+    clock: Clock,
+    net: &Net,
+    inbound: mpsc::Receiver<Inbound>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Mesh> {
     let incarnation_file = IncarnationFile::new(&config.data_dir);
     let incarnation = incarnation_file
         .next()
@@ -104,11 +166,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let identity = Identity {
         id: material.node_id,
         name: config.name.clone(),
-        addr,
+        addr: net.addr,
     };
-    let seeds: Vec<_> = config.join.iter().copied().filter(|s| *s != addr).collect();
+    let seeds: Vec<_> = config
+        .join
+        .iter()
+        .copied()
+        .filter(|s| *s != net.addr)
+        .collect();
     tracing::info!(
-        name = %identity.name, id = %identity.id.to_hex(), %addr, party = %material.party,
+        name = %identity.name, id = %identity.id.to_hex(), addr = %net.addr, party = %material.party,
         incarnation, preset = ?config.preset, seeds = ?seeds, "agent starting"
     );
     let membership = Membership::new(
@@ -118,19 +185,42 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         incarnation,
         clock.now(),
     );
-    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (forward_tx, forward_rx) = mpsc::channel(crate::tasks::host::INBOUND_QUEUE);
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (forward_tx, forward) = mpsc::channel(crate::tasks::host::INBOUND_QUEUE);
     let driver = Driver::new(
         membership,
         clock,
-        transport.clone(),
+        net.transport.clone(),
         metrics.clone(),
         seeds.clone(),
         incarnation_file.clone(),
     )
     .with_forward(forward_tx);
-    let driver_task = tokio::spawn(driver.run(commands_rx, inbound_rx));
-    let (tasks, load) = crate::tasks::host::start(
+    let driver_task = tokio::spawn(driver.run(commands_rx, inbound));
+    Ok(Mesh {
+        commands,
+        forward: Some(forward),
+        seeds,
+        incarnation_file,
+        driver_task,
+    })
+}
+
+/// Stage 4: the task host (store, coordinator, executor, recovery of the
+/// attempts a previous run left); its API handle and the load it reports.
+async fn start_tasks(
+    config: &AgentConfig,
+    material: &TlsMaterial,
+    clock: Clock,
+    net: &Net,
+    metrics: &Arc<Metrics>,
+    mesh: &mut Mesh,
+) -> anyhow::Result<(crate::tasks::TasksHandle, Arc<TaskLoad>)> {
+    let forward = mesh
+        .forward
+        .take()
+        .context("the task stage runs once per agent")?;
+    crate::tasks::host::start(
         crate::tasks::host::HostConfig {
             me: material.node_id,
             name: config.name.clone(),
@@ -138,51 +228,41 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             data_dir: config.data_dir.clone(),
             slots: config.slots,
             labels: config.labels.clone(),
-            founder: seeds.is_empty(),
+            founder: mesh.seeds.is_empty(),
         },
         clock,
-        transport.clone(),
+        net.transport.clone(),
         metrics.clone(),
-        commands_tx.clone(),
-        forward_rx,
+        mesh.commands.clone(),
+        forward,
     )
     .await
-    .context("starting the task host")?;
+    .context("starting the task host")
+}
 
-    let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
-    tokio::spawn(publish_state(
-        config.clone(),
-        health.clone(),
-        commands_tx.clone(),
-        load,
-    ));
-
-    let api_state = ApiState {
-        commands: commands_tx.clone(),
-        tasks,
-        metrics,
-        health,
-        token: config.api_token.clone().filter(|t| !t.is_empty()),
-        single_node: config.join.is_empty(),
-        party: material.party.clone(),
-        started: std::time::Instant::now(),
-    };
-    let listener = tokio::net::TcpListener::bind(config.api)
+/// Stage 5: the HTTP API.
+async fn start_api(
+    addr: SocketAddr,
+    state: ApiState,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the API on {}", config.api))?;
-    tracing::info!(api = %config.api, "API listening");
-    let server = axum::serve(listener, api::router(api_state));
-    let api_task = tokio::spawn(async move {
+        .with_context(|| format!("binding the API on {addr}"))?;
+    tracing::info!(api = %addr, "API listening");
+    let server = axum::serve(listener, api::router(state));
+    Ok(tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "API server stopped");
         }
-    });
+    }))
+}
 
-    let signal = wait_for_signal().await?;
-    tracing::info!(signal, "leaving the mesh");
+/// Last stage: announce a graceful leave and keep gossiping it for
+/// `LEAVE_DRAIN`, then persist the final incarnation.
+async fn leave(net: &Net, mesh: Mesh) {
     let leave_deadline = tokio::time::Instant::now() + LEAVE_DRAIN;
     let (tx, rx) = oneshot::channel();
-    let final_incarnation = if commands_tx.send(Command::Leave(tx)).await.is_ok() {
+    let final_incarnation = if mesh.commands.send(Command::Leave(tx)).await.is_ok() {
         tokio::time::timeout(LEAVE_DRAIN, rx)
             .await
             .ok()
@@ -193,18 +273,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // Keep the driver and the connections running for the whole window:
     // queued datagrams only leave when quinn's connection tasks run, and the
     // machine keeps gossiping the leave meanwhile.
-    transport.flush(LEAVE_DRAIN).await;
+    net.transport.flush(LEAVE_DRAIN).await;
     tokio::time::sleep_until(leave_deadline).await;
     if let Some(incarnation) = final_incarnation {
-        if let Err(e) = incarnation_file.store(incarnation) {
+        if let Err(e) = mesh.incarnation_file.store(incarnation) {
             tracing::error!(error = %e, "cannot persist incarnation");
         }
     }
-    api_task.abort();
-    driver_task.abort();
-    transport.close(Duration::from_millis(200)).await;
-    tracing::info!("left; bye");
-    Ok(())
+    mesh.driver_task.abort();
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
@@ -215,115 +291,4 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
-}
-
-/// Recomputes this node's gossiped state every second and hands it to the
-/// membership machine when it changed enough to be worth a gossip round.
-async fn publish_state(
-    config: AgentConfig,
-    health: HealthHandle,
-    commands: mpsc::Sender<Command>,
-    load: std::sync::Arc<TaskLoad>,
-) {
-    let mut last: Option<(NodeState, tokio::time::Instant)> = None;
-    let mut tick = tokio::time::interval(STATE_REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let state = local_state(&config, &health, &load);
-        let due = match &last {
-            None => true,
-            Some((prev, at)) => {
-                urgent_change(prev, &state)
-                    || (load_change(prev, &state) && at.elapsed() >= LOAD_MIN_INTERVAL)
-                    || at.elapsed() >= STATE_MAX_AGE
-            }
-        };
-        if due {
-            if commands
-                .send(Command::SetLocalState(state.clone()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            last = Some((state, tokio::time::Instant::now()));
-        }
-    }
-}
-
-fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> NodeState {
-    let sample = health.sample();
-    NodeState {
-        version: 0,
-        slots_total: config.slots,
-        slots_free: load.slots_free.load(Ordering::Relaxed),
-        running_attempts: load.running.load(Ordering::Relaxed),
-        cpu_load_permille: sample.cpu_load_permille,
-        mem_used_permille: sample.mem_used_permille,
-        disk_free_mib: sample.disk_free_mib,
-        health: health.node_health(),
-        labels: config.labels.clone(),
-        build_version: build_version(),
-    }
-}
-
-/// Changes schedulers must see at once.
-fn urgent_change(prev: &NodeState, next: &NodeState) -> bool {
-    prev.health != next.health
-        || prev.slots_total != next.slots_total
-        || prev.slots_free != next.slots_free
-        || prev.running_attempts != next.running_attempts
-        || prev.labels != next.labels
-}
-
-/// Load moves worth telling, but not every second.
-fn load_change(prev: &NodeState, next: &NodeState) -> bool {
-    // A step of LOAD_CHANGE_PERMILLE, or a quarter of the old value when
-    // the load is high, so a machine at 4x load does not flap.
-    let moved = |a: u32, b: u32| a.abs_diff(b) >= LOAD_CHANGE_PERMILLE.max(a / 4);
-    moved(prev.cpu_load_permille, next.cpu_load_permille)
-        || moved(prev.mem_used_permille, next.mem_used_permille)
-        // Disk: a change of a tenth of what was free.
-        || prev.disk_free_mib.abs_diff(next.disk_free_mib) > prev.disk_free_mib / 10
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_protocol::gossip::Health;
-
-    #[test]
-    fn small_load_wiggles_are_not_republished_but_health_changes_are() {
-        let a = NodeState {
-            cpu_load_permille: 100,
-            disk_free_mib: 1000,
-            ..NodeState::default()
-        };
-        let wiggle = NodeState {
-            cpu_load_permille: 150,
-            disk_free_mib: 990,
-            ..a.clone()
-        };
-        assert!(!urgent_change(&a, &wiggle) && !load_change(&a, &wiggle));
-        let sick = NodeState {
-            health: Health::Critical { reason: "x".into() },
-            ..a.clone()
-        };
-        assert!(urgent_change(&a, &sick));
-        let busy = NodeState {
-            cpu_load_permille: 300,
-            ..a.clone()
-        };
-        assert!(!urgent_change(&a, &busy) && load_change(&a, &busy));
-        let high = NodeState {
-            cpu_load_permille: 4000,
-            ..a.clone()
-        };
-        let high_wiggle = NodeState {
-            cpu_load_permille: 4600,
-            ..a.clone()
-        };
-        assert!(!load_change(&high, &high_wiggle));
-    }
 }
