@@ -1,4 +1,4 @@
-//! Who should run a task (design §7): the submitter offers it to the best
+//! Who should run a task (docs/protocol.md §7): the submitter offers it to the best
 //! of `d` random candidates by gossiped free slots (power of d choices, as
 //! in Sparrow); nodes with free slots also pull pending work from the shard
 //! groups (late binding). Nothing here is trusted for safety: offers and

@@ -1,4 +1,4 @@
-//! Shards and their acceptor groups (design §5).
+//! Shards and their acceptor groups (docs/protocol.md §5).
 //!
 //! The task key space is split into a fixed number of shards. Each shard has
 //! a configuration: an epoch and the acceptor group that serves it. Groups
@@ -86,7 +86,7 @@ pub fn shard_of(task_key: u64, shards: u32) -> ShardId {
 }
 
 /// Group size for a party of `live` nodes: 3, or 5 from 7 nodes on
-/// (design §5), never more than there are nodes.
+/// (docs/protocol.md §5), never more than there are nodes.
 pub fn group_size(live: usize, small: usize, large: usize) -> usize {
     let want = if live >= 7 { large } else { small };
     want.min(live).clamp(1, MAX_GROUP_SIZE)

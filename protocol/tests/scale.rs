@@ -1,4 +1,4 @@
-//! A large-cluster run of the LAN preset against its targets (design §9,
+//! A large-cluster run of the LAN preset against its targets (docs/protocol.md §9,
 //! the simulator measures the same in earnest). Ignored by default: it is a
 //! report, not a timed unit test. Run it with
 //! `SHOAL_SCALE_N=1000 cargo test -p shoal-protocol --release --test scale -- --ignored --nocapture`.

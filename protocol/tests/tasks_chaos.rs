@@ -1,6 +1,6 @@
 //! Randomised chaos on the in-memory cluster: crashes, restarts with and
 //! without disk, pauses, asymmetric partitions, loss and clock drift, then
-//! a liveness phase. Checks design §9 items 1–4 and 7 in global time.
+//! a liveness phase. Checks docs/protocol.md §9 items 1–4 and 7 in global time.
 
 mod tasks_harness;
 

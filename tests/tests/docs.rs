@@ -310,3 +310,68 @@ fn every_metric_named_in_the_docs_is_exported_by_a_live_agent() {
         missing.join("\n")
     );
 }
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_docs_section_the_code_cites_exists() {
+    let root = repo_root();
+    let mut files = Vec::new();
+    for dir in ["protocol", "node", "sim", "tests", "bench"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut cited = 0;
+    let mut problems = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read source");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("docs/") {
+            rest = &rest[at + "docs/".len()..];
+            let Some(md) = rest.find(".md") else { break };
+            let page = &rest[..md];
+            if !page.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                continue;
+            }
+            let after = &rest[md + ".md".len()..];
+            let page_path = root.join("docs").join(format!("{page}.md"));
+            let Ok(doc) = std::fs::read_to_string(&page_path) else {
+                problems.push(format!("{}: cites missing docs/{page}.md", file.display()));
+                continue;
+            };
+            // "docs/protocol.md §3, §4": every section named after the page.
+            let mut sections = after.trim_start();
+            while let Some(number) = sections.strip_prefix('§') {
+                let digits: String = number.chars().take_while(char::is_ascii_digit).collect();
+                cited += 1;
+                let heading = format!("§{digits} ");
+                if !doc
+                    .lines()
+                    .any(|line| line.starts_with('#') && line.contains(&heading))
+                {
+                    problems.push(format!(
+                        "{}: cites docs/{page}.md §{digits}, which has no such section",
+                        file.display()
+                    ));
+                }
+                sections = number[digits.len()..].trim_start_matches([',', ' ']);
+            }
+        }
+    }
+    assert!(
+        cited >= 10,
+        "only {cited} citations found: is the scan broken?"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -1,4 +1,4 @@
-//! Mutual TLS inside a party (design §8): the party CA, node certificates,
+//! Mutual TLS inside a party (docs/protocol.md §8): the party CA, node certificates,
 //! the verifiers that refuse other CAs and other parties during the
 //! handshake, and the NodeId derived from a certificate's public key.
 

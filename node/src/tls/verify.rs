@@ -98,7 +98,7 @@ pub fn load_tls_material(dir: &Path) -> Result<TlsMaterial, TlsError> {
     })
 }
 
-/// The one crypto provider of shoal (design §10).
+/// The one crypto provider of shoal (docs/architecture.md §11).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

@@ -1,4 +1,4 @@
-//! Reconfiguration of a shard group through the old group (design §5).
+//! Reconfiguration of a shard group through the old group (docs/protocol.md §5).
 //!
 //! 0. Check: a majority of the proposed members must answer a
 //!    `ReadyCheck`. A chosen successor can never be replaced, so a move

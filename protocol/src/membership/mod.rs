@@ -1,4 +1,4 @@
-//! SWIM membership with the Lifeguard extensions (design §3).
+//! SWIM membership with the Lifeguard extensions (docs/protocol.md §3).
 //!
 //! # Driving the machine
 //! The host owns one [`Membership`] per node and, in any order it likes:

@@ -1,4 +1,4 @@
-//! PaxosLease at one acceptor: leases live in memory only (design §5).
+//! PaxosLease at one acceptor: leases live in memory only (docs/protocol.md §5).
 //!
 //! The rules that make leases safe without synchronised clocks:
 //! - the holder starts its timer before it asks, the acceptor starts its

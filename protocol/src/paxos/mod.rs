@@ -1,4 +1,4 @@
-//! Replicated state of the shard groups (design §5): CASPaxos registers,
+//! Replicated state of the shard groups (docs/protocol.md §5): CASPaxos registers,
 //! PaxosLease leases and the acceptor that serves both. The proposer side
 //! lives in [`crate::coordinator`].
 //!

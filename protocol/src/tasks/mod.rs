@@ -1,4 +1,4 @@
-//! Task records and their state machine (design §6).
+//! Task records and their state machine (docs/protocol.md §6).
 //!
 //! A task record is a CASPaxos register value. Every change to it is a
 //! [`Mutation`] applied by whichever proposer won the register's ballot, so

@@ -2,7 +2,7 @@
 //! rounds, reconfiguration, late-binding pulls and offers.
 //!
 //! Every message carries durations, never absolute times: instants are
-//! local to one host's clock (design §5).
+//! local to one host's clock (docs/protocol.md §5).
 
 use crate::paxos::{Ballot, RegisterKey, Slot};
 use crate::shard::{ShardConfig, ShardId};

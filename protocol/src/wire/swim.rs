@@ -1,4 +1,4 @@
-//! SWIM membership messages (design §3, §4).
+//! SWIM membership messages (docs/protocol.md §3, §4).
 //!
 //! Every message names its sender, which the receiver checks against the
 //! peer the transport authenticated. Updates ride on every probe message;

@@ -2,7 +2,7 @@
 //! virtual global time in milliseconds, one drifting clock per node,
 //! message loss, delay and (asymmetric) partitions, pauses, crashes and
 //! restarts with or without disk, a disk with latency, an attempt model
-//! with a watchdog, and checkers of design §9 evaluated in global time.
+//! with a watchdog, and checkers of docs/protocol.md §9 evaluated in global time.
 #![allow(dead_code)]
 
 pub mod chaos;

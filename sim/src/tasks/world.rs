@@ -3,7 +3,7 @@
 //! partitions incl. asymmetric ones and swizzle-clogs), per-node drifting
 //! clocks, and the scenario's fault schedule. Ported from the protocol
 //! crate's in-memory chaos harness (`protocol/tests/tasks_harness`): same
-//! disk model, attempt model with watchdog, and checkers of design §9,
+//! disk model, attempt model with watchdog, and checkers of docs/protocol.md §9,
 //! evaluated in global simulated time.
 //!
 //! Time advances in 1 ms global steps (like the harness), not through the
