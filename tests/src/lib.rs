@@ -1,4 +1,4 @@
-//! Shared support of shoal's end-to-end suites (`tests/tests/*.rs`): where the
+//! Shared support of shoal's end-to-end suites (`tests/e2e/*.rs`): where the
 //! `shoal` binary under test is, a party CA with agents on loopback ports or in
 //! network namespaces (`agents`), and the task API/CLI helpers
 //! (`task_helpers`). Every wait here is bounded.

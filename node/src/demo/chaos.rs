@@ -1,4 +1,4 @@
-//! The chaos engine shared by `tests/tests/chaos.rs` and `scripts/chaos.sh`
+//! The chaos engine shared by `tests/e2e/chaos.rs` and `scripts/chaos.sh`
 //! (through the hidden `shoal chaos`): a mesh of real agents, tasks that
 //! record themselves outside shoal, and a fault schedule drawn from a
 //! printed seed — `kill -9` (restart with or without the data directory),

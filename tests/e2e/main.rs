@@ -1,0 +1,13 @@
+//! shoal's end-to-end suites against real agent processes, linked as one test
+//! binary: each suite links the whole agent, and one link instead of nine keeps
+//! a CI build's disk use and link time down.
+
+mod api;
+mod chaos;
+mod docs;
+mod mesh;
+mod partition;
+mod security;
+mod tasks_api;
+mod tasks_failover;
+mod tasks_throughput;
