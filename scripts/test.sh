@@ -12,6 +12,8 @@ fi
 # etcd-client (the benchmark's baseline worker pool) compiles protobufs at build time.
 need_pkg protoc protobuf-compiler
 
+# A full disk kills the linker with SIGBUS; say up front how much there is.
+df -h . | tail -1 | awk '{print "== disk: " $4 " free of " $2}'
 echo "== format"
 cargo fmt --all --check
 echo "== lint"

@@ -3,16 +3,9 @@
 
 /// The `p`-th percentile (0..=100) by nearest rank; `None` for no samples.
 pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
-    if samples.is_empty() || !(0.0..=100.0).contains(&p) {
-        return None;
-    }
     let mut sorted: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
-    if sorted.is_empty() {
-        return None;
-    }
     sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+    shoal_protocol::stats::nearest_rank(&sorted, p / 100.0)
 }
 
 /// The median (50th percentile, nearest rank).

@@ -2,7 +2,7 @@
 //! variables above it, flags on top (clap reads flags and environment; the
 //! file fills in what neither gave).
 
-use crate::health::CheckSpec;
+use crate::health::{BuiltinHealth, CheckSpec};
 use serde::Deserialize;
 use shoal_protocol::membership::Config as MembershipConfig;
 use std::collections::BTreeMap;
@@ -37,34 +37,6 @@ impl Preset {
             Preset::Local => MembershipConfig::local(),
             Preset::Lan => MembershipConfig::lan(),
             Preset::Wan => MembershipConfig::wan(),
-        }
-    }
-}
-
-/// Thresholds of the built-in health checks.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BuiltinHealth {
-    /// Critical below this much free space in the data directory.
-    pub disk_free_critical_mib: u64,
-    /// Warning below this much free space in the data directory.
-    pub disk_free_warning_mib: u64,
-    /// Critical when less than this per mille of memory is available.
-    pub mem_available_critical_permille: u32,
-    /// Warning when less than this per mille of memory is available.
-    pub mem_available_warning_permille: u32,
-    /// How often the built-in checks run.
-    pub interval_ms: u64,
-}
-
-impl Default for BuiltinHealth {
-    fn default() -> Self {
-        BuiltinHealth {
-            disk_free_critical_mib: 64,
-            disk_free_warning_mib: 512,
-            mem_available_critical_permille: 30,
-            mem_available_warning_permille: 100,
-            interval_ms: 5_000,
         }
     }
 }

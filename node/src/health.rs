@@ -4,12 +4,39 @@
 //! worst result becomes this node's gossiped [`Health`]; an unhealthy node
 //! stays a member but takes no new work.
 
-use crate::config::BuiltinHealth;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::gossip::Health;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Thresholds of the built-in health checks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuiltinHealth {
+    /// Critical below this much free space in the data directory.
+    pub disk_free_critical_mib: u64,
+    /// Warning below this much free space in the data directory.
+    pub disk_free_warning_mib: u64,
+    /// Critical when less than this per mille of memory is available.
+    pub mem_available_critical_permille: u32,
+    /// Warning when less than this per mille of memory is available.
+    pub mem_available_warning_permille: u32,
+    /// How often the built-in checks run.
+    pub interval_ms: u64,
+}
+
+impl Default for BuiltinHealth {
+    fn default() -> Self {
+        BuiltinHealth {
+            disk_free_critical_mib: 64,
+            disk_free_warning_mib: 512,
+            mem_available_critical_permille: 30,
+            mem_available_warning_permille: 100,
+            interval_ms: 5_000,
+        }
+    }
+}
 
 /// The longest output of a check kept for display.
 const MAX_OUTPUT_CHARS: usize = 200;

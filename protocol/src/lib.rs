@@ -17,6 +17,7 @@ pub mod membership;
 pub mod paxos;
 pub mod sched;
 pub mod shard;
+pub mod stats;
 pub mod tasks;
 pub mod time;
 pub mod wire;

@@ -12,12 +12,8 @@ use shoal_protocol::Instant;
 use std::time::Duration;
 
 fn percentile(mut v: Vec<u64>, p: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
     v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
+    shoal_protocol::stats::nearest_rank(&v, p).unwrap_or(0)
 }
 
 /// For each observer other than `subject`, when it first logged `matches`

@@ -2,6 +2,7 @@
 //! the human summary printed by the CLI.
 
 use serde::Serialize;
+use shoal_protocol::stats::nearest_rank;
 use std::fmt::Write as _;
 
 /// A broken invariant.
@@ -33,14 +34,6 @@ pub struct Quantiles2 {
     pub p50: Option<f64>,
     /// 99th percentile (nearest rank).
     pub p99: Option<f64>,
-}
-
-fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 impl Quantiles3 {

@@ -195,8 +195,7 @@ impl TaskLog {
 pub fn quantile(samples: &[u64], q: f64) -> Option<u64> {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-    sorted.get(rank - 1).copied()
+    shoal_protocol::stats::nearest_rank(&sorted, q)
 }
 
 #[cfg(test)]

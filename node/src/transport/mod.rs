@@ -24,7 +24,7 @@ use shoal_protocol::NodeId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -228,7 +228,7 @@ impl Transport {
             frame: frame::encode(channel, payload),
         };
         let shared = &self.shared;
-        let mut peers = shared.peers.lock().expect("peers lock poisoned");
+        let mut peers = lock(&shared.peers);
         if peers.len() >= PEER_MAP_PRUNE_AT {
             // Sender tasks of addresses gone quiet have exited; forget them.
             peers.retain(|_, queue| !queue.is_closed());
@@ -273,7 +273,7 @@ impl Transport {
 
     /// Number of cached connections.
     pub fn connection_count(&self) -> usize {
-        self.shared.conns.lock().expect("conns lock poisoned").len()
+        lock(&self.shared.conns).len()
     }
 }
 
@@ -373,7 +373,7 @@ fn send_on(shared: &Arc<Shared>, conn: &Connection, outbound: Outbound) {
 
 /// The cached live connection to `dst`, or a new one.
 async fn connection_to(shared: &Arc<Shared>, dst: SocketAddr) -> Option<Connection> {
-    if let Some(conn) = shared.conns.lock().expect("conns lock poisoned").get(&dst) {
+    if let Some(conn) = lock(&shared.conns).get(&dst) {
         if conn.close_reason().is_none() {
             return Some(conn.clone());
         }
@@ -414,11 +414,7 @@ fn register(shared: &Arc<Shared>, conn: Connection) -> Option<NodeId> {
         shared.counters.handshake_refusals.inc();
         return None;
     };
-    shared
-        .conns
-        .lock()
-        .expect("conns lock poisoned")
-        .insert(conn.remote_address(), conn.clone());
+    lock(&shared.conns).insert(conn.remote_address(), conn.clone());
     tokio::spawn(read_connection(shared.clone(), conn, peer_id));
     Some(peer_id)
 }
@@ -467,7 +463,7 @@ async fn read_connection(shared: Arc<Shared>, conn: Connection, peer_id: NodeId)
             },
         }
     }
-    let mut conns = shared.conns.lock().expect("conns lock poisoned");
+    let mut conns = lock(&shared.conns);
     if conns
         .get(&src)
         .is_some_and(|c| c.stable_id() == conn.stable_id())
@@ -544,4 +540,11 @@ fn deliver(shared: &Arc<Shared>, src: SocketAddr, src_id: NodeId, bytes: Bytes, 
     if shared.inbound.try_send(inbound).is_err() {
         tracing::debug!(peer = %src, "inbound queue full; frame dropped");
     }
+}
+
+/// The transport's maps stay whole if a task panics while holding them (each
+/// critical section is one insert, remove or lookup), so a poisoned lock is
+/// taken over rather than turned into a panic in every later datagram.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -11,97 +11,13 @@ use crate::engine::Outcome;
 use crate::faults::{schedule, FaultAction};
 use crate::report::{Derived, MembershipReport, Quantiles3, Report, Violation};
 use crate::scenario::Scenario;
+pub use crate::scenario::TasksModel;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use shoal_protocol::coordinator::Config;
 use shoal_protocol::tasks::TaskSpec;
 use shoal_protocol::Bugs;
 use world::World;
-
-/// The `[tasks]` table of a scenario.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TasksModel {
-    /// Shards `S`.
-    #[serde(default = "default_shards")]
-    pub shards: u32,
-    /// Acceptor group size `R`.
-    #[serde(default = "default_group")]
-    pub group_size: usize,
-    /// Slots per node.
-    #[serde(default = "default_slots")]
-    pub slots_per_node: u32,
-    /// Mean task arrivals per virtual second (Poisson), during
-    /// `[warmup_s, safety_s)`.
-    pub arrivals_per_s: f64,
-    /// Task durations, uniform in this range, ms.
-    #[serde(default = "default_duration")]
-    pub duration_ms: [u64; 2],
-    /// Probability that a task needs 2 slots instead of 1.
-    #[serde(default)]
-    pub two_slot_probability: f64,
-    /// Probability that a task carries a label (`pool=a`) that half of the
-    /// nodes offer.
-    #[serde(default)]
-    pub label_probability: f64,
-    /// Probability that a task's process exits non-zero.
-    #[serde(default)]
-    pub fail_probability: f64,
-    /// Retries per task.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Lease length, ms.
-    #[serde(default = "default_lease_ms")]
-    pub lease_ms: u64,
-    /// Drift bound `rho` the machines are told (≥ the clock model's).
-    #[serde(default = "default_rho")]
-    pub rho: f64,
-    /// Job register operations checked for linearizability (0 = off).
-    #[serde(default = "default_lin_ops")]
-    pub linearizability_ops: usize,
-    /// Crash → each observer's coordinator sees the node gone, ms (uniform
-    /// per observer and crash). The default spans shoal SWIM's measured
-    /// `detect_first` p50 to `detect_all` p99 at 50 nodes (smoke: 353 and
-    /// 3560 ms). `[0, 0]` is the simulator's ground truth.
-    #[serde(default = "default_detect_ms")]
-    pub detect_ms: [u64; 2],
-    /// A (re)started identity → each observer sees it, ms. Default: SWIM's
-    /// dissemination p50 to p99 (116 and 1207 ms).
-    #[serde(default = "default_join_ms")]
-    pub join_ms: [u64; 2],
-}
-
-fn default_shards() -> u32 {
-    16
-}
-fn default_group() -> usize {
-    3
-}
-fn default_slots() -> u32 {
-    4
-}
-fn default_duration() -> [u64; 2] {
-    [100, 2_000]
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_lease_ms() -> u64 {
-    Config::default().lease_ms
-}
-fn default_rho() -> f64 {
-    0.01
-}
-fn default_lin_ops() -> usize {
-    30
-}
-fn default_detect_ms() -> [u64; 2] {
-    [350, 3_600]
-}
-fn default_join_ms() -> [u64; 2] {
-    [100, 1_200]
-}
 
 /// Bug names `--bug` accepts in a task world.
 pub const BUG_NAMES: &[&str] = &[
@@ -187,22 +103,7 @@ pub fn sweep_summary<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Optio
 /// Runs the task world of `scenario` (which must have `[tasks]`).
 pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
     let started = std::time::Instant::now();
-    let model = scenario.tasks.clone().unwrap_or(TasksModel {
-        shards: default_shards(),
-        group_size: default_group(),
-        slots_per_node: default_slots(),
-        arrivals_per_s: 0.0,
-        duration_ms: default_duration(),
-        two_slot_probability: 0.0,
-        label_probability: 0.0,
-        fail_probability: 0.0,
-        retries: default_retries(),
-        lease_ms: default_lease_ms(),
-        rho: default_rho(),
-        linearizability_ops: 0,
-        detect_ms: default_detect_ms(),
-        join_ms: default_join_ms(),
-    });
+    let model = scenario.tasks.clone().unwrap_or_else(TasksModel::idle);
     let n = scenario.nodes as usize;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7a5c_5eed);
     let world_seed: u64 = rng.gen();
