@@ -8,10 +8,13 @@ need_pkg() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get 
 if [ "$(id -u)" = 0 ]; then
   need_pkg ip iproute2           # network namespaces for the partition tests
   need_pkg iptables iptables      # loopback partitions in the chaos tests
+  need_pkg promtool prometheus    # checks and unit tests of deploy/prometheus/alerts.yml
 fi
 # etcd-client (the benchmark's baseline worker pool) compiles protobufs at build time.
 need_pkg protoc protobuf-compiler
 
+echo "== alert rules"
+(cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml)
 echo "== format"
 cargo fmt --all --check
 echo "== lint"
