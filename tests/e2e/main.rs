@@ -6,6 +6,7 @@ mod api;
 mod chaos;
 mod docs;
 mod mesh;
+mod metrics_names;
 mod partition;
 mod security;
 mod tasks_api;
