@@ -9,6 +9,8 @@ if [ "$(id -u)" = 0 ]; then
   need_pkg ip iproute2           # network namespaces for the partition tests
   need_pkg iptables iptables      # loopback partitions in the chaos tests
   need_pkg promtool prometheus    # checks and unit tests of deploy/prometheus/alerts.yml
+  need_pkg chromium chromium      # the web view's browser test (tests/e2e/ui_browser.rs)
+  need_pkg chromedriver chromium-driver
 fi
 # etcd-client (the benchmark's baseline worker pool) compiles protobufs at build time.
 need_pkg protoc protobuf-compiler

@@ -12,3 +12,4 @@ mod security;
 mod tasks_api;
 mod tasks_failover;
 mod tasks_throughput;
+mod ui_browser;
