@@ -8,12 +8,17 @@ need_pkg() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get 
 if [ "$(id -u)" = 0 ]; then
   need_pkg ip iproute2           # network namespaces for the partition tests
   need_pkg iptables iptables      # loopback partitions in the chaos tests
+  need_pkg promtool prometheus    # checks and unit tests of deploy/prometheus/alerts.yml
+  need_pkg chromium chromium      # the web view's browser test (tests/e2e/ui_browser.rs)
+  need_pkg chromedriver chromium-driver
 fi
 # etcd-client (the benchmark's baseline worker pool) compiles protobufs at build time.
 need_pkg protoc protobuf-compiler
 
 # A full disk kills the linker with SIGBUS; say up front how much there is.
 df -h . | tail -1 | awk '{print "== disk: " $4 " free of " $2}'
+echo "== alert rules"
+(cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml)
 echo "== format"
 cargo fmt --all --check
 echo "== lint"

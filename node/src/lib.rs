@@ -15,3 +15,4 @@ pub mod store;
 pub mod tasks;
 pub mod tls;
 pub mod transport;
+pub mod ui;

@@ -1,6 +1,8 @@
-//! The HTTP API (axum): members, this node, metrics, liveness and readiness.
+//! The HTTP API (axum): members, this node, metrics, liveness and readiness,
+//! and the web view's static files (`/ui`, see [`crate::ui`]).
 //! It listens on loopback unless told otherwise; off loopback every request
-//! but `/healthz` and `/readyz` needs `Authorization: Bearer TOKEN`.
+//! but `/healthz`, `/readyz` and the web view's files needs
+//! `Authorization: Bearer TOKEN`.
 
 pub mod tasks;
 pub mod view;
@@ -62,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(protected)
+        .merge(crate::ui::router())
         .with_state(state)
 }
 
