@@ -5,6 +5,7 @@
 mod api;
 mod chaos;
 mod docs;
+mod health_cli;
 mod mesh;
 mod partition;
 mod security;
