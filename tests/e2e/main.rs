@@ -4,6 +4,7 @@
 
 mod api;
 mod chaos;
+mod containers;
 mod docs;
 mod health_cli;
 mod mesh;
