@@ -11,7 +11,10 @@ if [ "$(id -u)" = 0 ]; then
   need_pkg promtool prometheus    # checks and unit tests of deploy/prometheus/alerts.yml
   need_pkg chromium chromium      # the web view's browser test (tests/e2e/ui_browser.rs)
   need_pkg chromedriver chromium-driver
+  need_pkg systemd-analyze systemd  # checks deploy/systemd/shoal.service
 fi
+# Schema check of deploy/k8s (Kubernetes schemas bundled, no cluster needed).
+python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate
 # etcd-client (the benchmark's baseline worker pool) compiles protobufs at build time.
 need_pkg protoc protobuf-compiler
 
@@ -35,4 +38,20 @@ if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run "${planted[@]}" --no-fail-fast
 else
   cargo test "${planted[@]}" --no-fail-fast
+fi
+echo "== deploy (static binary, FROM-scratch image, compose, Kubernetes, systemd)"
+scripts/release.sh
+deploy/systemd/verify.sh dist/shoal
+deploy/k8s/validate.py
+if docker info >/dev/null 2>&1; then
+  docker build -q -f deploy/docker/Dockerfile -t shoal:ci . >/dev/null
+  echo "image shoal:ci: $(docker image inspect -f '{{.Size}}' shoal:ci) bytes"
+  docker rmi -f shoal:ci >/dev/null
+  SHOAL_API_TOKEN=ci docker-compose -f deploy/compose/docker-compose.yml config -q
+fi
+# Skips itself, saying why, where Docker is absent.
+if command -v cargo-nextest >/dev/null 2>&1; then
+  SHOAL_STATIC_BIN=dist/shoal cargo nextest run -p shoal-tests -E 'test(/containers/)' --no-capture
+else
+  SHOAL_STATIC_BIN=dist/shoal cargo test -p shoal-tests --test e2e containers -- --nocapture
 fi

@@ -1,7 +1,7 @@
 //! The `shoal` binary's entry point: parse, set up logging, dispatch.
 
 use clap::Parser;
-use shoal_node::cli::{members, tasks, CaCommand, Cli, Command, LogFormat};
+use shoal_node::cli::{health, members, tasks, CaCommand, Cli, Command, LogFormat};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -45,6 +45,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 files.cert.display()
             );
         }
+        Command::Ca {
+            command:
+                CaCommand::Bootstrap {
+                    party,
+                    dir,
+                    nodes,
+                    out,
+                },
+        } => {
+            for issued in shoal_node::tls::bootstrap_party(&party, &dir, &nodes, &out)? {
+                match issued {
+                    shoal_node::tls::Issued::New(dir) => {
+                        eprintln!("issued {}", dir.display())
+                    }
+                    shoal_node::tls::Issued::Kept(dir) => {
+                        eprintln!("kept {} (already issued)", dir.display())
+                    }
+                }
+            }
+        }
         Command::Agent(args) => {
             let config = args.resolve()?;
             runtime()?.block_on(shoal_node::agent::run(config))?;
@@ -61,6 +81,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", members::table(&list));
             }
+        }
+        Command::Health(args) => {
+            runtime()?.block_on(health::check(&args))?;
+            println!("ok");
         }
         Command::Demo(args) => {
             shoal_node::demo::watch_signals();

@@ -4,7 +4,9 @@
 
 mod api;
 mod chaos;
+mod containers;
 mod docs;
+mod health_cli;
 mod mesh;
 mod metrics_names;
 mod partition;

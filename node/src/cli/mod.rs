@@ -1,6 +1,7 @@
 //! The `shoal` command line (clap). Agent settings come from flags, then
 //! `SHOAL_*` environment variables, then the config file, then defaults.
 
+pub mod health;
 pub mod members;
 pub mod tasks;
 
@@ -45,6 +46,8 @@ pub enum Command {
     },
     /// List the members a node knows of.
     Members(MembersArgs),
+    /// Exit 0 if an agent answers /healthz (or /readyz); for HEALTHCHECKs and probes.
+    Health(health::HealthArgs),
     /// Submit a task; prints only its id.
     Submit(tasks::SubmitArgs),
     /// Show one task, or list the tasks a node knows.
@@ -87,6 +90,22 @@ pub enum CaCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make the CA unless DIR has one, and OUT/NODE/ certificates for the
+    /// nodes that have none (safe to rerun: for one-shot containers).
+    Bootstrap {
+        /// The party's name.
+        #[arg(long)]
+        party: String,
+        /// Directory for the CA files (keep it off the nodes).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node names (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// Directory that gets one subdirectory per node.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `shoal agent` flags; each has a `SHOAL_*` environment variable.
@@ -104,8 +123,9 @@ pub struct AgentArgs {
     /// HTTP API address [default: 127.0.0.1:7480].
     #[arg(long, env = "SHOAL_API")]
     pub api: Option<SocketAddr>,
-    /// Seed addresses to join through (comma-separated); none means single-node.
-    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',')]
+    /// Seed addresses to join through (comma-separated IP:PORT or HOST:PORT,
+    /// host names resolved at start); none means single-node.
+    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',', value_parser = parse_seed)]
     pub join: Option<Vec<SocketAddr>>,
     /// Directory with node.pem, node.key and ca.pem (from `shoal ca issue`).
     #[arg(long, env = "SHOAL_TLS_DIR")]
@@ -136,6 +156,25 @@ pub struct MembersArgs {
     /// Bearer token for an API off loopback.
     #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+}
+
+/// A seed as `IP:PORT`, or `HOST:PORT` resolved now (a StatefulSet's pods
+/// know each other by DNS name only; an IPv4 answer is preferred).
+fn parse_seed(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve seed {s:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("seed {s:?} resolves to no address"))
 }
 
 fn parse_default<T: std::str::FromStr>(s: &str) -> T
@@ -190,6 +229,17 @@ impl AgentArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_are_addresses_or_resolvable_host_names() {
+        assert_eq!(
+            parse_seed("10.0.0.7:7481"),
+            Ok(SocketAddr::from(([10, 0, 0, 7], 7481)))
+        );
+        assert_eq!(parse_seed("localhost:7481").map(|a| a.port()), Ok(7481));
+        assert!(parse_seed("no-such-host.invalid:7481").is_err());
+        assert!(parse_seed("10.0.0.7").is_err(), "a port is required");
+    }
 
     #[test]
     fn flags_override_the_config_file() {

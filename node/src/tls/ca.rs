@@ -50,6 +50,16 @@ pub enum CaError {
     /// The CA certificate names no party.
     #[error("the CA certificate in {0} names no party (no O= in its subject)")]
     NoParty(PathBuf),
+    /// The existing CA belongs to another party than the one asked for.
+    #[error("the CA in {dir} is party {found}'s, not {wanted}'s")]
+    OtherParty {
+        /// The CA directory.
+        dir: PathBuf,
+        /// The party asked for.
+        wanted: String,
+        /// The party of the CA found there.
+        found: String,
+    },
 }
 
 /// Where `issue_node_cert` wrote its files.
@@ -202,6 +212,56 @@ pub fn issue_node_cert(
     Ok(files)
 }
 
+/// What `bootstrap_party` did for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issued {
+    /// A certificate was issued into this directory.
+    New(PathBuf),
+    /// The directory already held a certificate; it was left alone.
+    Kept(PathBuf),
+}
+
+/// `shoal ca bootstrap`: the party CA in `ca_dir` (made unless there) and a
+/// certificate in `out/NODE/` for every node that has none yet. Running it
+/// again changes nothing, so a one-shot container may run it on every start.
+pub fn bootstrap_party(
+    party: &str,
+    ca_dir: &Path,
+    nodes: &[String],
+    out: &Path,
+) -> Result<Vec<Issued>, CaError> {
+    check_name(party)?;
+    for node in nodes {
+        check_name(node)?;
+    }
+    let ca_cert_path = ca_dir.join(CA_CERT_FILE);
+    if ca_cert_path.exists() {
+        let pem = fs::read_to_string(&ca_cert_path).map_err(io_err(&ca_cert_path))?;
+        let found = super::identity::ca_party_from_pem(&pem)
+            .ok_or_else(|| CaError::NoParty(ca_cert_path.clone()))?;
+        if found != party {
+            return Err(CaError::OtherParty {
+                dir: ca_dir.to_path_buf(),
+                wanted: party.to_string(),
+                found,
+            });
+        }
+    } else {
+        init_ca(party, ca_dir)?;
+    }
+    nodes
+        .iter()
+        .map(|node| {
+            let dir = out.join(node);
+            if dir.join(NODE_CERT_FILE).exists() {
+                Ok(Issued::Kept(dir))
+            } else {
+                issue_node_cert(ca_dir, node, &dir, None).map(|_| Issued::New(dir))
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +287,32 @@ mod tests {
         let (party, node) = super::super::identity::party_and_node_from_cert(&der).unwrap();
         assert_eq!((party.as_str(), node.as_str()), ("acme", "n1"));
         assert!(files.ca.exists() && files.key.exists());
+    }
+
+    #[test]
+    fn bootstrap_issues_once_and_keeps_what_exists() {
+        let root = tempfile::tempdir().unwrap();
+        let ca = root.path().join("ca");
+        let out = root.path().join("certs");
+        let nodes = vec!["n1".to_string(), "n2".to_string()];
+        let first = bootstrap_party("acme", &ca, &nodes, &out).unwrap();
+        assert_eq!(
+            first,
+            vec![Issued::New(out.join("n1")), Issued::New(out.join("n2"))]
+        );
+        let key_before = fs::read_to_string(out.join("n1").join(NODE_KEY_FILE)).unwrap();
+        let more = vec!["n1".to_string(), "n3".to_string()];
+        let second = bootstrap_party("acme", &ca, &more, &out).unwrap();
+        assert_eq!(
+            second,
+            vec![Issued::Kept(out.join("n1")), Issued::New(out.join("n3"))]
+        );
+        let key_after = fs::read_to_string(out.join("n1").join(NODE_KEY_FILE)).unwrap();
+        assert_eq!(key_before, key_after, "an existing key is never replaced");
+        assert!(matches!(
+            bootstrap_party("other", &ca, &more, &out),
+            Err(CaError::OtherParty { .. })
+        ));
     }
 
     #[test]
