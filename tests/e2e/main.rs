@@ -5,6 +5,7 @@
 mod api;
 mod chaos;
 mod docs;
+mod federation;
 mod mesh;
 mod partition;
 mod security;
