@@ -259,16 +259,12 @@ impl LinkTask {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.refusing.remove(&peer_id);
-                    if let Some(peer) = self.peers.remove(&peer_id) {
-                        if let Some(party) = peer.party {
-                            self.link_lost(&party, &peer_id);
-                        }
-                    }
+                self.refusing.remove(&peer_id);
+                if let Some(party) = self.peers.remove(&peer_id).and_then(|p| p.party) {
+                    self.link_lost(&party, &peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
