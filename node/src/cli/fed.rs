@@ -94,6 +94,11 @@ pub async fn links(args: &FedLinksArgs) -> Result<Vec<LinkView>, FedCliError> {
     serde_json::from_str(&body).map_err(|e| fail(format!("not a link list: {e}")))
 }
 
+/// A name escaped for a terminal, as a `String` so that width pads it.
+fn escaped(text: &str) -> String {
+    text.escape_debug().collect()
+}
+
 /// The links as a table; names are escaped before they reach a terminal.
 pub fn links_table(links: &[LinkView]) -> String {
     let mut out = format!(
@@ -107,12 +112,35 @@ pub fn links_table(links: &[LinkView]) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<10} {:>8} {:<52} {}",
-            link.party.escape_debug(),
+            escaped(&link.party),
             format!("{:?}", link.state).to_lowercase(),
             rtt,
-            link.peer.as_deref().unwrap_or("-").escape_debug(),
-            link.remote.as_deref().unwrap_or("-").escape_debug(),
+            escaped(link.peer.as_deref().unwrap_or("-")),
+            escaped(link.remote.as_deref().unwrap_or("-")),
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::LinkState;
+
+    #[test]
+    fn links_table_aligns_and_escapes_names() {
+        let links = [LinkView {
+            party: "be\u{1b}ta".into(),
+            state: LinkState::Up,
+            peer: Some("12D3Koo".into()),
+            remote: Some("/ip4/127.0.0.1/udp/1/quic-v1".into()),
+            since_ms: 0,
+            rtt_ms: Some(0.5),
+        }];
+        let table = links_table(&links);
+        let row = table.lines().nth(1).unwrap();
+        assert!(!row.contains('\u{1b}'), "{row}");
+        assert!(row.starts_with("be\\u{1b}ta       up"), "{row}");
+        assert!(row.contains("0.50"), "{row}");
+    }
 }
