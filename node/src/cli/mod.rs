@@ -310,5 +310,45 @@ mod tests {
             Cli::try_parse_from(["shoal", "members", "--api", "http://127.0.0.1:1", "--json"])
                 .is_ok()
         );
+        let fed = [
+            &["shoal", "fed", "init", "--dir", "d"][..],
+            &[
+                "shoal",
+                "fed",
+                "card",
+                "--dir",
+                "d",
+                "--gateway",
+                "127.0.0.1:1,127.0.0.1:2",
+            ],
+            &[
+                "shoal",
+                "fed",
+                "links",
+                "--api",
+                "http://127.0.0.1:1",
+                "--json",
+            ],
+        ];
+        for line in fed {
+            assert!(Cli::try_parse_from(line).is_ok(), "{line:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "agent",
+            "--gateway",
+            "127.0.0.1:5",
+            "--fed-trust",
+            "a.toml",
+            "--fed-trust",
+            "b.toml",
+        ])
+        .unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not agent")
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.gateway.map(|g| g.port()), Some(5));
+        assert_eq!(config.fed_trust.len(), 2);
     }
 }
