@@ -72,6 +72,11 @@ pub struct FileConfig {
     /// Configured health checks.
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckSpec>,
+    /// UDP address of this node's federation gateway.
+    pub gateway: Option<SocketAddr>,
+    /// Card files of the trusted parties.
+    #[serde(default)]
+    pub fed_trust: Vec<PathBuf>,
 }
 
 /// Why the configuration is unusable.
@@ -139,6 +144,10 @@ pub struct AgentConfig {
     pub builtin_health: BuiltinHealth,
     /// Configured checks.
     pub checks: Vec<CheckSpec>,
+    /// UDP address of this node's federation gateway; `None`: not a gateway.
+    pub gateway: Option<SocketAddr>,
+    /// Card files of the trusted parties.
+    pub fed_trust: Vec<PathBuf>,
 }
 
 impl AgentConfig {

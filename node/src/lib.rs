@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod exec;
+pub mod federation;
 pub mod health;
 pub mod metrics;
 pub mod store;

@@ -1,7 +1,9 @@
 //! The `shoal` binary's entry point: parse, set up logging, dispatch.
 
 use clap::Parser;
-use shoal_node::cli::{health, members, tasks, CaCommand, Cli, Command, LogFormat};
+use shoal_node::cli::{
+    fed, health, members, tasks, CaCommand, Cli, Command, FedCommand, LogFormat,
+};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -32,7 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let path = shoal_node::tls::init_ca(&party, &dir)?;
             eprintln!(
-                "party {party}: CA written to {} (keep ca.key off the nodes)",
+                "party {party}: CA and federation key written to {} (keep ca.key and federation.key off the nodes)",
                 path.display()
             );
         }
@@ -44,6 +46,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "node {node}: certificate written to {}",
                 files.cert.display()
             );
+            match files.gateway_key {
+                Some(key) => eprintln!("node {node}: gateway key written to {}", key.display()),
+                None => eprintln!(
+                    "node {node}: no gateway key (the CA has no federation key; `shoal fed init` makes one)"
+                ),
+            }
+        }
+        Command::Fed {
+            command: FedCommand::Init { dir },
+        } => {
+            let path = shoal_node::federation::keys::init_federation_key(&dir)?;
+            eprintln!(
+                "federation key written to {} (keep it off the nodes)",
+                path.display()
+            );
+        }
+        Command::Fed {
+            command:
+                FedCommand::Card {
+                    dir,
+                    party,
+                    gateway,
+                },
+        } => print!("{}", fed::card(&dir, party.as_deref(), &gateway)?.to_toml()),
+        Command::Fed {
+            command: FedCommand::Links(args),
+        } => {
+            let links = runtime()?.block_on(fed::links(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&links)?);
+            } else {
+                print!("{}", fed::links_table(&links));
+            }
         }
         Command::Ca {
             command:

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub transport: TransportCounters,
     /// Task, lease and store metrics, updated by the task host.
     pub tasks: crate::tasks::metrics::TaskMetrics,
+    /// Federation link metrics, updated by the gateway's link task.
+    pub fed: std::sync::Arc<crate::federation::metrics::FedMetrics>,
     members: Family<StateLabel, Gauge>,
     probes_sent: Counter,
     probes_failed: Counter,
@@ -61,6 +63,7 @@ impl Metrics {
         let m = Metrics {
             transport,
             tasks: crate::tasks::metrics::TaskMetrics::default(),
+            fed: Default::default(),
             members: Family::default(),
             probes_sent: Counter::default(),
             probes_failed: Counter::default(),
@@ -186,6 +189,7 @@ impl Metrics {
             t.inbound_dropped.clone(),
         );
         m.tasks.register(&mut registry);
+        m.fed.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -250,5 +254,9 @@ mod tests {
         assert!(text.contains("shoal_handshake_refusals_total 1"), "{text}");
         assert!(text.contains("shoal_probes_sent_total 3"), "{text}");
         assert!(text.contains("shoal_members{state=\"alive\"} 5"), "{text}");
+        assert!(
+            text.contains("shoal_fed_refused_total{reason=\"unknown_party\"} 0"),
+            "{text}"
+        );
     }
 }

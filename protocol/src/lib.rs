@@ -11,6 +11,7 @@
 
 pub mod bugs;
 pub mod coordinator;
+pub mod federation;
 pub mod gossip;
 pub mod id;
 pub mod membership;

@@ -270,7 +270,25 @@ fn metric_names_in_docs() -> BTreeMap<String, String> {
 #[test]
 fn every_metric_named_in_the_docs_is_exported_by_a_live_agent() {
     let party = Party::new();
-    let agent = party.spec("n1").start(&[]);
+    // A gateway trusting one other party, so the per-party federation
+    // metrics have a row; the card lists no address, so nothing is dialled.
+    let other = Party::named("other");
+    let card = Command::new(shoal())
+        .args(["fed", "card", "--dir"])
+        .arg(other.ca_dir())
+        .output()
+        .expect("run shoal fed card");
+    assert!(card.status.success(), "shoal fed card failed");
+    let card_path = other.path().join("other.card.toml");
+    std::fs::write(&card_path, &card.stdout).expect("write the card");
+    let mut spec = party.spec("n1");
+    spec.extra_args = vec![
+        "--gateway".into(),
+        format!("127.0.0.1:{}", shoal_tests::agents::free_udp_port()),
+        "--fed-trust".into(),
+        card_path.display().to_string(),
+    ];
+    let agent = spec.start(&[]);
     let text = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
         agent.get("/metrics")
     })

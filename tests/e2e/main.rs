@@ -6,6 +6,7 @@ mod api;
 mod chaos;
 mod containers;
 mod docs;
+mod federation;
 mod health_cli;
 mod mesh;
 mod metrics_names;

@@ -54,6 +54,7 @@ pub fn wait_for<T>(
 /// A test's working directory and party CA.
 pub struct Party {
     pub dir: tempfile::TempDir,
+    pub name: String,
 }
 
 impl Default for Party {
@@ -64,15 +65,23 @@ impl Default for Party {
 
 impl Party {
     pub fn new() -> Party {
+        Party::named(PARTY)
+    }
+
+    /// A party with its own CA under another name than [`PARTY`].
+    pub fn named(name: &str) -> Party {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new(shoal())
-            .args(["ca", "init", "--party", PARTY, "--dir"])
+            .args(["ca", "init", "--party", name, "--dir"])
             .arg(dir.path().join("ca"))
             .stderr(Stdio::null())
             .status()
             .unwrap();
         assert!(status.success(), "shoal ca init failed");
-        Party { dir }
+        Party {
+            dir,
+            name: name.to_string(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -113,6 +122,7 @@ impl Party {
             netns: None,
             api_token: None,
             config: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -138,6 +148,8 @@ pub struct AgentSpec {
     pub netns: Option<String>,
     pub api_token: Option<String>,
     pub config: Option<PathBuf>,
+    /// More `shoal agent` flags, passed as they are.
+    pub extra_args: Vec<String>,
 }
 
 impl AgentSpec {
@@ -208,6 +220,7 @@ impl AgentSpec {
         if let Some(token) = &self.api_token {
             cmd.args(["--api-token", token]);
         }
+        cmd.args(&self.extra_args);
         if !join.is_empty() {
             let seeds: Vec<String> = join.iter().map(|s| s.to_string()).collect();
             cmd.args(["--join", &seeds.join(",")]);

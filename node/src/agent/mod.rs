@@ -1,5 +1,5 @@
 //! `shoal agent`: start-up as named stages (identity, transport,
-//! membership, tasks, health and state, API), then a graceful leave on
+//! membership, tasks, federation, health and state, API), then a graceful leave on
 //! SIGTERM/SIGINT (docs/architecture.md, "Agent start-up").
 
 pub mod clock;
@@ -70,6 +70,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let (net, inbound) = start_transport(&config, &material, &metrics)?;
     let mut mesh = start_membership(&config, &material, clock, &net, inbound, &metrics)?;
     let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
+    let fed = start_federation(&config, &material, &metrics)?;
     let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
     tokio::spawn(state::publish_state(
         config.clone(),
@@ -86,6 +87,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         single_node: config.join.is_empty(),
         party: material.party.clone(),
         started: std::time::Instant::now(),
+        fed,
     };
     let api_task = start_api(config.api, api_state).await?;
 
@@ -240,7 +242,48 @@ async fn start_tasks(
     .context("starting the task host")
 }
 
-/// Stage 5: the HTTP API.
+/// Stage 5: the federation gateway, when `--gateway` is given: the libp2p
+/// swarm holding links to the trusted parties (docs/federation.md).
+fn start_federation(
+    config: &AgentConfig,
+    material: &TlsMaterial,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<crate::federation::FedHandle>> {
+    let Some(listen) = config.gateway else {
+        if !config.fed_trust.is_empty() {
+            tracing::warn!("--fed-trust without --gateway: this node holds no federation links");
+        }
+        return Ok(None);
+    };
+    let tls_dir = config
+        .tls_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("tls"));
+    let identity = crate::federation::keys::load_gateway(&tls_dir).with_context(|| {
+        format!(
+            "loading the gateway key from {} (issue the node's certificate with a CA that has a federation key)",
+            tls_dir.display()
+        )
+    })?;
+    let cards = config
+        .fed_trust
+        .iter()
+        .map(|path| crate::federation::Card::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let handle = crate::federation::start(
+        crate::federation::FedConfig {
+            listen,
+            party: material.party.clone(),
+            identity,
+            cards,
+        },
+        metrics.fed.clone(),
+    )
+    .context("starting the federation gateway")?;
+    Ok(Some(handle))
+}
+
+/// Stage 6: the HTTP API.
 async fn start_api(
     addr: SocketAddr,
     state: ApiState,

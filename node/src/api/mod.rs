@@ -44,6 +44,8 @@ pub struct ApiState {
     pub party: String,
     /// When the agent started.
     pub started: std::time::Instant,
+    /// The federation link table, on a gateway.
+    pub fed: Option<crate::federation::FedHandle>,
 }
 
 /// The router of the API.
@@ -56,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get_task))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/logs", get(tasks::logs))
+        .route("/v1/fed/links", get(fed_links))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -201,6 +204,11 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
         body,
     )
         .into_response())
+}
+
+/// The federation links of this node; empty on a node that is no gateway.
+async fn fed_links(State(state): State<ApiState>) -> Json<Vec<crate::federation::LinkView>> {
+    Json(state.fed.as_ref().map(|f| f.links()).unwrap_or_default())
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {

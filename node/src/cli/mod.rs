@@ -1,6 +1,7 @@
 //! The `shoal` command line (clap). Agent settings come from flags, then
 //! `SHOAL_*` environment variables, then the config file, then defaults.
 
+pub mod fed;
 pub mod health;
 pub mod members;
 pub mod tasks;
@@ -43,6 +44,12 @@ pub enum Command {
         /// CA operation.
         #[command(subcommand)]
         command: CaCommand,
+    },
+    /// Federation between parties: keys, cards, links.
+    Fed {
+        /// Federation operation.
+        #[command(subcommand)]
+        command: FedCommand,
     },
     /// List the members a node knows of.
     Members(MembersArgs),
@@ -108,6 +115,46 @@ pub enum CaCommand {
     },
 }
 
+/// `shoal fed ...`.
+#[derive(Debug, Subcommand)]
+pub enum FedCommand {
+    /// Make the party's federation key DIR/federation.key for a CA made
+    /// before federation existed (`shoal ca init` makes it already).
+    Init {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print the party's card (TOML) for other parties to trust.
+    Card {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The party's name [default: the CA's party]; must match the CA.
+        #[arg(long)]
+        party: Option<String>,
+        /// Gateway addresses (IP:PORT or multiaddrs), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        gateway: Vec<String>,
+    },
+    /// List a node's federation links.
+    Links(FedLinksArgs),
+}
+
+/// `shoal fed links` flags.
+#[derive(Debug, Clone, Args)]
+pub struct FedLinksArgs {
+    /// The API of a gateway node.
+    #[arg(long, env = "SHOAL_API_URL", default_value = "http://127.0.0.1:7480")]
+    pub api: String,
+    /// Print the JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Bearer token for an API off loopback.
+    #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
 /// `shoal agent` flags; each has a `SHOAL_*` environment variable.
 #[derive(Debug, Clone, Args, Default)]
 pub struct AgentArgs {
@@ -142,6 +189,18 @@ pub struct AgentArgs {
     /// Task slots this node offers [default: number of CPUs].
     #[arg(long, env = "SHOAL_SLOTS")]
     pub slots: Option<u32>,
+    /// UDP address of this node's federation gateway (libp2p QUIC); makes
+    /// this node hold links to the trusted parties.
+    #[arg(long, env = "SHOAL_GATEWAY")]
+    pub gateway: Option<SocketAddr>,
+    /// A trusted party's card (from `shoal fed card`); repeat for more.
+    #[arg(
+        long = "fed-trust",
+        value_name = "CARD_FILE",
+        env = "SHOAL_FED_TRUST",
+        value_delimiter = ','
+    )]
+    pub fed_trust: Vec<PathBuf>,
 }
 
 /// `shoal members` flags.
@@ -222,6 +281,12 @@ impl AgentArgs {
             labels: file.labels,
             builtin_health: file.health,
             checks: file.checks,
+            gateway: self.gateway.or(file.gateway),
+            fed_trust: if self.fed_trust.is_empty() {
+                file.fed_trust
+            } else {
+                self.fed_trust
+            },
         })
     }
 }
@@ -295,5 +360,45 @@ mod tests {
             Cli::try_parse_from(["shoal", "members", "--api", "http://127.0.0.1:1", "--json"])
                 .is_ok()
         );
+        let fed = [
+            &["shoal", "fed", "init", "--dir", "d"][..],
+            &[
+                "shoal",
+                "fed",
+                "card",
+                "--dir",
+                "d",
+                "--gateway",
+                "127.0.0.1:1,127.0.0.1:2",
+            ],
+            &[
+                "shoal",
+                "fed",
+                "links",
+                "--api",
+                "http://127.0.0.1:1",
+                "--json",
+            ],
+        ];
+        for line in fed {
+            assert!(Cli::try_parse_from(line).is_ok(), "{line:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "agent",
+            "--gateway",
+            "127.0.0.1:5",
+            "--fed-trust",
+            "a.toml",
+            "--fed-trust",
+            "b.toml",
+        ])
+        .unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not agent")
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.gateway.map(|g| g.port()), Some(5));
+        assert_eq!(config.fed_trust.len(), 2);
     }
 }

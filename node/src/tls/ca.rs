@@ -47,6 +47,9 @@ pub enum CaError {
     /// A name is not usable in a certificate.
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.'")]
     InvalidName(String),
+    /// A federation key could not be made, read or used.
+    #[error("federation key: {0}")]
+    FedKey(String),
     /// The CA certificate names no party.
     #[error("the CA certificate in {0} names no party (no O= in its subject)")]
     NoParty(PathBuf),
@@ -71,6 +74,9 @@ pub struct NodeCertFiles {
     pub key: PathBuf,
     /// `OUTDIR/ca.pem`, a copy of the party CA certificate.
     pub ca: PathBuf,
+    /// `OUTDIR/gateway.key`, the node's libp2p key, when the CA has a
+    /// federation key to vouch for it (`OUTDIR/gateway.voucher`).
+    pub gateway_key: Option<PathBuf>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
@@ -102,7 +108,11 @@ fn validity(params: &mut CertificateParams, days: i64) {
 }
 
 /// Creates a new file, failing if it exists; keys get mode 0600.
-fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), CaError> {
+pub(crate) fn write_new(
+    path: &Path,
+    contents: impl AsRef<[u8]>,
+    secret: bool,
+) -> Result<(), CaError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     if secret {
@@ -119,15 +129,17 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), CaError> {
             }
         }
     })?;
-    file.write_all(contents.as_bytes()).map_err(io_err(path))
+    file.write_all(contents.as_ref()).map_err(io_err(path))
 }
 
-/// `shoal ca init`: writes `dir/ca.pem` and `dir/ca.key` for `party`.
+/// `shoal ca init`: writes `dir/ca.pem` and `dir/ca.key` for `party`, and
+/// the party's federation key `dir/federation.key`.
 pub fn init_ca(party: &str, dir: &Path) -> Result<PathBuf, CaError> {
     check_name(party)?;
     let cert_path = dir.join(CA_CERT_FILE);
     let key_path = dir.join(CA_KEY_FILE);
-    for path in [&cert_path, &key_path] {
+    let fed_key_path = dir.join(crate::federation::keys::FEDERATION_KEY_FILE);
+    for path in [&cert_path, &key_path, &fed_key_path] {
         if path.exists() {
             return Err(CaError::Exists(path.clone()));
         }
@@ -143,8 +155,9 @@ pub fn init_ca(party: &str, dir: &Path) -> Result<PathBuf, CaError> {
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut params, CA_VALIDITY_DAYS);
     let cert = params.self_signed(&key)?;
-    write_new(&key_path, &key.serialize_pem(), true)?;
-    write_new(&cert_path, &cert.pem(), false)?;
+    write_new(&key_path, key.serialize_pem(), true)?;
+    write_new(&cert_path, cert.pem(), false)?;
+    crate::federation::keys::init_federation_key(dir)?;
     Ok(cert_path)
 }
 
@@ -172,6 +185,7 @@ pub fn issue_node_cert(
         cert: out_dir.join(NODE_CERT_FILE),
         key: out_dir.join(NODE_KEY_FILE),
         ca: out_dir.join(CA_CERT_FILE),
+        gateway_key: None,
     };
     for path in [&files.cert, &files.key] {
         if path.exists() {
@@ -203,13 +217,17 @@ pub fn issue_node_cert(
     let cert = params.signed_by(&key, &issuer)?;
 
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
-    write_new(&files.key, &key.serialize_pem(), true)?;
-    write_new(&files.cert, &cert.pem(), false)?;
+    write_new(&files.key, key.serialize_pem(), true)?;
+    write_new(&files.cert, cert.pem(), false)?;
     // The CA copy may already be there from an earlier issue into the same dir.
     if fs::read_to_string(&files.ca).ok().as_deref() != Some(ca_pem.as_str()) {
         fs::write(&files.ca, &ca_pem).map_err(io_err(&files.ca))?;
     }
-    Ok(files)
+    let gateway_key = crate::federation::keys::issue_gateway(ca_dir, &party, out_dir)?;
+    Ok(NodeCertFiles {
+        gateway_key,
+        ..files
+    })
 }
 
 /// What `bootstrap_party` did for one node.

@@ -6,6 +6,7 @@
 //! [`Channel`] it carries them on.
 
 pub mod codec;
+pub mod fed;
 pub mod paxos;
 pub mod swim;
 

@@ -1,0 +1,180 @@
+//! Federation links between two parties' gateways on loopback
+//! (docs/federation.md): the link comes up on both sides, an untrusted party
+//! and a forged voucher are refused and counted, and a killed gateway's link
+//! goes down and comes back when it restarts.
+
+use serde_json::Value;
+use shoal_tests::agents::{free_udp_port, wait_for, Agent, Party};
+use shoal_tests::shoal;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Bound on a link coming up or going down; the handshake takes
+/// milliseconds, a dead peer is noticed within the QUIC idle timeout (3 s).
+const LINK_DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+
+/// A party with one gateway agent, and its card written to a file.
+struct Site {
+    party: Party,
+    gateway: String,
+    card: PathBuf,
+}
+
+impl Site {
+    fn new(name: &str) -> Site {
+        let party = Party::named(name);
+        let gateway = format!("127.0.0.1:{}", free_udp_port());
+        let out = Command::new(shoal())
+            .args([
+                "fed",
+                "card",
+                "--party",
+                name,
+                "--gateway",
+                &gateway,
+                "--dir",
+            ])
+            .arg(party.ca_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shoal fed card failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let card = party.path().join(format!("{name}.card.toml"));
+        std::fs::write(&card, &out.stdout).unwrap();
+        Site {
+            party,
+            gateway,
+            card,
+        }
+    }
+
+    fn start(&self, trusting: &[&Site]) -> Agent {
+        let mut spec = self.party.spec("gw1");
+        spec.extra_args = vec!["--gateway".into(), self.gateway.clone()];
+        for other in trusting {
+            spec.extra_args.push("--fed-trust".into());
+            spec.extra_args.push(other.card.display().to_string());
+        }
+        spec.start_fresh(&[])
+    }
+}
+
+fn link_state(agent: &Agent, party: &str) -> Option<String> {
+    let links: Vec<Value> = serde_json::from_str(&agent.get("/v1/fed/links")?).ok()?;
+    links
+        .iter()
+        .find(|l| l["party"] == party)
+        .and_then(|l| l["state"].as_str().map(str::to_string))
+}
+
+/// Waits until `agent`'s link to `party` is (or is not) up; the time taken.
+fn wait_link(agent: &Agent, party: &str, up: bool) -> Duration {
+    let started = Instant::now();
+    let reached = wait_for(LINK_DEADLINE, POLL, || {
+        let is_up = link_state(agent, party).as_deref() == Some("up");
+        (is_up == up).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "{}'s link to {party} not {} within {LINK_DEADLINE:?}; log:\n{}",
+        agent.name(),
+        if up { "up" } else { "down" },
+        agent.log_tail()
+    );
+    started.elapsed()
+}
+
+/// `shoal_fed_refused_total{reason="REASON"}` on `agent`.
+fn refused(agent: &Agent, reason: &str) -> f64 {
+    let prefix = format!("shoal_fed_refused_total{{reason=\"{reason}\"}} ");
+    agent
+        .get("/metrics")
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn fed_link_comes_up_refuses_strangers_and_heals_after_a_gateway_restart() {
+    let alpha = Site::new("alpha");
+    let beta = Site::new("beta");
+    let a = alpha.start(&[&beta]);
+    let started = Instant::now();
+    let mut b = beta.start(&[&alpha]);
+    wait_link(&a, "beta", true);
+    wait_link(&b, "alpha", true);
+    println!(
+        "link up on both sides {:?} after beta's gateway started",
+        started.elapsed()
+    );
+    assert_eq!(a.metric("shoal_fed_links_up"), Some(1.0));
+
+    // gamma trusts alpha, but alpha does not trust gamma.
+    let gamma = Site::new("gamma");
+    let g = gamma.start(&[&alpha]);
+    let counted = wait_for(LINK_DEADLINE, POLL, || {
+        (refused(&a, "unknown_party") >= 1.0).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "alpha never refused gamma; log:\n{}",
+        a.log_tail()
+    );
+    assert_ne!(link_state(&g, "alpha").as_deref(), Some("up"));
+    let log = std::fs::read_to_string(&a.spec.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("federation peer refused") && l.contains("unknown_party")),
+        "no refusal log line at alpha"
+    );
+
+    // delta is trusted by alpha, but its gateway's voucher is forged.
+    let delta = Site::new("delta");
+    let alpha_trusting_delta = {
+        let mut spec = a.spec.clone();
+        spec.extra_args.push("--fed-trust".into());
+        spec.extra_args.push(delta.card.display().to_string());
+        spec
+    };
+    let tls = delta.party.issue("gw1");
+    std::fs::write(tls.join("gateway.voucher"), [7u8; 64]).unwrap();
+    drop(a);
+    let alpha_restarted = Instant::now();
+    let a = alpha_trusting_delta.start(&[]);
+    let d = delta.start(&[&alpha]);
+    let counted = wait_for(LINK_DEADLINE, POLL, || {
+        (refused(&a, "bad_voucher") >= 1.0).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "alpha never refused the forged voucher; log:\n{}",
+        a.log_tail()
+    );
+    assert_ne!(link_state(&a, "delta").as_deref(), Some("up"));
+    wait_link(&a, "beta", true);
+    println!(
+        "alpha restarted: link to beta up again {:?} after alpha's start",
+        alpha_restarted.elapsed()
+    );
+
+    b.kill();
+    let down = wait_link(&a, "beta", false);
+    println!("beta's gateway killed: alpha saw the link down in {down:?}");
+    assert_eq!(a.metric("shoal_fed_links_up"), Some(0.0));
+    let restarted = Instant::now();
+    let b = b.spec.start(&[]);
+    wait_link(&a, "beta", true);
+    wait_link(&b, "alpha", true);
+    println!(
+        "beta's gateway restarted: link up again in {:?}",
+        restarted.elapsed()
+    );
+    drop((d, g));
+}
