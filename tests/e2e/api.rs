@@ -1,7 +1,7 @@
 //! End-to-end tests of the agent's API, CLI and health reporting.
 
 use shoal_tests::agents;
-use shoal_tests::agents::{http_get, wait_for, Party};
+use shoal_tests::agents::{http_get, http_get_any, wait_for, Party};
 use shoal_tests::shoal;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -163,6 +163,39 @@ failure_threshold = 2
     .expect("n2 never saw n1's critical health");
     assert_eq!(seen["slots_total"], 3);
     assert_eq!(seen["labels"]["zone"], "a");
+}
+
+#[test]
+fn a_critical_node_is_not_ready_and_says_why() {
+    let party = Party::new();
+    let config = party.path().join("n1.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[check]]
+name = "scratch"
+command = ["sh", "-c", "echo scratch disk gone; exit 2"]
+interval_ms = 200
+timeout_ms = 1000
+"#,
+    )
+    .unwrap();
+    let mut spec = party.spec("n1");
+    spec.config = Some(config);
+    let sick = spec.start(&[]);
+    let answer = wait_for(Duration::from_secs(15), POLL, || {
+        http_get_any(sick.spec.api, "/readyz").filter(|(status, _)| *status == 503)
+    });
+    let (_, body) = answer.expect("a critical node stayed ready");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(body["ready"], false, "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("scratch") && reason.contains("scratch disk gone"),
+        "{body}"
+    );
+    let node: serde_json::Value = serde_json::from_str(&sick.get("/v1/node").unwrap()).unwrap();
+    assert_eq!(node["ready"], false, "{node}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use shoal_protocol::gossip::Health;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,8 +147,16 @@ async fn members(State(state): State<ApiState>) -> Result<Json<Vec<MemberView>>,
     Ok(Json(member_views(&snapshot)))
 }
 
-fn ready(state: &ApiState, snapshot: &Snapshot) -> bool {
-    state.single_node || snapshot.joined
+/// Why this node should get no traffic, if it should not: it has not
+/// joined a mesh, or its own health is critical (it takes no new work).
+fn not_ready_reason(state: &ApiState, snapshot: &Snapshot) -> Option<String> {
+    if !(state.single_node || snapshot.joined) {
+        return Some("not joined a mesh yet".into());
+    }
+    match state.health.node_health() {
+        Health::Critical { reason } => Some(format!("health critical: {reason}")),
+        Health::Passing | Health::Warning { .. } => None,
+    }
 }
 
 async fn node(State(state): State<ApiState>) -> Result<Json<NodeView>, ApiError> {
@@ -179,7 +188,7 @@ async fn node(State(state): State<ApiState>) -> Result<Json<NodeView>, ApiError>
         member: self_view(&snapshot),
         party: state.party.clone(),
         local_health: snapshot.local_health,
-        ready: ready(&state, &snapshot),
+        ready: not_ready_reason(&state, &snapshot).is_none(),
         members_by_state,
         checks,
         uptime_s: state.started.elapsed().as_secs(),
@@ -202,8 +211,14 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     match snapshot(&state).await {
-        Ok(s) if ready(&state, &s) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "not joined a mesh yet\n").into_response(),
+        Ok(s) => match not_ready_reason(&state, &s) {
+            None => (StatusCode::OK, "ready\n").into_response(),
+            Some(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "ready": false, "reason": reason })),
+            )
+                .into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }
