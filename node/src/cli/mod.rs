@@ -3,6 +3,7 @@
 
 pub mod members;
 pub mod tasks;
+pub mod terminal;
 
 use crate::config::{
     AgentConfig, ConfigError, FileConfig, Preset, DEFAULT_API, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
