@@ -1,7 +1,7 @@
 //! End-to-end tests of the agent's API, CLI and health reporting.
 
 use shoal_tests::agents;
-use shoal_tests::agents::{http_get, http_get_any, wait_for, Party};
+use shoal_tests::agents::{http_get, http_get_any, http_raw, wait_for, Party};
 use shoal_tests::shoal;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -278,4 +278,41 @@ fn without_tls_flags_an_agent_makes_a_dev_ca_and_warns() {
     assert!(data.join("dev-ca/ca.pem").exists() && data.join("tls/node.pem").exists());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("development CA"), "{stderr}");
+}
+
+#[test]
+fn without_a_token_only_loopback_host_names_are_served() {
+    let party = Party::new();
+    let agent = party.spec("n1").start(&[]);
+    let api = agent.spec.api;
+    let port = api.port();
+    let submit = |host: &str| {
+        let body = r#"{"name":"rebound","driver":"mock","duration":"1ms"}"#;
+        http_raw(
+            api,
+            &format!(
+                "POST /v1/tasks HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .expect("an answer")
+    };
+    let (status, body) = submit(&format!("attacker.example:{port}"));
+    assert_eq!(status, 403, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    let why = error["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("attacker.example") && why.contains("--api-token"),
+        "{body}"
+    );
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, body) = submit(&host);
+        assert!((200..300).contains(&status), "Host {host}: {status} {body}");
+    }
 }
