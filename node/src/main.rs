@@ -156,7 +156,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shoal: error: {e:#}");
+            // An error can quote what the API answered (user-set strings).
+            let message = format!("{e:#}");
+            eprintln!(
+                "shoal: error: {}",
+                shoal_node::cli::terminal::terminal_safe(&message)
+            );
             ExitCode::FAILURE
         }
     }

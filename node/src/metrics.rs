@@ -149,7 +149,7 @@ impl Metrics {
         );
         registry.register(
             "handshake_refusals",
-            "Peers refused in the TLS handshake (other CA or other party)",
+            "TLS handshakes refused by either side (other CA or other party), counted where they are seen",
             t.handshake_refusals.clone(),
         );
         registry.register(

@@ -1,7 +1,7 @@
 //! End-to-end tests of the agent's API, CLI and health reporting.
 
 use shoal_tests::agents;
-use shoal_tests::agents::{http_get, wait_for, Party};
+use shoal_tests::agents::{http_get, http_get_any, http_raw, wait_for, Party};
 use shoal_tests::shoal;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -166,6 +166,39 @@ failure_threshold = 2
 }
 
 #[test]
+fn a_critical_node_is_not_ready_and_says_why() {
+    let party = Party::new();
+    let config = party.path().join("n1.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[check]]
+name = "scratch"
+command = ["sh", "-c", "echo scratch disk gone; exit 2"]
+interval_ms = 200
+timeout_ms = 1000
+"#,
+    )
+    .unwrap();
+    let mut spec = party.spec("n1");
+    spec.config = Some(config);
+    let sick = spec.start(&[]);
+    let answer = wait_for(Duration::from_secs(15), POLL, || {
+        http_get_any(sick.spec.api, "/readyz").filter(|(status, _)| *status == 503)
+    });
+    let (_, body) = answer.expect("a critical node stayed ready");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(body["ready"], false, "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("scratch") && reason.contains("scratch disk gone"),
+        "{body}"
+    );
+    let node: serde_json::Value = serde_json::from_str(&sick.get("/v1/node").unwrap()).unwrap();
+    assert_eq!(node["ready"], false, "{node}");
+}
+
+#[test]
 fn config_file_env_and_flags_apply_in_that_order() {
     let party = Party::new();
     let spec = party.spec("n1");
@@ -245,4 +278,41 @@ fn without_tls_flags_an_agent_makes_a_dev_ca_and_warns() {
     assert!(data.join("dev-ca/ca.pem").exists() && data.join("tls/node.pem").exists());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("development CA"), "{stderr}");
+}
+
+#[test]
+fn without_a_token_only_loopback_host_names_are_served() {
+    let party = Party::new();
+    let agent = party.spec("n1").start(&[]);
+    let api = agent.spec.api;
+    let port = api.port();
+    let submit = |host: &str| {
+        let body = r#"{"name":"rebound","driver":"mock","duration":"1ms"}"#;
+        http_raw(
+            api,
+            &format!(
+                "POST /v1/tasks HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .expect("an answer")
+    };
+    let (status, body) = submit(&format!("attacker.example:{port}"));
+    assert_eq!(status, 403, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    let why = error["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("attacker.example") && why.contains("--api-token"),
+        "{body}"
+    );
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, body) = submit(&host);
+        assert!((200..300).contains(&status), "Host {host}: {status} {body}");
+    }
 }

@@ -242,3 +242,32 @@ fn garbage_datagrams_and_truncated_streams_leave_the_agent_up_and_counted() {
     let names = agents[0].names_in_state("alive").unwrap();
     assert!(!names.contains(&"junk".to_string()));
 }
+
+#[test]
+fn the_seed_counts_and_logs_a_joiner_from_a_foreign_ca() {
+    let party = Party::new();
+    let seed = party.spec("n1").start(&[]);
+    let rogue_ca = party.path().join("rogue-ca");
+    tls::init_ca(agents::PARTY, &rogue_ca).unwrap();
+    let mut foreign = party.spec("x1");
+    foreign.tls = party.path().join("tls-rogue-x1");
+    tls::issue_node_cert(&rogue_ca, "x1", &foreign.tls, None).unwrap();
+    let before = seed.metric("shoal_handshake_refusals_total").unwrap_or(0.0);
+    let x1 = foreign.start(&[seed.spec.listen]);
+    let counted = wait_for(Duration::from_secs(10), POLL, || {
+        (seed.metric("shoal_handshake_refusals_total")? > before).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "the seed counted no refusal\n{}",
+        seed.log_tail()
+    );
+    let log = std::fs::read_to_string(&seed.spec.log).unwrap();
+    let joiner = x1.spec.listen.port().to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused") && l.contains(&joiner) && l.contains("reason")),
+        "no refusal line with the peer's address and a reason:\n{}",
+        seed.log_tail()
+    );
+}

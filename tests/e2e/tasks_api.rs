@@ -135,3 +135,30 @@ fn cancel_kills_a_running_task() {
     let again = cli(&agents[2], &["wait", &id, "--timeout", "5s"]);
     assert!(!again.status.success(), "a cancelled task did not succeed");
 }
+
+#[test]
+fn status_escapes_a_hostile_task_name_and_json_keeps_it_exact() {
+    let party = Party::new();
+    let agents = party.mesh(1);
+    let hostile = "x\x1b]0;pwned\x07\x1b[2J\n0000000000000001  succeeded";
+    let id = submit(&agents[0], &["--name", hostile], &["true"]);
+    let out = cli(&agents[0], &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(['\x1b', '\x07']), "raw escapes in {text:?}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(id.as_str()))
+        .expect("the task's row");
+    assert!(
+        row.contains("x\\x1b]0;pwned\\x07\\x1b[2J\\n0000000000000001"),
+        "{row:?}"
+    );
+    assert_eq!(text.lines().count(), 2, "a forged row in {text:?}");
+    let json = status(&agents[0], &id).expect("status --json");
+    assert_eq!(json["name"], hostile, "JSON must stay exact");
+}

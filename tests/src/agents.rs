@@ -411,6 +411,28 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<Str
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and
+/// returns the status code and body of the answer; `None` if the agent
+/// could not be reached or the answer is not HTTP.
+pub fn http_raw(addr: SocketAddr, request: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A GET with the right `Host`, answered with any status.
+pub fn http_get_any(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
 /// Every agent lists exactly `expected` alive (names sorted).
 pub fn all_agree_alive(agents: &[&Agent], expected: &[&str]) -> bool {
     agents.iter().all(|a| {

@@ -16,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use shoal_protocol::gossip::Health;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +78,60 @@ fn token_matches(given: &str, expected: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `host` (a `Host` header: name or address, any port) names this
+/// machine's loopback: `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, port))
+                if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) =>
+            {
+                return inside
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            }
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok()
+}
+
+/// Without a token the API trusts whoever reaches loopback; a web page
+/// that rebinds its own name to 127.0.0.1 reaches it too, but its requests
+/// carry that name in `Host`. So only loopback names are served then
+/// (docs/security.md). A request without `Host` is no browser's.
+fn refuse_foreign_host(request: &Request) -> Option<Response> {
+    let host = request.headers().get(header::HOST)?;
+    let host = host.to_str().unwrap_or("(not text)");
+    if is_loopback_host(host) {
+        return None;
+    }
+    let error = format!(
+        "Host {host:?} is not a loopback name; without --api-token this API serves only \
+         localhost, 127.0.0.0/8 and [::1] (a guard against DNS rebinding)"
+    );
+    Some(ApiError(StatusCode::FORBIDDEN, error).into_response())
+}
+
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if state.token.is_none() {
+        if let Some(refused) = refuse_foreign_host(&request) {
+            return refused;
+        }
+    }
     if let Some(expected) = &state.token {
         let given = request
             .headers()
@@ -152,8 +206,16 @@ async fn members(State(state): State<ApiState>) -> Result<Json<Vec<MemberView>>,
     Ok(Json(member_views(&snapshot)))
 }
 
-fn ready(state: &ApiState, snapshot: &Snapshot) -> bool {
-    state.single_node || snapshot.joined
+/// Why this node should get no traffic, if it should not: it has not
+/// joined a mesh, or its own health is critical (it takes no new work).
+fn not_ready_reason(state: &ApiState, snapshot: &Snapshot) -> Option<String> {
+    if !(state.single_node || snapshot.joined) {
+        return Some("not joined a mesh yet".into());
+    }
+    match state.health.node_health() {
+        Health::Critical { reason } => Some(format!("health critical: {reason}")),
+        Health::Passing | Health::Warning { .. } => None,
+    }
 }
 
 async fn node(State(state): State<ApiState>) -> Result<Json<NodeView>, ApiError> {
@@ -185,7 +247,7 @@ async fn node(State(state): State<ApiState>) -> Result<Json<NodeView>, ApiError>
         member: self_view(&snapshot),
         party: state.party.clone(),
         local_health: snapshot.local_health,
-        ready: ready(&state, &snapshot),
+        ready: not_ready_reason(&state, &snapshot).is_none(),
         members_by_state,
         checks,
         uptime_s: state.started.elapsed().as_secs(),
@@ -213,8 +275,14 @@ async fn fed_links(State(state): State<ApiState>) -> Json<Vec<crate::federation:
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     match snapshot(&state).await {
-        Ok(s) if ready(&state, &s) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "not joined a mesh yet\n").into_response(),
+        Ok(s) => match not_ready_reason(&state, &s) {
+            None => (StatusCode::OK, "ready\n").into_response(),
+            Some(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "ready": false, "reason": reason })),
+            )
+                .into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }
@@ -222,6 +290,36 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_names_count_as_loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:7480",
+            "LOCALHOST.:1",
+            "127.0.0.1",
+            "127.0.0.1:7480",
+            "127.9.8.7:80",
+            "[::1]",
+            "[::1]:7480",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "attacker.example:7480",
+            "attacker.example",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io:7480",
+            "10.0.0.1:7480",
+            "[::2]:7480",
+            "[::1]x",
+            "localhost:",
+            "localhost:99999",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 
     #[test]
     fn tokens_compare_exactly() {

@@ -1,6 +1,7 @@
 //! `shoal members`: fetch `/v1/members` from a node and print it.
 
 use crate::api::view::MemberView;
+use crate::cli::terminal::terminal_safe;
 use crate::cli::MembersArgs;
 use std::fmt::Write;
 use std::time::Duration;
@@ -118,16 +119,16 @@ pub fn table(members: &[MemberView]) -> String {
                 m.name.clone()
             };
             [
-                m.id.chars().take(8).collect(),
-                name,
-                m.addr.clone(),
+                terminal_safe(&m.id.chars().take(8).collect::<String>()).into_owned(),
+                terminal_safe(&name).into_owned(),
+                terminal_safe(&m.addr).into_owned(),
                 crate::metrics::state_name(m.state).to_string(),
                 m.incarnation.to_string(),
                 format!("{}/{}", opt(m.slots_free), opt(m.slots_total)),
                 m.cpu_load_permille
                     .map(|l| format!("{:.2}", f64::from(l) / 1000.0))
                     .unwrap_or_else(|| "-".into()),
-                health,
+                terminal_safe(&health).into_owned(),
                 heard(m.last_heard_ms_ago),
             ]
         })
@@ -182,5 +183,24 @@ mod tests {
         assert!(text.contains("2/4"), "{text}");
         assert!(text.contains("critical (disk: 1 MiB free)"), "{text}");
         assert!(text.lines().count() == 2);
+    }
+
+    #[test]
+    fn table_escapes_control_characters_of_user_strings() {
+        let mut m = MemberView::base(
+            "n1\nFAKE  alive",
+            &"ab".repeat(16),
+            "127.0.0.1:1",
+            MemberState::Alive,
+            1,
+            None,
+        );
+        m.health = "critical".into();
+        m.health_reason = Some("db: \x1b[2Jgone".into());
+        let text = table(&[m]);
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("n1\\nFAKE"), "{text:?}");
+        assert!(text.contains("db: \\x1b[2Jgone"), "{text:?}");
     }
 }

@@ -5,6 +5,7 @@ pub mod fed;
 pub mod health;
 pub mod members;
 pub mod tasks;
+pub mod terminal;
 
 use crate::config::{
     AgentConfig, ConfigError, FileConfig, Preset, DEFAULT_API, DEFAULT_DATA_DIR, DEFAULT_LISTEN,

@@ -2,6 +2,7 @@
 //! `submit` prints only the task id on stdout, so scripts can capture it.
 
 use crate::api::tasks::{FINISHED_HEADER, NEXT_OFFSET_HEADER};
+use crate::cli::terminal::terminal_safe;
 use crate::tasks::view::{DurationField, SubmitBody, TaskView};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -336,12 +337,12 @@ pub fn table(tasks: &[TaskView]) -> String {
     for t in tasks {
         out.push_str(&format!(
             "{:<16}  {:<9}  {:>7}  {:<12}  {:>4}  {}\n",
-            t.id,
-            t.state,
+            terminal_safe(&t.id),
+            terminal_safe(&t.state),
             t.attempt,
-            t.node.as_deref().unwrap_or("-"),
+            terminal_safe(t.node.as_deref().unwrap_or("-")),
             t.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
-            t.name
+            terminal_safe(&t.name)
         ));
     }
     out
@@ -393,7 +394,11 @@ pub async fn cancel(args: CancelArgs) -> Result<i32, TaskCliError> {
             None,
         )
         .await?;
-    eprintln!("task {}: {}", task.id, task.state);
+    eprintln!(
+        "task {}: {}",
+        terminal_safe(&task.id),
+        terminal_safe(&task.state)
+    );
     Ok(0)
 }
 
@@ -485,9 +490,9 @@ pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
                         message,
                     }) => {
                         if let Some(bar) = &bar {
-                            bar.suspend(|| eprintln!("task {id}: {message}"));
+                            bar.suspend(|| eprintln!("task {id}: {}", terminal_safe(&message)));
                         } else {
-                            eprintln!("task {id}: {message}");
+                            eprintln!("task {id}: {}", terminal_safe(&message));
                         }
                         done.insert(
                             id.clone(),
@@ -530,8 +535,8 @@ pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
     for t in &failed {
         eprintln!(
             "task {}: {} (exit code {})",
-            t.id,
-            t.state,
+            terminal_safe(&t.id),
+            terminal_safe(&t.state),
             t.exit_code.map(|c| c.to_string()).unwrap_or("-".into())
         );
     }
@@ -582,5 +587,26 @@ mod tests {
         let text = table(&[t]);
         assert!(text.lines().nth(1).unwrap().contains("pending"));
         assert!(text.lines().nth(1).unwrap().contains(" - "));
+    }
+
+    #[test]
+    fn table_escapes_control_characters_of_user_strings() {
+        let t = TaskView {
+            id: "00000000000000ab".into(),
+            name: "x\x1b]0;pwned\x07\x1b[2J\nfff  succeeded".into(),
+            state: "pending".into(),
+            attempt: 0,
+            node: Some("n\r1".into()),
+            exit_code: None,
+            retries_used: 0,
+            driver: "mock".into(),
+            command: String::new(),
+            args: Vec::new(),
+        };
+        let text = table(&[t]);
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(!text.contains(['\x1b', '\x07', '\r']), "{text:?}");
+        assert!(text.contains("x\\x1b]0;pwned\\x07"), "{text:?}");
+        assert!(text.contains("n\\r1"), "{text:?}");
     }
 }

@@ -419,16 +419,55 @@ fn register(shared: &Arc<Shared>, conn: Connection) -> Option<NodeId> {
     Some(peer_id)
 }
 
+/// A failed incoming handshake that is a TLS refusal, and by which side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// This node's verifier refused the peer's certificate (it counted it).
+    OursOfTheirs,
+    /// The peer refused this node's certificate: it trusts another CA or
+    /// party (in TLS 1.3 the dialler checks first, so a joiner from another
+    /// CA is seen only this way).
+    TheirsOfOurs,
+}
+
+/// TLS alerts travel as QUIC CRYPTO_ERROR codes 0x100..=0x1ff.
+fn is_crypto_code(code: quinn::TransportErrorCode) -> bool {
+    (0x100..=0x1ff).contains(&u64::from(code))
+}
+
+fn refusal(error: &quinn::ConnectionError) -> Option<Refusal> {
+    match error {
+        quinn::ConnectionError::TransportError(e) if is_crypto_code(e.code) => {
+            Some(Refusal::OursOfTheirs)
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if is_crypto_code(c.error_code) => {
+            Some(Refusal::TheirsOfOurs)
+        }
+        _ => None,
+    }
+}
+
 async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         let shared = shared.clone();
+        let peer = incoming.remote_address();
         tokio::spawn(async move {
             match tokio::time::timeout(DIAL_TIMEOUT, incoming).await {
                 Ok(Ok(conn)) => {
                     register(&shared, conn);
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "incoming handshake failed"),
-                Err(_) => tracing::debug!("incoming handshake timed out"),
+                Ok(Err(e)) => match refusal(&e) {
+                    Some(Refusal::OursOfTheirs) => {
+                        tracing::warn!(%peer, reason = %e, "refused a joining peer's certificate");
+                    }
+                    Some(Refusal::TheirsOfOurs) => {
+                        shared.counters.handshake_refusals.inc();
+                        tracing::warn!(%peer, reason = %e,
+                            "handshake refused: the joining peer does not trust this party's certificate (another CA or party)");
+                    }
+                    None => tracing::debug!(%peer, error = %e, "incoming handshake failed"),
+                },
+                Err(_) => tracing::debug!(%peer, "incoming handshake timed out"),
             }
         });
     }

@@ -10,6 +10,7 @@
 
 use super::cas::{Change, Purpose};
 use super::{Coordinator, Effect, InFlight, KillReason, OpError, MAX_ATTEMPTS};
+use crate::gossip::Health;
 use crate::paxos::{Ballot, RegisterKey};
 use crate::sched;
 use crate::shard::{ShardConfig, ShardId};
@@ -155,8 +156,17 @@ impl Coordinator {
             .sum()
     }
 
+    /// This node's own checks fail (its own gossiped record says critical):
+    /// it takes no new work, however the work reaches it (docs/protocol.md §7).
+    fn is_critical(&self) -> bool {
+        self.view
+            .get(&self.me)
+            .is_some_and(|s| matches!(s.health, Health::Critical { .. }))
+    }
+
     fn can_take(&self, spec: &TaskSpec) -> bool {
-        self.attempts.len() < MAX_ATTEMPTS
+        !self.is_critical()
+            && self.attempts.len() < MAX_ATTEMPTS
             && self.slots_free() >= spec.slots
             && spec.fits_labels(&self.cfg.labels)
     }
@@ -918,7 +928,7 @@ impl Coordinator {
     /// Late binding: ask one group what can be claimed.
     pub(super) fn pull(&mut self, now: Instant) {
         let free = self.slots_free();
-        if free == 0 || self.directory.is_empty() {
+        if free == 0 || self.directory.is_empty() || self.is_critical() {
             return;
         }
         let shards = self.cfg.shards.max(1);
@@ -1073,6 +1083,7 @@ impl Coordinator {
 mod tests {
     use super::*;
     use crate::coordinator::{Bootstrap, Config};
+    use crate::gossip::NodeState;
 
     /// A founder of a three-node party, with `slots` slots and nothing sent yet.
     fn founder(slots: u32) -> (Coordinator, Instant) {
@@ -1101,6 +1112,102 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Gossips `health` as this node's own state (the host's membership
+    /// view carries the node's own record, checks included).
+    fn with_own_health(c: &mut Coordinator, now: Instant, health: Health) {
+        let ids: Vec<NodeId> = (1..=3).map(NodeId::from_u64).collect();
+        let members: Vec<(NodeId, Option<NodeState>)> = ids
+            .iter()
+            .map(|id| {
+                let state = NodeState {
+                    health: if *id == c.me {
+                        health.clone()
+                    } else {
+                        Health::Passing
+                    },
+                    slots_total: 4,
+                    slots_free: 4,
+                    ..NodeState::default()
+                };
+                (*id, Some(state))
+            })
+            .collect();
+        c.handle_membership(now, &members);
+        while c.poll_transmit().is_some() {}
+    }
+
+    fn critical() -> Health {
+        Health::Critical {
+            reason: "data dir free space 0 MiB".into(),
+        }
+    }
+
+    #[test]
+    fn a_critical_node_does_not_pull() {
+        let (mut c, now) = founder(4);
+        with_own_health(&mut c, now, critical());
+        c.pull(now);
+        assert_eq!(
+            pulled(&mut c),
+            Vec::<ShardId>::new(),
+            "a critical node pulled"
+        );
+        // Healthy again, it pulls at once.
+        with_own_health(&mut c, now, Health::Passing);
+        c.pull(now);
+        assert_eq!(pulled(&mut c).len(), 1);
+    }
+
+    #[test]
+    fn a_critical_node_claims_no_task_it_is_offered() {
+        let (mut c, now) = founder(4);
+        with_own_health(&mut c, now, critical());
+        c.offer_received(now, ShardId(5), TaskId(42), 0, TaskSpec::mock(100, 0));
+        assert!(
+            !c.attempts.contains_key(&TaskId(42)),
+            "claimed an offered task"
+        );
+        // Nor a task a pull it sent before turning critical hands it.
+        let id = c.next_id();
+        c.ops.insert(
+            id,
+            InFlight::Pull {
+                shard: ShardId(5),
+                deadline: now + Duration::from_millis(300),
+            },
+        );
+        let task = (1..u64::MAX)
+            .map(TaskId)
+            .find(|t| crate::shard::shard_of(t.0, c.cfg.shards) == ShardId(5))
+            .expect("a task of shard 5");
+        let reply = PaxosMessage::PullReply {
+            hdr: Header {
+                shard: ShardId(5),
+                epoch: 0,
+                req: id,
+            },
+            records: vec![TaskRecord::new(task, TaskSpec::mock(100, 0))],
+        };
+        c.pull_reply(now, id, reply);
+        assert!(!c.attempts.contains_key(&task), "claimed a pulled task");
+    }
+
+    #[test]
+    fn a_warning_node_still_claims() {
+        let (mut c, now) = founder(4);
+        let warning = Health::Warning {
+            reason: "memory 91% used".into(),
+        };
+        with_own_health(&mut c, now, warning);
+        c.offer_received(now, ShardId(5), TaskId(42), 0, TaskSpec::mock(100, 0));
+        assert!(
+            c.attempts.contains_key(&TaskId(42)),
+            "a warning node declined"
+        );
+        c.pull(now);
+        assert_eq!(pulled(&mut c).len(), 1, "a warning node did not pull");
     }
 
     #[test]
