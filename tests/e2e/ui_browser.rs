@@ -2,7 +2,7 @@
 //! chromedriver's WebDriver HTTP API. A 3-node party; the page lists the
 //! members and a task with a hostile name as plain text; `kill -9` of the
 //! task's holder shows it down and the task on another node within bounded
-//! times. Saves the page as docs/ui.png.
+//! times. Saves the page as a PNG (`SHOAL_UI_SCREENSHOT=docs/ui.png` for the README's).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (scripts/test.sh installs
 //! them); skipped with a printed reason without chromedriver or with
@@ -381,8 +381,13 @@ fn the_web_view_shows_members_tasks_and_a_failover_in_chromium() {
     std::thread::sleep(Duration::from_millis(1200));
     let png = browser.screenshot_png();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    let out = repo_root().join("docs/ui.png");
-    std::fs::write(&out, png).expect("write docs/ui.png");
+    // The README's picture is refreshed on request only, so a test run
+    // leaves the working tree as it found it.
+    let out = match std::env::var_os("SHOAL_UI_SCREENSHOT") {
+        Some(path) => repo_root().join(path),
+        None => std::env::temp_dir().join(format!("shoal-ui-{}.png", std::process::id())),
+    };
+    std::fs::write(&out, png).expect("write the screenshot");
     println!("screenshot: {}", out.display());
 }
 
