@@ -344,3 +344,181 @@ impl JobOwner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn keys(n: usize) -> Vec<PartKey> {
+        (0..n)
+            .map(|i| PartKey::new(&format!("p{i}"), "main"))
+            .collect()
+    }
+
+    fn drain(o: &mut JobOwner) -> Vec<OwnerOutput> {
+        std::iter::from_fn(|| o.poll_output()).collect()
+    }
+
+    fn sent(out: &[OwnerOutput], want: &ToPart) -> usize {
+        out.iter()
+            .filter(|o| matches!(o, OwnerOutput::Send { msg, .. } if msg == want))
+            .count()
+    }
+
+    /// Attempt `n` claimed and leased by every part at `at`.
+    fn start_all(o: &mut JobOwner, parts: &[PartKey], n: u64, at: Instant) -> Vec<OwnerOutput> {
+        for p in parts {
+            o.handle_message(at, p, ToOwner::RenewAsk { attempt: n, ask: 1 });
+            o.handle_message(at, p, ToOwner::Claimed { attempt: n });
+        }
+        drain(o)
+    }
+
+    #[test]
+    fn gang_start_waits_for_every_claim() {
+        let parts = keys(3);
+        let mut o = JobOwner::new(t(0), JobConfig::default(), &parts).unwrap();
+        assert_eq!(sent(&drain(&mut o), &ToPart::Reserve { attempt: 1 }), 3);
+        o.handle_message(t(5), &parts[0], ToOwner::Claimed { attempt: 1 });
+        o.handle_message(t(6), &parts[1], ToOwner::Claimed { attempt: 1 });
+        assert_eq!(sent(&drain(&mut o), &ToPart::StartAll { attempt: 1 }), 0);
+        o.handle_message(t(7), &parts[2], ToOwner::Claimed { attempt: 1 });
+        assert_eq!(sent(&drain(&mut o), &ToPart::StartAll { attempt: 1 }), 3);
+    }
+
+    #[test]
+    fn start_timeout_releases_reservations_and_counts_as_an_attempt() {
+        let parts = keys(2);
+        let cfg = JobConfig {
+            start_timeout_ms: 1_000,
+            max_attempts: 2,
+            ..JobConfig::default()
+        };
+        let mut o = JobOwner::new(t(0), cfg, &parts).unwrap();
+        o.handle_message(t(5), &parts[0], ToOwner::Claimed { attempt: 1 });
+        drain(&mut o);
+        assert!(o.poll_timeout().unwrap() <= t(1_000));
+        o.handle_timeout(t(999));
+        assert_eq!(sent(&drain(&mut o), &ToPart::StopAll { attempt: 1 }), 0);
+        o.handle_timeout(t(1_000));
+        let out = drain(&mut o);
+        assert_eq!(sent(&out, &ToPart::StopAll { attempt: 1 }), 2);
+        // No part held a job lease, so nothing can run: attempt 2 at once.
+        assert_eq!(sent(&out, &ToPart::Reserve { attempt: 2 }), 2);
+        o.handle_timeout(t(2_000));
+        assert_eq!(o.outcome(), Some(JobOutcome::Failed { attempt: 2 }));
+    }
+
+    #[test]
+    fn a_lost_part_stops_all_and_the_next_attempt_waits_for_its_lease() {
+        let parts = keys(2);
+        let cfg = JobConfig::default();
+        let grant_ms = cfg.owner_lease_ms();
+        assert_eq!(grant_ms, 817, "800 ms × 1.01/0.99, rounded up");
+        let mut o = JobOwner::new(t(0), cfg, &parts).unwrap();
+        start_all(&mut o, &parts, 1, t(10));
+        o.handle_part_lost(t(100), &parts[0]);
+        let out = drain(&mut o);
+        assert_eq!(sent(&out, &ToPart::StopAll { attempt: 1 }), 2);
+        o.handle_message(t(120), &parts[1], ToOwner::Stopped { attempt: 1 });
+        o.handle_timeout(t(10 + grant_ms - 1));
+        assert_eq!(sent(&drain(&mut o), &ToPart::Reserve { attempt: 2 }), 0);
+        assert!(o.poll_timeout().unwrap() <= t(10 + grant_ms));
+        o.handle_timeout(t(10 + grant_ms));
+        assert_eq!(sent(&drain(&mut o), &ToPart::Reserve { attempt: 2 }), 2);
+        assert_eq!(o.attempt(), 2);
+    }
+
+    #[test]
+    fn confirmed_stops_begin_the_next_attempt_without_waiting() {
+        let parts = keys(2);
+        let mut o = JobOwner::new(t(0), JobConfig::default(), &parts).unwrap();
+        start_all(&mut o, &parts, 1, t(10));
+        o.handle_message(
+            t(50),
+            &parts[0],
+            ToOwner::Exited {
+                attempt: 1,
+                code: 3,
+            },
+        );
+        assert_eq!(sent(&drain(&mut o), &ToPart::StopAll { attempt: 1 }), 1);
+        o.handle_message(t(60), &parts[1], ToOwner::Stopped { attempt: 1 });
+        assert_eq!(sent(&drain(&mut o), &ToPart::Reserve { attempt: 2 }), 2);
+    }
+
+    #[test]
+    fn a_silent_part_is_lost_when_its_grant_runs_out() {
+        let parts = keys(2);
+        let mut o = JobOwner::new(t(0), JobConfig::default(), &parts).unwrap();
+        start_all(&mut o, &parts, 1, t(10));
+        // Only part 1 keeps renewing; part 0's grant ends at 10 + 817.
+        o.handle_message(t(300), &parts[1], ToOwner::RenewAsk { attempt: 1, ask: 2 });
+        o.handle_timeout(t(826));
+        assert_eq!(sent(&drain(&mut o), &ToPart::StopAll { attempt: 1 }), 0);
+        o.handle_timeout(t(827));
+        assert_eq!(sent(&drain(&mut o), &ToPart::StopAll { attempt: 1 }), 2);
+    }
+
+    #[test]
+    fn results_of_stale_attempts_are_ignored() {
+        let parts = keys(2);
+        let mut o = JobOwner::new(t(0), JobConfig::default(), &parts).unwrap();
+        start_all(&mut o, &parts, 1, t(10));
+        o.handle_message(
+            t(20),
+            &parts[0],
+            ToOwner::Exited {
+                attempt: 1,
+                code: 1,
+            },
+        );
+        o.handle_message(t(30), &parts[1], ToOwner::Stopped { attempt: 1 });
+        assert_eq!(o.attempt(), 2);
+        start_all(&mut o, &parts, 2, t(40));
+        for p in &parts {
+            o.handle_message(
+                t(50),
+                p,
+                ToOwner::Exited {
+                    attempt: 1,
+                    code: 0,
+                },
+            );
+        }
+        assert_eq!(o.outcome(), None);
+        o.handle_message(t(55), &parts[0], ToOwner::RenewAsk { attempt: 1, ask: 9 });
+        let out = drain(&mut o);
+        assert_eq!(sent(&out, &ToPart::StopAll { attempt: 1 }), 1);
+        assert_eq!(sent(&out, &ToPart::Grant { attempt: 1, ask: 9 }), 0);
+        for p in &parts {
+            o.handle_message(
+                t(60),
+                p,
+                ToOwner::Exited {
+                    attempt: 2,
+                    code: 0,
+                },
+            );
+        }
+        assert_eq!(o.outcome(), Some(JobOutcome::Succeeded { attempt: 2 }));
+    }
+
+    #[test]
+    fn jobs_without_parts_or_with_duplicate_parts_are_refused() {
+        let cfg = JobConfig::default();
+        assert_eq!(
+            JobOwner::new(t(0), cfg.clone(), &[]).err(),
+            Some(JobError::PartCount(0))
+        );
+        let twice = [PartKey::new("a", "x"), PartKey::new("a", "x")];
+        assert!(matches!(
+            JobOwner::new(t(0), cfg, &twice),
+            Err(JobError::DuplicatePart { .. })
+        ));
+    }
+}
