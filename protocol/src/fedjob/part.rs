@@ -276,3 +276,160 @@ impl JobPart {
         self.valid_until = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fedjob::{JobOwner, OwnerOutput, PartKey};
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn drain(p: &mut JobPart) -> Vec<PartOutput> {
+        std::iter::from_fn(|| p.poll_output()).collect()
+    }
+
+    /// A part reserved for `attempt`, its first ask sent at `at`.
+    fn reserved(attempt: u64, at: Instant) -> JobPart {
+        let mut p = JobPart::new(at, JobConfig::default());
+        p.handle_message(at, ToPart::Reserve { attempt });
+        p.handle_claimed(at, attempt);
+        drain(&mut p);
+        p
+    }
+
+    #[test]
+    fn start_needs_a_valid_job_lease() {
+        let mut p = reserved(1, t(0));
+        p.handle_message(t(10), ToPart::StartAll { attempt: 1 });
+        assert!(drain(&mut p).is_empty());
+        p.handle_message(t(20), ToPart::Grant { attempt: 1, ask: 1 });
+        p.handle_message(t(21), ToPart::StartAll { attempt: 1 });
+        assert!(drain(&mut p).contains(&PartOutput::Start { attempt: 1 }));
+    }
+
+    #[test]
+    fn self_fences_fence_margin_before_the_lease_counted_from_the_ask() {
+        let mut p = reserved(1, t(0));
+        // The grant arrives late; the lease still counts from the ask at 0.
+        p.handle_message(t(50), ToPart::Grant { attempt: 1, ask: 1 });
+        p.handle_message(t(60), ToPart::StartAll { attempt: 1 });
+        drain(&mut p);
+        for now in [260, 520, 699] {
+            p.handle_timeout(t(now));
+        }
+        let out = drain(&mut p);
+        assert!(!out.iter().any(|o| matches!(o, PartOutput::Kill { .. })));
+        assert_eq!(p.poll_timeout(), Some(t(700)));
+        p.handle_timeout(t(700));
+        assert_eq!(
+            drain(&mut p),
+            vec![PartOutput::Kill {
+                attempt: 1,
+                reason: KillReason::Fenced
+            }]
+        );
+    }
+
+    #[test]
+    fn renewals_extend_the_lease() {
+        let mut p = reserved(1, t(0));
+        p.handle_message(t(5), ToPart::Grant { attempt: 1, ask: 1 });
+        p.handle_message(t(6), ToPart::StartAll { attempt: 1 });
+        p.handle_timeout(t(260));
+        p.handle_message(t(270), ToPart::Grant { attempt: 1, ask: 2 });
+        p.handle_timeout(t(959));
+        assert!(!drain(&mut p)
+            .iter()
+            .any(|o| matches!(o, PartOutput::Kill { .. })));
+        assert!(p.is_running());
+    }
+
+    #[test]
+    fn messages_of_older_attempts_are_ignored() {
+        let mut p = reserved(2, t(0));
+        for msg in [
+            ToPart::Reserve { attempt: 1 },
+            ToPart::Grant { attempt: 1, ask: 1 },
+            ToPart::StartAll { attempt: 1 },
+            ToPart::StopAll { attempt: 1 },
+        ] {
+            p.handle_message(t(10), msg);
+        }
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(p.attempt(), 2);
+    }
+
+    #[test]
+    fn a_later_attempt_ends_the_running_one() {
+        let mut p = reserved(1, t(0));
+        p.handle_message(t(5), ToPart::Grant { attempt: 1, ask: 1 });
+        p.handle_message(t(6), ToPart::StartAll { attempt: 1 });
+        drain(&mut p);
+        p.handle_message(t(10), ToPart::Reserve { attempt: 3 });
+        assert_eq!(
+            drain(&mut p),
+            vec![
+                PartOutput::Kill {
+                    attempt: 1,
+                    reason: KillReason::Superseded
+                },
+                PartOutput::Release { attempt: 1 },
+                PartOutput::Claim { attempt: 3 },
+            ]
+        );
+        p.handle_exited(t(20), 1, -9);
+        assert!(drain(&mut p).is_empty(), "the old exit reports nothing");
+    }
+
+    /// Worst case of drift within `rho`: the part's clock slow (its lease
+    /// lasts longest in real time), the owner's fast (its grant shortest).
+    /// In real time the part still kills before the owner begins attempt 2.
+    #[test]
+    fn under_worst_drift_the_part_fences_before_the_owner_moves_on() {
+        let cfg = JobConfig::default();
+        let (slow, fast) = (1.0 - cfg.rho, 1.0 + cfg.rho);
+        let on = |rate: f64, real_ms: u64| t((real_ms as f64 * rate).floor() as u64);
+        let key = PartKey::new("beta", "main");
+        let mut owner = JobOwner::new(on(fast, 0), cfg.clone(), &[key.clone()]).unwrap();
+        let mut part = JobPart::new(on(slow, 0), cfg);
+        part.handle_message(on(slow, 1), ToPart::Reserve { attempt: 1 });
+        part.handle_claimed(on(slow, 1), 1);
+        for o in drain(&mut part) {
+            if let PartOutput::Send(m) = o {
+                owner.handle_message(on(fast, 1), &key, m);
+            }
+        }
+        for o in std::iter::from_fn(|| owner.poll_output()) {
+            if let OwnerOutput::Send { msg, .. } = o {
+                part.handle_message(on(slow, 2), msg);
+            }
+        }
+        assert!(part.is_running());
+        // Partition from real 2 ms on: nothing passes either way.
+        let (mut killed_at, mut next_attempt_at) = (None, None);
+        for real in 2..3_000 {
+            part.handle_timeout(on(slow, real));
+            if drain(&mut part)
+                .iter()
+                .any(|o| matches!(o, PartOutput::Kill { .. }))
+            {
+                killed_at.get_or_insert(real);
+            }
+            owner.handle_timeout(on(fast, real));
+            let begun = std::iter::from_fn(|| owner.poll_output())
+                .any(|o| o == OwnerOutput::AttemptBegun { attempt: 2 });
+            if begun {
+                next_attempt_at.get_or_insert(real);
+            }
+        }
+        let (killed, next) = (killed_at.unwrap(), next_attempt_at.unwrap());
+        assert!(
+            killed < next,
+            "killed at {killed} ms, attempt 2 at {next} ms"
+        );
+        // The fence margin is what separates them, less the drift.
+        assert!(next - killed >= 100, "gap {} ms", next - killed);
+    }
+}
