@@ -392,7 +392,8 @@ mod tests {
         let (slow, fast) = (1.0 - cfg.rho, 1.0 + cfg.rho);
         let on = |rate: f64, real_ms: u64| t((real_ms as f64 * rate).floor() as u64);
         let key = PartKey::new("beta", "main");
-        let mut owner = JobOwner::new(on(fast, 0), cfg.clone(), &[key.clone()]).unwrap();
+        let mut owner =
+            JobOwner::new(on(fast, 0), cfg.clone(), std::slice::from_ref(&key)).unwrap();
         let mut part = JobPart::new(on(slow, 0), cfg);
         part.handle_message(on(slow, 1), ToPart::Reserve { attempt: 1 });
         part.handle_claimed(on(slow, 1), 1);
