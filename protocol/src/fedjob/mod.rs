@@ -1,4 +1,4 @@
-//! Federated job attempts (docs/protocol.md, "Federated job attempts"): the
+//! Federated job attempts (docs/protocol.md §10): the
 //! owner party's view of one job ([`JobOwner`]) and a participant's view of
 //! one of its parts ([`JobPart`]).
 //!
