@@ -141,7 +141,12 @@ impl JobOwner {
             ToOwner::Exited { code, .. } => self.on_exited(now, from, code),
             ToOwner::Stopped { .. } => {
                 self.view(from).stopped = true;
-                self.try_next_attempt(now);
+                // A part that gave up its slot loses the attempt.
+                if self.is_live() {
+                    self.stop_attempt(now);
+                } else {
+                    self.try_next_attempt(now);
+                }
             }
         }
     }

@@ -76,6 +76,8 @@ pub struct JobPart {
     /// End of the job lease of `attempt`, on this clock.
     valid_until: Option<Instant>,
     next_renew: Instant,
+    /// When a reservation without a start is given up.
+    give_up_at: Instant,
     out: VecDeque<PartOutput>,
 }
 
@@ -90,6 +92,7 @@ impl JobPart {
             next_ask: 0,
             valid_until: None,
             next_renew: now,
+            give_up_at: now,
             out: VecDeque::new(),
         }
     }
@@ -141,6 +144,7 @@ impl JobPart {
             return;
         }
         self.phase = Phase::Reserved;
+        self.give_up_at = now + Duration::from_millis(self.cfg.start_timeout_ms);
         self.send(ToOwner::Claimed { attempt });
         self.ask(now);
     }
@@ -168,6 +172,11 @@ impl JobPart {
                 reason: KillReason::Fenced,
             });
         }
+        // An owner that never starts the attempt must not hold the slot
+        // forever; releasing is always safe, nothing runs.
+        if self.phase == Phase::Reserved && now >= self.give_up_due() {
+            self.on_stop();
+        }
         if matches!(self.phase, Phase::Reserved | Phase::Running) && now >= self.next_renew {
             self.ask(now);
         }
@@ -176,7 +185,7 @@ impl JobPart {
     /// The next instant `handle_timeout` is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Reserved => Some(self.next_renew),
+            Phase::Reserved => Some(self.next_renew.min(self.give_up_due())),
             Phase::Running => Some(
                 self.fence_at()
                     .map_or(self.next_renew, |f| f.min(self.next_renew)),
@@ -197,6 +206,13 @@ impl JobPart {
     fn fence_at(&self) -> Option<Instant> {
         self.valid_until
             .map(|v| v.saturating_sub(Duration::from_millis(self.cfg.fence_margin_ms)))
+    }
+
+    /// When an unstarted reservation is given up: after the start timeout,
+    /// once no lease that could still start it is held.
+    fn give_up_due(&self) -> Instant {
+        self.fence_at()
+            .map_or(self.give_up_at, |f| f.max(self.give_up_at))
     }
 
     fn lease_valid(&self, now: Instant) -> bool {
@@ -330,6 +346,22 @@ mod tests {
                 reason: KillReason::Fenced
             }]
         );
+    }
+
+    #[test]
+    fn a_reservation_never_started_is_released_after_the_start_timeout() {
+        let mut p = reserved(1, t(0));
+        let timeout = JobConfig::default().start_timeout_ms;
+        let mut now = 0;
+        while now < timeout + 1_000 {
+            now += 100;
+            p.handle_timeout(t(now));
+            let out = drain(&mut p);
+            let released = out.contains(&PartOutput::Release { attempt: 1 });
+            assert_eq!(released, now == timeout, "at {now} ms: {out:?}");
+        }
+        p.handle_message(t(now), ToPart::StartAll { attempt: 1 });
+        assert!(drain(&mut p).is_empty(), "a released part starts nothing");
     }
 
     #[test]
