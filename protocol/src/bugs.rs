@@ -24,16 +24,20 @@ pub enum Bug {
     StaleCommit,
     /// Acceptor lease timers ignore the clock drift bound.
     NoDriftMargin,
+    /// A job owner begins the next attempt without waiting for the job
+    /// leases of parts not confirmed stopped.
+    JobNoFence,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::LeaseOverwrite,
         Bug::NoQuarantine,
         Bug::NoSelfFence,
         Bug::StaleCommit,
         Bug::NoDriftMargin,
+        Bug::JobNoFence,
     ];
 
     /// The name used by `--bug NAME`.
@@ -44,6 +48,7 @@ impl Bug {
             Bug::NoSelfFence => "no-self-fence",
             Bug::StaleCommit => "stale-commit",
             Bug::NoDriftMargin => "no-drift-margin",
+            Bug::JobNoFence => "job-no-fence",
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod bugs;
 pub mod coordinator;
 pub mod federation;
+pub mod fedjob;
 pub mod gossip;
 pub mod id;
 pub mod membership;
