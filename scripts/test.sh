@@ -36,8 +36,10 @@ echo "== planted bugs (each must be caught: proof that the checkers can fail)"
 planted=(-p shoal-sim -p shoal-protocol --features planted-bugs --test tasks_bugs --test tasks_planted_bugs)
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run "${planted[@]}" --no-fail-fast
+  cargo nextest run -p shoal-protocol --features planted-bugs --lib -E 'test(/planted/)'
 else
   cargo test "${planted[@]}" --no-fail-fast
+  cargo test -p shoal-protocol --features planted-bugs --lib planted
 fi
 echo "== deploy (static binary, FROM-scratch image, compose, Kubernetes, systemd)"
 scripts/release.sh

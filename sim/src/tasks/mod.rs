@@ -35,6 +35,14 @@ pub fn bugs_from(name: Option<&str>) -> Result<Bugs, String> {
         return Ok(Bugs::none());
     };
     let bug: shoal_protocol::Bug = name.parse()?;
+    if !BUG_NAMES.contains(&name) {
+        // A bug of a machine the task world does not run (federated jobs)
+        // would be a silent no-op here.
+        return Err(format!(
+            "bug `{name}` is not in the task world; it takes one of: {}",
+            BUG_NAMES.join(", ")
+        ));
+    }
     if !cfg!(feature = "planted-bugs") {
         return Err(format!(
             "bug `{name}` is not compiled in: rebuild with `cargo build -p shoal-sim --features planted-bugs`"
