@@ -77,6 +77,8 @@ pub struct FileConfig {
     /// Card files of the trusted parties.
     #[serde(default)]
     pub fed_trust: Vec<PathBuf>,
+    /// How many of the party's gateways hold each link at once.
+    pub fed_link_holders: Option<usize>,
 }
 
 /// Why the configuration is unusable.
@@ -148,6 +150,8 @@ pub struct AgentConfig {
     pub gateway: Option<SocketAddr>,
     /// Card files of the trusted parties.
     pub fed_trust: Vec<PathBuf>,
+    /// How many of the party's gateways hold each link at once.
+    pub fed_link_holders: usize,
 }
 
 impl AgentConfig {
@@ -166,6 +170,11 @@ impl AgentConfig {
                 "--listen {}: give the address other members reach this node at, not a wildcard",
                 self.listen
             )));
+        }
+        if self.fed_link_holders == 0 {
+            return Err(ConfigError::Invalid(
+                "--fed-link-holders 0: at least one gateway must hold each link".to_string(),
+            ));
         }
         for check in &self.checks {
             check.validate().map_err(ConfigError::Invalid)?;

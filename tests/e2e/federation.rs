@@ -178,3 +178,136 @@ fn fed_link_comes_up_refuses_strangers_and_heals_after_a_gateway_restart() {
     );
     drop((d, g));
 }
+
+/// `(holding, state, holders)` of `agent`'s link row for `party`.
+fn holder_row(agent: &Agent, party: &str) -> Option<(bool, String, Vec<String>)> {
+    let links: Vec<Value> = serde_json::from_str(&agent.get("/v1/fed/links")?).ok()?;
+    let row = links.iter().find(|l| l["party"] == party)?;
+    let holders = row["holders"]
+        .as_array()?
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    Some((
+        row["holding"].as_bool()?,
+        row["state"].as_str()?.to_string(),
+        holders,
+    ))
+}
+
+/// The indices of `gateways` that hold their link to `party`, once every
+/// one of them agrees on the same `k` holders and each holder's link is up.
+fn settled_holders(gateways: &[&Agent], party: &str, k: usize) -> Option<Vec<usize>> {
+    let rows: Vec<_> = gateways
+        .iter()
+        .map(|g| holder_row(g, party))
+        .collect::<Option<_>>()?;
+    let agreed = rows.iter().all(|r| r.2.len() == k && r.2 == rows[0].2);
+    let holding: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.0)
+        .map(|(i, _)| i)
+        .collect();
+    let up = holding.iter().all(|&i| rows[i].1 == "up");
+    (agreed && holding.len() == k && up).then_some(holding)
+}
+
+#[test]
+fn fed_link_holders_two_of_three_gateways_hold_the_link_and_a_killed_one_is_replaced() {
+    const K: usize = 2;
+    let alpha = Party::named("alpha");
+    let ports: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_udp_port()))
+        .collect();
+    let out = Command::new(shoal())
+        .args([
+            "fed",
+            "card",
+            "--party",
+            "alpha",
+            "--gateway",
+            &ports.join(","),
+            "--dir",
+        ])
+        .arg(alpha.ca_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alpha_card = alpha.path().join("alpha.card.toml");
+    std::fs::write(&alpha_card, &out.stdout).unwrap();
+    let beta = Site::new("beta");
+
+    let gateway_spec = |i: usize| {
+        let mut spec = alpha.spec(&format!("gw{}", i + 1));
+        spec.extra_args = vec![
+            "--gateway".into(),
+            ports[i].clone(),
+            "--fed-trust".into(),
+            beta.card.display().to_string(),
+            "--fed-link-holders".into(),
+            K.to_string(),
+        ];
+        spec
+    };
+    let first = gateway_spec(0).start_fresh(&[]);
+    let seed = [first.spec.listen];
+    let mut gateways = vec![first];
+    gateways.extend((1..3).map(|i| gateway_spec(i).start_fresh(&seed)));
+    let beta_site = Site {
+        party: Party::named("unused"),
+        gateway: String::new(),
+        card: alpha_card,
+    };
+    let b = beta.start(&[&beta_site]);
+
+    let all: Vec<&Agent> = gateways.iter().collect();
+    let holding = wait_for(LINK_DEADLINE, POLL, || settled_holders(&all, "beta", K));
+    let Some(holding) = holding else {
+        panic!(
+            "alpha's gateways never settled on {K} holders with links up: {:?}\nlog:\n{}",
+            all.iter()
+                .map(|g| holder_row(g, "beta"))
+                .collect::<Vec<_>>(),
+            gateways[0].log_tail()
+        );
+    };
+    assert_eq!(
+        gateways[0].metric("shoal_fed_link_holders"),
+        Some(K as f64),
+        "shoal_fed_link_holders at gw1"
+    );
+
+    let victim = holding[0];
+    gateways[victim].kill();
+    let killed = Instant::now();
+    let survivors: Vec<&Agent> = gateways
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, g)| g)
+        .collect();
+    let replaced = wait_for(LINK_DEADLINE, POLL, || {
+        settled_holders(&survivors, "beta", K)
+    });
+    assert!(
+        replaced.is_some(),
+        "no gateway took over the link of killed {}: {:?}\nlog:\n{}",
+        gateways[victim].name(),
+        survivors
+            .iter()
+            .map(|g| holder_row(g, "beta"))
+            .collect::<Vec<_>>(),
+        survivors[0].log_tail()
+    );
+    println!(
+        "holder {} killed: {K} holders with links up again after {:?}",
+        gateways[victim].name(),
+        killed.elapsed()
+    );
+    assert_eq!(link_state(&b, "alpha").as_deref(), Some("up"));
+}

@@ -70,7 +70,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let (net, inbound) = start_transport(&config, &material, &metrics)?;
     let mut mesh = start_membership(&config, &material, clock, &net, inbound, &metrics)?;
     let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
-    let fed = start_federation(&config, &material, &metrics)?;
+    let fed = start_federation(&config, &material, &metrics, &mesh)?;
     let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
     tokio::spawn(state::publish_state(
         config.clone(),
@@ -248,6 +248,7 @@ fn start_federation(
     config: &AgentConfig,
     material: &TlsMaterial,
     metrics: &Arc<Metrics>,
+    mesh: &Mesh,
 ) -> anyhow::Result<Option<crate::federation::FedHandle>> {
     let Some(listen) = config.gateway else {
         if !config.fed_trust.is_empty() {
@@ -276,6 +277,16 @@ fn start_federation(
             party: material.party.clone(),
             identity,
             cards,
+            me: material.node_id,
+            link_holders: config.fed_link_holders,
+            gateways: crate::federation::view::watch_gateways(
+                mesh.commands.clone(),
+                vec![shoal_protocol::federation::holders::GatewayView {
+                    id: material.node_id,
+                    live: true,
+                    critical: false,
+                }],
+            ),
         },
         metrics.fed.clone(),
     )

@@ -6,6 +6,7 @@ use super::driver::Command;
 use crate::config::AgentConfig;
 use crate::health::HealthHandle;
 use crate::tasks::host::TaskLoad;
+use shoal_protocol::federation::holders::GATEWAY_LABEL;
 use shoal_protocol::gossip::NodeState;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -62,6 +63,16 @@ pub async fn publish_state(
     }
 }
 
+/// The configured labels, plus the gateway label on a gateway so that the
+/// party's other gateways count it when they choose link holders.
+fn labels(config: &AgentConfig) -> std::collections::BTreeMap<String, String> {
+    let mut labels = config.labels.clone();
+    if config.gateway.is_some() {
+        labels.insert(GATEWAY_LABEL.to_string(), "true".to_string());
+    }
+    labels
+}
+
 fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> NodeState {
     let sample = health.sample();
     NodeState {
@@ -73,7 +84,7 @@ fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> 
         mem_used_permille: sample.mem_used_permille,
         disk_free_mib: sample.disk_free_mib,
         health: health.node_health(),
-        labels: config.labels.clone(),
+        labels: labels(config),
         build_version: build_version(),
     }
 }

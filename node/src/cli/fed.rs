@@ -102,8 +102,8 @@ fn escaped(text: &str) -> String {
 /// The links as a table; names are escaped before they reach a terminal.
 pub fn links_table(links: &[LinkView]) -> String {
     let mut out = format!(
-        "{:<16} {:<10} {:>8} {:<52} {}\n",
-        "PARTY", "STATE", "RTT_MS", "PEER", "REMOTE"
+        "{:<16} {:<10} {:<7} {:>8} {:<52} {}\n",
+        "PARTY", "STATE", "HOLDING", "RTT_MS", "PEER", "REMOTE"
     );
     for link in links {
         let rtt = link
@@ -111,9 +111,10 @@ pub fn links_table(links: &[LinkView]) -> String {
             .map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
         let _ = writeln!(
             out,
-            "{:<16} {:<10} {:>8} {:<52} {}",
+            "{:<16} {:<10} {:<7} {:>8} {:<52} {}",
             escaped(&link.party),
             format!("{:?}", link.state).to_lowercase(),
+            if link.holding { "yes" } else { "no" },
             rtt,
             escaped(link.peer.as_deref().unwrap_or("-")),
             escaped(link.remote.as_deref().unwrap_or("-")),
@@ -136,11 +137,14 @@ mod tests {
             remote: Some("/ip4/127.0.0.1/udp/1/quic-v1".into()),
             since_ms: 0,
             rtt_ms: Some(0.5),
+            holding: true,
+            holders: vec!["00".into()],
         }];
         let table = links_table(&links);
         let row = table.lines().nth(1).unwrap();
         assert!(!row.contains('\u{1b}'), "{row}");
         assert!(row.starts_with("be\\u{1b}ta       up"), "{row}");
         assert!(row.contains("0.50"), "{row}");
+        assert!(row.contains(" yes "), "{row}");
     }
 }

@@ -202,6 +202,9 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub fed_trust: Vec<PathBuf>,
+    /// How many of the party's gateways hold each link at once (default 2).
+    #[arg(long, env = "SHOAL_FED_LINK_HOLDERS")]
+    pub fed_link_holders: Option<usize>,
 }
 
 /// `shoal members` flags.
@@ -288,6 +291,10 @@ impl AgentArgs {
             } else {
                 self.fed_trust
             },
+            fed_link_holders: self
+                .fed_link_holders
+                .or(file.fed_link_holders)
+                .unwrap_or(shoal_protocol::federation::holders::DEFAULT_LINK_HOLDERS),
         })
     }
 }

@@ -13,14 +13,17 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
+use shoal_protocol::federation::holders::{holders, GatewayView};
 use shoal_protocol::federation::{judge_hello, RedialBackoff, TrustedParty, Verdict};
 use shoal_protocol::wire::fed::{
     FedRequest, FedResponse, Hello, RefuseReason, FED_PROTOCOL_VERSION,
 };
+use shoal_protocol::NodeId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How often the link task looks for links to dial and silent peers.
 const TICK: Duration = Duration::from_millis(100);
@@ -53,6 +56,12 @@ pub struct FedConfig {
     pub identity: GatewayIdentity,
     /// Trusted parties.
     pub cards: Vec<Card>,
+    /// This node's id in its party.
+    pub me: NodeId,
+    /// How many of the party's gateways hold each link.
+    pub link_holders: usize,
+    /// The party's gateways as membership sees them.
+    pub gateways: watch::Receiver<Vec<GatewayView>>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -91,6 +100,12 @@ struct LinkTask {
     refusing: HashSet<PeerId>,
     table: FedHandle,
     metrics: Arc<FedMetrics>,
+    me: NodeId,
+    link_holders: usize,
+    gateways: watch::Receiver<Vec<GatewayView>>,
+    /// Connections this gateway dialed, closed when it stops holding the
+    /// link they serve (inbound ones stay: the peer party chose them).
+    dialed: HashMap<ConnectionId, PeerId>,
 }
 
 /// Binds the gateway and spawns its link task; returns the link table.
@@ -161,6 +176,10 @@ pub fn start(config: FedConfig, metrics: Arc<FedMetrics>) -> anyhow::Result<FedH
         refusing: HashSet::new(),
         table: table.clone(),
         metrics,
+        me: config.me,
+        link_holders: config.link_holders,
+        gateways: config.gateways,
+        dialed: HashMap::new(),
     };
     tokio::spawn(task.run());
     Ok(table)
@@ -196,8 +215,12 @@ impl LinkTask {
             .values()
             .filter_map(|p| p.party.clone())
             .collect();
+        let holding = self.choose_holders();
         let mut dials = Vec::new();
         for (party, link) in &mut self.parties {
+            if !holding.contains(party) {
+                continue;
+            }
             if up.contains(party) || !link.dialing.is_empty() || now < link.next_dial {
                 continue;
             }
@@ -221,6 +244,44 @@ impl LinkTask {
                 Err(e) => tracing::debug!(%party, %addr, error = %e, "federation dial failed"),
             }
         }
+    }
+
+    /// Recomputes who holds each link from the latest gateway view; records
+    /// it and closes the connections this node dialed for links it no
+    /// longer holds. Returns the parties whose links this node holds.
+    fn choose_holders(&mut self) -> HashSet<String> {
+        let view = self.gateways.borrow().clone();
+        let mut holding = HashSet::new();
+        for party in self.parties.keys() {
+            let chosen = holders(party, &view, self.link_holders);
+            let mine = chosen.contains(&self.me);
+            self.metrics.set_link_holders(party, chosen.len());
+            self.table
+                .set_holders(party, mine, chosen.iter().map(NodeId::to_hex).collect());
+            if mine {
+                holding.insert(party.clone());
+            }
+        }
+        let released: Vec<ConnectionId> = self
+            .dialed
+            .iter()
+            .filter(|(_, peer)| {
+                self.peers
+                    .get(peer)
+                    .and_then(|p| p.party.as_ref())
+                    .is_some_and(|party| !holding.contains(party))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for connection in released {
+            tracing::info!(
+                ?connection,
+                "no longer a holder of this link; closing the dialed connection"
+            );
+            self.dialed.remove(&connection);
+            self.swarm.close_connection(connection);
+        }
+        holding
     }
 
     fn dial_ended(&mut self, connection: ConnectionId) {
@@ -249,6 +310,9 @@ impl LinkTask {
                     connected_at: Instant::now(),
                     party: None,
                 });
+                if endpoint.is_dialer() {
+                    self.dialed.insert(connection_id, peer_id);
+                }
                 if endpoint.is_dialer() && !known {
                     self.swarm
                         .behaviour_mut()
@@ -259,9 +323,14 @@ impl LinkTask {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
+                self.dialed.remove(&connection_id);
+                if num_established > 0 {
+                    return;
+                }
                 self.refusing.remove(&peer_id);
                 if let Some(party) = self.peers.remove(&peer_id).and_then(|p| p.party) {
                     self.link_lost(&party, &peer_id);

@@ -28,6 +28,9 @@ pub struct FedMetrics {
     pub links_up: Family<PartyLabel, Gauge>,
     /// Peers this gateway refused in the link handshake, by reason.
     pub refused: Family<ReasonLabel, Counter>,
+    /// Own gateways holding the link to each trusted party, as this node
+    /// sees them.
+    pub link_holders: Family<PartyLabel, Gauge>,
 }
 
 impl FedMetrics {
@@ -44,6 +47,11 @@ impl FedMetrics {
             self.links_up.clone(),
         );
         registry.register(
+            "fed_link_holders",
+            "Own gateways holding the link to each trusted party, as this node sees them",
+            self.link_holders.clone(),
+        );
+        registry.register(
             "fed_refused",
             "Peer gateways refused in the federation handshake, by reason",
             self.refused.clone(),
@@ -57,6 +65,15 @@ impl FedMetrics {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// Sets the link-holders gauge of `party`.
+    pub fn set_link_holders(&self, party: &str, holders: usize) {
+        self.link_holders
+            .get_or_create(&PartyLabel {
+                party: party.to_string(),
+            })
+            .set(i64::try_from(holders).unwrap_or(i64::MAX));
     }
 
     /// Sets the links-up gauge of `party`.

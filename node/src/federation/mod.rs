@@ -9,6 +9,7 @@ pub mod keys;
 pub mod link;
 pub mod metrics;
 pub mod table;
+pub mod view;
 
 pub use card::Card;
 pub use link::{start, FedConfig};

@@ -33,6 +33,13 @@ pub struct LinkView {
     pub since_ms: u64,
     /// The last ping round trip, while up.
     pub rtt_ms: Option<f64>,
+    /// Whether this node is one of the link's holders (it dials the party).
+    #[serde(default)]
+    pub holding: bool,
+    /// The ids of the party's gateways that hold the link, as this node's
+    /// membership view sees them.
+    #[serde(default)]
+    pub holders: Vec<String>,
 }
 
 /// Unix time now, in ms.
@@ -76,6 +83,8 @@ impl FedHandle {
             remote: None,
             since_ms: unix_ms(),
             rtt_ms: None,
+            holding: false,
+            holders: Vec::new(),
         });
         if row.state != state {
             row.since_ms = unix_ms();
@@ -84,6 +93,15 @@ impl FedHandle {
         row.state = state;
         row.peer = peer;
         row.remote = remote;
+    }
+
+    /// Records who holds a party's link.
+    pub(crate) fn set_holders(&self, party: &str, holding: bool, holders: Vec<String>) {
+        let mut links = self.links.lock().expect("link table lock poisoned");
+        if let Some(row) = links.get_mut(party) {
+            row.holding = holding;
+            row.holders = holders;
+        }
     }
 
     /// Records a ping round trip on a party's link.

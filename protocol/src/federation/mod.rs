@@ -6,6 +6,8 @@
 //! PeerIds. libp2p's own handshake proves the PeerId of a connection, so a
 //! hello is judged against that PeerId.
 
+pub mod holders;
+
 use crate::wire::fed::{Hello, RefuseReason, FED_PROTOCOL_VERSION};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
