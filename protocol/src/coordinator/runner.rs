@@ -1179,7 +1179,14 @@ mod tests {
         while c.poll_transmit().is_some() {}
         let mut offered_to = Vec::new();
         for task in 0..20u64 {
-            c.offer_to_best(now, ShardId(0), TaskId(task), 0, TaskSpec::mock(task, 0), true);
+            c.offer_to_best(
+                now,
+                ShardId(0),
+                TaskId(task),
+                0,
+                TaskSpec::mock(task, 0),
+                true,
+            );
             while let Some((to, bytes)) = c.poll_transmit() {
                 if let Ok(PaxosMessage::Offer { .. }) =
                     crate::wire::decode(&bytes, crate::wire::MAX_STREAM_MESSAGE_BYTES)
