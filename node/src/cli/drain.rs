@@ -21,7 +21,7 @@ pub struct DrainArgs {
     pub api: String,
     /// How long running attempts get to finish before the agent leaves
     /// anyway and they restart elsewhere (e.g. `5m`).
-    #[arg(long, alias = "wait", value_parser = humantime::parse_duration, default_value = "5m")]
+    #[arg(long, visible_alias = "wait", value_parser = humantime::parse_duration, default_value = "5m")]
     pub deadline: Duration,
     /// Cancel a drain under way: the node takes work again and stays.
     #[arg(long)]
