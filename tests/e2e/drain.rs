@@ -27,6 +27,7 @@ fn a_drained_node_takes_no_new_task_finishes_its_running_one_and_exits_0() {
     })
     .expect("the long task never ran");
     let drained = agents.iter().position(|a| a.name() == holder).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != drained).collect();
     let api = format!("http://{}", agents[drained].spec.api);
     let mut drain_cli = Command::new(shoal())
         .args(["drain", "--api", &api, "--deadline", "60s"])
@@ -41,8 +42,9 @@ fn a_drained_node_takes_no_new_task_finishes_its_running_one_and_exits_0() {
         (node["draining"] == true).then_some(())
     });
     assert!(draining.is_some(), "GET /v1/node never said draining");
+    assert_eq!(agents[drained].metric("shoal_draining"), Some(1.0));
+    assert_eq!(agents[others[0]].metric("shoal_draining"), Some(0.0));
     // Let the draining flag reach the others' views (gossip, about a second).
-    let others: Vec<usize> = (0..3).filter(|i| *i != drained).collect();
     let seen = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
         others
             .iter()

@@ -505,6 +505,7 @@ impl Host {
             Request::Drain(draining, reply) => {
                 self.coord.set_draining(draining);
                 self.load.draining.store(draining, Ordering::Relaxed);
+                self.metrics.tasks.draining.set(i64::from(draining));
                 tracing::info!(draining, "drain set");
                 let _ = reply.send(Ok(()));
             }
