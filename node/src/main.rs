@@ -117,6 +117,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", members::table(&list));
             }
         }
+        Command::Drain(args) => {
+            let outcome = runtime()?.block_on(shoal_node::cli::drain::drain(&args))?;
+            println!(
+                "{}",
+                match outcome {
+                    shoal_node::cli::drain::DrainOutcome::Left => "drained; the agent left",
+                    shoal_node::cli::drain::DrainOutcome::Started => "draining",
+                    shoal_node::cli::drain::DrainOutcome::Cancelled => "drain cancelled",
+                }
+            );
+        }
         Command::Health(args) => {
             runtime()?.block_on(health::check(&args))?;
             println!("ok");

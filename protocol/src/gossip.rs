@@ -49,6 +49,10 @@ pub struct NodeState {
     pub labels: BTreeMap<String, String>,
     /// The node's build version string.
     pub build_version: String,
+    /// The node is draining (`shoal drain`): it stays a member, finishes its
+    /// running attempts and takes no new work.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// What merging a received record did.

@@ -19,6 +19,7 @@ pub fn fits(spec: &TaskSpec, state: &NodeState) -> bool {
     state.slots_free >= spec.slots
         && spec.fits_labels(&state.labels)
         && !matches!(state.health, Health::Critical { .. })
+        && !state.draining
 }
 
 /// Picks the best of `d` random eligible candidates: most free slots, then
@@ -74,6 +75,19 @@ mod tests {
         }
         spec.slots = 3;
         assert_eq!(choose(&spec, &view, 2, &mut rng), None);
+    }
+
+    #[test]
+    fn a_draining_node_is_never_chosen() {
+        let mut view = BTreeMap::new();
+        let mut draining = state(8, &[]);
+        draining.draining = true;
+        view.insert(NodeId::from_u64(1), draining);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let spec = TaskSpec::mock(1, 0);
+        assert_eq!(choose(&spec, &view, 8, &mut rng), None);
+        view.insert(NodeId::from_u64(2), state(1, &[]));
+        assert_eq!(choose(&spec, &view, 8, &mut rng), Some(NodeId::from_u64(2)));
     }
 
     #[test]

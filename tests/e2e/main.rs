@@ -6,6 +6,7 @@ mod api;
 mod chaos;
 mod containers;
 mod docs;
+mod drain;
 mod federation;
 mod health_cli;
 mod mesh;

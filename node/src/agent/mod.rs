@@ -3,6 +3,7 @@
 //! SIGTERM/SIGINT (docs/architecture.md, "Agent start-up").
 
 pub mod clock;
+pub mod drain;
 pub mod driver;
 pub mod identity_binding;
 pub mod incarnation;
@@ -72,6 +73,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
     let fed = start_federation(&config, &material, &metrics, &mesh)?;
     let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
+    let (drain, mut drain_watch) = drain::channel(load.clone());
     tokio::spawn(state::publish_state(
         config.clone(),
         health.clone(),
@@ -88,11 +90,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         party: material.party.clone(),
         started: std::time::Instant::now(),
         fed,
+        drain,
     };
     let api_task = start_api(config.api, api_state).await?;
 
-    let signal = wait_for_signal().await?;
-    tracing::info!(signal, "leaving the mesh");
+    tokio::select! {
+        signal = wait_for_signal() => tracing::info!(signal = signal?, "leaving the mesh"),
+        end = drain_watch.done() => tracing::info!(?end, "drained; leaving the mesh"),
+    }
     leave(&net, mesh).await;
     api_task.abort();
     net.transport.close(Duration::from_millis(200)).await;

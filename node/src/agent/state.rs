@@ -86,12 +86,14 @@ fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> 
         health: health.node_health(),
         labels: labels(config),
         build_version: build_version(),
+        draining: load.draining.load(Ordering::Relaxed),
     }
 }
 
 /// Changes schedulers must see at once.
 fn urgent_change(prev: &NodeState, next: &NodeState) -> bool {
     prev.health != next.health
+        || prev.draining != next.draining
         || prev.slots_total != next.slots_total
         || prev.slots_free != next.slots_free
         || prev.running_attempts != next.running_attempts

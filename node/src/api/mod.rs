@@ -47,6 +47,8 @@ pub struct ApiState {
     pub started: std::time::Instant,
     /// The federation link table, on a gateway.
     pub fed: Option<crate::federation::FedHandle>,
+    /// Starts and cancels a drain of this node.
+    pub drain: crate::agent::drain::DrainControl,
 }
 
 /// The router of the API.
@@ -60,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/logs", get(tasks::logs))
         .route("/v1/fed/links", get(fed_links))
+        .route("/v1/drain", post(drain))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -251,7 +254,48 @@ async fn node(State(state): State<ApiState>) -> Result<Json<NodeView>, ApiError>
         members_by_state,
         checks,
         uptime_s: state.started.elapsed().as_secs(),
+        draining: state.drain.draining(),
+        running_attempts: state.drain.running(),
     }))
+}
+
+/// `POST /v1/drain` body; every field optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    /// Milliseconds the running attempts get to finish before the agent
+    /// leaves anyway.
+    deadline_ms: Option<u64>,
+    /// Cancel a drain under way instead.
+    #[serde(default)]
+    cancel: bool,
+}
+
+/// Starts (or cancels) a drain: the node takes no new work at once, and the
+/// agent leaves once its attempts ended or the deadline passed.
+async fn drain(
+    State(state): State<ApiState>,
+    body: Option<Json<DrainBody>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    state
+        .tasks
+        .drain(!body.cancel)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if body.cancel {
+        state.drain.cancel();
+    } else {
+        let deadline = body
+            .deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or(crate::agent::drain::DEFAULT_DEADLINE);
+        state.drain.start(deadline);
+    }
+    Ok(Json(serde_json::json!({
+        "draining": state.drain.draining(),
+        "running_attempts": state.drain.running(),
+    })))
 }
 
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {

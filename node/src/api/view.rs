@@ -44,6 +44,9 @@ pub struct MemberView {
     /// Its placement labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The member said it is draining (takes no new work).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// `(status, reason)` of a gossiped health.
@@ -107,6 +110,7 @@ impl MemberView {
             state_since_ms_ago: 0,
             build_version: node_state.map(|s| s.build_version.clone()),
             labels: node_state.map(|s| s.labels.clone()).unwrap_or_default(),
+            draining: node_state.is_some_and(|s| s.draining),
         }
     }
 }
@@ -128,6 +132,13 @@ pub struct NodeView {
     pub checks: Vec<CheckView>,
     /// Seconds since the agent started.
     pub uptime_s: u64,
+    /// A drain is under way: the node takes no new work and leaves once its
+    /// running attempts ended.
+    #[serde(default)]
+    pub draining: bool,
+    /// Attempts running on this node.
+    #[serde(default)]
+    pub running_attempts: u32,
 }
 
 /// One health check in `GET /v1/node`.

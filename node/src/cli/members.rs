@@ -122,7 +122,11 @@ pub fn table(members: &[MemberView]) -> String {
                 terminal_safe(&m.id.chars().take(8).collect::<String>()).into_owned(),
                 terminal_safe(&name).into_owned(),
                 terminal_safe(&m.addr).into_owned(),
-                crate::metrics::state_name(m.state).to_string(),
+                if m.draining {
+                    format!("{} (draining)", crate::metrics::state_name(m.state))
+                } else {
+                    crate::metrics::state_name(m.state).to_string()
+                },
                 m.incarnation.to_string(),
                 format!("{}/{}", opt(m.slots_free), opt(m.slots_total)),
                 m.cpu_load_permille

@@ -1,6 +1,7 @@
 //! The `shoal` command line (clap). Agent settings come from flags, then
 //! `SHOAL_*` environment variables, then the config file, then defaults.
 
+pub mod drain;
 pub mod fed;
 pub mod health;
 pub mod members;
@@ -56,6 +57,8 @@ pub enum Command {
     Members(MembersArgs),
     /// Exit 0 if an agent answers /healthz (or /readyz); for HEALTHCHECKs and probes.
     Health(health::HealthArgs),
+    /// Take no new work, let running attempts finish, then leave the mesh.
+    Drain(drain::DrainArgs),
     /// Submit a task; prints only its id.
     Submit(tasks::SubmitArgs),
     /// Show one task, or list the tasks a node knows.

@@ -54,6 +54,8 @@ pub struct TaskLoad {
     pub slots_free: AtomicU32,
     /// Attempts running.
     pub running: AtomicU32,
+    /// The node is draining (gossiped so that offers skip it).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// What the host needs to start.
@@ -499,6 +501,13 @@ impl Host {
                 reply,
             } => {
                 let _ = reply.send(self.list(state.as_deref(), limit));
+            }
+            Request::Drain(draining, reply) => {
+                self.coord.set_draining(draining);
+                self.load.draining.store(draining, Ordering::Relaxed);
+                self.metrics.tasks.draining.set(i64::from(draining));
+                tracing::info!(draining, "drain set");
+                let _ = reply.send(Ok(()));
             }
         }
     }

@@ -39,6 +39,8 @@ pub struct TaskMetrics {
     pub self_fences: Counter,
     /// Attempts found running after a restart (fenced by the restart).
     pub recovered_fenced: Counter,
+    /// 1 while this node drains (`shoal drain`), else 0.
+    pub draining: Gauge,
     /// Attempts started here.
     pub attempts_started: Counter,
     /// Attempt outcomes refused because the attempt was no longer current.
@@ -74,6 +76,7 @@ impl Default for TaskMetrics {
             lease_renewals: Counter::default(),
             self_fences: Counter::default(),
             recovered_fenced: Counter::default(),
+            draining: Gauge::default(),
             attempts_started: Counter::default(),
             results_refused: Counter::default(),
             attempts_succeeded: Counter::default(),
@@ -115,6 +118,11 @@ impl TaskMetrics {
             "self_fences",
             "Attempts killed because their lease could not be renewed in time",
             self.self_fences.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 while this node drains: it takes no new work and leaves once its attempts ended",
+            self.draining.clone(),
         );
         registry.register(
             "recovered_fenced",

@@ -69,6 +69,8 @@ pub enum Request {
         /// The answer, newest ids first is not promised: ordered by id.
         reply: oneshot::Sender<Vec<TaskRecord>>,
     },
+    /// Start (`true`) or cancel (`false`) draining: no new attempts here.
+    Drain(bool, oneshot::Sender<Result<(), TaskError>>),
     /// Cancel a non-final task.
     Cancel(TaskId, oneshot::Sender<Result<(), TaskError>>),
     /// Read a task's log from the node that ran its current attempt.
@@ -115,6 +117,11 @@ impl TasksHandle {
                 "no answer from the shard group in time".into(),
             )),
         }
+    }
+
+    /// Starts or cancels draining this node.
+    pub async fn drain(&self, draining: bool) -> Result<(), TaskError> {
+        self.ask(|tx| Request::Drain(draining, tx)).await
     }
 
     /// Submits a task; its id once a majority persisted it.

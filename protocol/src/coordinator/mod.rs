@@ -462,6 +462,9 @@ pub struct Coordinator {
     effects: VecDeque<Effect>,
     timers: Timers,
     pull_cursor: u32,
+    /// Set by `shoal drain`: this node claims nothing new (no offers taken,
+    /// no pulls, no sweep claims); its running attempts go on.
+    draining: bool,
     /// Shards with a task this node was offered but had no room for: its
     /// next pull with room enough goes there first (see `offer_received`).
     pull_hints: VecDeque<PullHint>,
@@ -587,6 +590,7 @@ impl Coordinator {
             effects: VecDeque::new(),
             timers,
             pull_cursor: 0,
+            draining: false,
             pull_hints: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -863,6 +867,18 @@ impl Coordinator {
             .values()
             .filter(|c| c.members.iter().any(|m| !self.live.contains(m)))
             .count()
+    }
+
+    /// Starts (or cancels) draining: while set, this node takes no new
+    /// attempts; offers it receives are passed on, and it neither pulls nor
+    /// claims what it sweeps.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Whether this node is draining.
+    pub fn draining(&self) -> bool {
+        self.draining
     }
 
     /// Slots not used by this node's attempts.

@@ -166,6 +166,7 @@ impl Coordinator {
 
     fn can_take(&self, spec: &TaskSpec) -> bool {
         !self.is_critical()
+            && !self.draining
             && self.attempts.len() < MAX_ATTEMPTS
             && self.slots_free() >= spec.slots
             && spec.fits_labels(&self.cfg.labels)
@@ -853,7 +854,7 @@ impl Coordinator {
             .map(|(id, s)| (*id, s.clone()))
             .collect();
         let mut mine = view.remove(&self.me).unwrap_or_default();
-        if !exclude_me {
+        if !exclude_me && !self.draining {
             mine.slots_free = self.slots_free();
             mine.slots_total = self.cfg.slots_total;
             mine.labels = self.cfg.labels.clone();
@@ -928,7 +929,7 @@ impl Coordinator {
     /// Late binding: ask one group what can be claimed.
     pub(super) fn pull(&mut self, now: Instant) {
         let free = self.slots_free();
-        if free == 0 || self.directory.is_empty() || self.is_critical() {
+        if self.draining || free == 0 || self.directory.is_empty() || self.is_critical() {
             return;
         }
         let shards = self.cfg.shards.max(1);
@@ -1235,6 +1236,77 @@ mod tests {
         // Followed once; then the cursor goes on.
         c.pull(now);
         assert_eq!(pulled(&mut c), vec![ShardId(2)]);
+    }
+
+    #[test]
+    fn a_draining_node_neither_pulls_nor_claims_an_offer() {
+        let (mut c, now) = founder(4);
+        let in_flight = |c: &Coordinator, pull: bool| {
+            c.ops
+                .values()
+                .filter(|op| match op {
+                    InFlight::Pull { .. } => pull,
+                    InFlight::Lease(_) => !pull,
+                    _ => false,
+                })
+                .count()
+        };
+        c.set_draining(true);
+        c.pull(now);
+        assert_eq!(in_flight(&c, true), 0, "a draining node pulled");
+        c.offer_received(now, ShardId(0), TaskId(7), 0, TaskSpec::mock(100, 0));
+        assert_eq!(in_flight(&c, false), 0, "a draining node claimed an offer");
+        // Drain cancelled: the same node pulls and claims again.
+        c.set_draining(false);
+        c.pull(now);
+        assert_eq!(in_flight(&c, true), 1);
+        c.offer_received(now, ShardId(0), TaskId(8), 0, TaskSpec::mock(101, 0));
+        assert_eq!(in_flight(&c, false), 1);
+    }
+
+    #[test]
+    fn offers_skip_a_draining_peer() {
+        let (mut c, now) = founder(0);
+        let ids: Vec<NodeId> = (1..=3).map(NodeId::from_u64).collect();
+        let roomy = |draining| crate::gossip::NodeState {
+            version: 1,
+            slots_total: 8,
+            slots_free: 8,
+            draining,
+            ..Default::default()
+        };
+        c.handle_membership(
+            now,
+            &[
+                (ids[0], None),
+                (ids[1], Some(roomy(true))),
+                (ids[2], Some(roomy(false))),
+            ],
+        );
+        while c.poll_transmit().is_some() {}
+        let mut offered_to = Vec::new();
+        for task in 0..20u64 {
+            c.offer_to_best(
+                now,
+                ShardId(0),
+                TaskId(task),
+                0,
+                TaskSpec::mock(task, 0),
+                true,
+            );
+            while let Some((to, bytes)) = c.poll_transmit() {
+                if let Ok(PaxosMessage::Offer { .. }) =
+                    crate::wire::decode(&bytes, crate::wire::MAX_STREAM_MESSAGE_BYTES)
+                {
+                    offered_to.push(to);
+                }
+            }
+        }
+        assert!(!offered_to.is_empty(), "no offer was sent");
+        assert!(
+            offered_to.iter().all(|to| *to == ids[2]),
+            "a draining node was offered a task: {offered_to:?}"
+        );
     }
 
     #[test]
