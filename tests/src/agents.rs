@@ -395,28 +395,30 @@ impl Drop for Agent {
 
 /// A minimal HTTP/1.1 GET (axum answers with Content-Length bodies).
 pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let (status, body) = http_exchange(addr, &request, Duration::from_secs(3))?;
+    (status == 200).then_some(body)
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and
 /// returns the status code and body of the answer; `None` if the agent
 /// could not be reached or the answer is not HTTP.
 pub fn http_raw(addr: SocketAddr, request: &str) -> Option<(u16, String)> {
+    http_exchange(addr, request, Duration::from_secs(3))
+}
+
+/// One request/answer on a fresh connection, read to its close: the
+/// status code and body, or `None` on a socket error or a non-HTTP answer.
+pub fn http_exchange(
+    addr: SocketAddr,
+    request: &str,
+    read_timeout: Duration,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream.set_read_timeout(Some(read_timeout)).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;

@@ -1,10 +1,10 @@
 //! Helpers of the task e2e tests: HTTP POST, the CLI, readiness.
 
-use crate::agents::{wait_for, Agent};
+use crate::agents::{http_exchange, wait_for, Agent};
 use crate::shoal;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+
+use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -15,22 +15,12 @@ pub fn http(
     path: &str,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .ok()?;
     let body = body.unwrap_or("");
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    );
+    http_exchange(addr, &request, Duration::from_secs(20))
 }
 
 /// `shoal ARGS... --api URL-of(agent)`, output captured.

@@ -37,7 +37,7 @@ mod runner;
 use crate::bugs::Bugs;
 use crate::gossip::NodeState;
 use crate::paxos::acceptor::{Acceptor, AcceptorParams};
-use crate::paxos::lease::acceptor_lease_ms;
+use crate::paxos::lease::{acceptor_lease_ms, lease_timing_error};
 use crate::paxos::{Ballot, RegisterKey, StoreKey, StoreValue, StoreWrite, Value};
 use crate::shard::{self, ShardConfig, ShardId};
 use crate::tasks::{Mutation, SpecError, TaskId, TaskRecord, TaskSpec, TaskState};
@@ -182,17 +182,10 @@ impl Config {
         {
             return bad("group_size", "must be 1..=7");
         }
-        if !(0.0..0.2).contains(&self.rho) {
-            return bad("rho", "must be in [0, 0.2)");
-        }
-        if self.lease_ms < 10 || self.renew_ms == 0 || self.renew_ms * 2 > self.lease_ms {
-            return bad("renew_ms", "must be positive and at most half of lease_ms");
-        }
-        if self.fence_margin_ms + self.renew_ms >= self.lease_ms {
-            return bad(
-                "fence_margin_ms",
-                "fence_margin_ms + renew_ms must be below lease_ms",
-            );
+        if let Some((field, why)) =
+            lease_timing_error(self.rho, self.lease_ms, self.renew_ms, self.fence_margin_ms)
+        {
+            return bad(field, why);
         }
         for (field, v) in [
             ("op_timeout_ms", self.op_timeout_ms),

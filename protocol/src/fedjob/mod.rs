@@ -30,7 +30,7 @@ pub use owner::{JobOutcome, JobOwner, OwnerOutput};
 pub use part::{JobPart, KillReason, PartOutput};
 
 use crate::bugs::Bugs;
-use crate::paxos::lease::acceptor_lease_ms;
+use crate::paxos::lease::{acceptor_lease_ms, lease_timing_error};
 use thiserror::Error;
 
 /// Most parts one job may have.
@@ -208,17 +208,10 @@ impl JobConfig {
     /// Checks every field's range and their relations.
     pub fn validate(&self) -> Result<(), JobError> {
         let bad = |field, why| Err(JobError::Invalid { field, why });
-        if !(0.0..0.2).contains(&self.rho) {
-            return bad("rho", "must be in [0, 0.2)");
-        }
-        if self.lease_ms < 10 || self.renew_ms == 0 || self.renew_ms * 2 > self.lease_ms {
-            return bad("renew_ms", "must be positive and at most half of lease_ms");
-        }
-        if self.fence_margin_ms + self.renew_ms >= self.lease_ms {
-            return bad(
-                "fence_margin_ms",
-                "fence_margin_ms + renew_ms must be below lease_ms",
-            );
+        if let Some((field, why)) =
+            lease_timing_error(self.rho, self.lease_ms, self.renew_ms, self.fence_margin_ms)
+        {
+            return bad(field, why);
         }
         if self.start_timeout_ms == 0 {
             return bad("start_timeout_ms", "must be positive");

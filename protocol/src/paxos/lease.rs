@@ -51,6 +51,31 @@ pub fn acceptor_lease_ms(lease_ms: u64, rho: f64, bugs: &Bugs) -> u64 {
     ((lease_ms as f64) * (1.0 + rho) / (1.0 - rho)).ceil() as u64
 }
 
+/// The relations every holder lease must keep, for task leases and job
+/// leases alike: the drift bound, renewals at least twice per lease, and a
+/// self-fence margin that still leaves room for one renewal. The offending
+/// field and why, or `None` when they hold.
+pub fn lease_timing_error(
+    rho: f64,
+    lease_ms: u64,
+    renew_ms: u64,
+    fence_margin_ms: u64,
+) -> Option<(&'static str, &'static str)> {
+    if !(0.0..0.2).contains(&rho) {
+        return Some(("rho", "must be in [0, 0.2)"));
+    }
+    if lease_ms < 10 || renew_ms == 0 || renew_ms * 2 > lease_ms {
+        return Some(("renew_ms", "must be positive and at most half of lease_ms"));
+    }
+    if fence_margin_ms + renew_ms >= lease_ms {
+        return Some((
+            "fence_margin_ms",
+            "fence_margin_ms + renew_ms must be below lease_ms",
+        ));
+    }
+    None
+}
+
 /// One grant held by this acceptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
