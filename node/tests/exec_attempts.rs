@@ -328,8 +328,17 @@ async fn process_that_left_the_group_is_still_killed() {
     exec.start(sh("task-escape", 1, ESCAPE_SCRIPT, work.path()), LONG_LEASE)
         .unwrap();
     let escaped = wait_pid_file_async(&work.path().join("gc.pid"), Duration::from_secs(5)).await;
-    let own_group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(escaped))).unwrap();
-    assert_eq!(own_group.as_raw(), escaped, "setsid did not take effect");
+    // The shell writes `$!` right after its fork, possibly before the child
+    // has called setsid(): wait (bounded) for the new group.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(escaped))).unwrap();
+        if group.as_raw() == escaped {
+            break;
+        }
+        assert!(Instant::now() < until, "setsid did not take effect");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     exec.kill("task-escape", 1, KillReason::Cancelled).unwrap();
     let exit = next_exit(&mut exits, EXIT_WAIT).await;
     assert_eq!(exit.outcome, AttemptOutcome::Cancelled);
