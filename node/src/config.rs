@@ -124,6 +124,9 @@ impl FileConfig {
 pub struct AgentConfig {
     /// Node name.
     pub name: String,
+    /// Whether the name was given (flag, variable or file): then it must be
+    /// the certificate's. A host-name default yields to the certificate.
+    pub name_given: bool,
     /// Data directory.
     pub data_dir: PathBuf,
     /// QUIC listen address; also the address other members reach us at.
@@ -155,6 +158,24 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// The name this node runs under, given the name its certificate was
+    /// issued for: one name per certificate, so `shoal members`, task
+    /// status and logs never show two machines under one name.
+    pub fn name_for_certificate(&self, certificate_name: &str) -> Result<String, ConfigError> {
+        if !self.name_given || self.name == certificate_name {
+            return Ok(certificate_name.to_string());
+        }
+        Err(ConfigError::Invalid(format!(
+            "--name {} but the certificate was issued for node {}: start with --name {} \
+             (or without --name), or issue this node its own certificate with \
+             `shoal ca issue --dir CA --node {} --out DIR`",
+            self.name.escape_debug(),
+            certificate_name.escape_debug(),
+            certificate_name.escape_debug(),
+            self.name.escape_debug(),
+        )))
+    }
+
     /// Refuses configurations that would be unsafe or meaningless.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::tls::ca::check_name(&self.name)

@@ -157,12 +157,32 @@ fn exit_with(code: i32) {
     }
 }
 
+/// Prints clap's message, naming the `SHOAL_*` variable that held a bad
+/// value, and exits as clap would.
+fn exit_on_usage_error(error: clap::Error) -> ! {
+    use clap::CommandFactory;
+    let variable = shoal_node::cli::env_errors::variable_behind(&error, &Cli::command(), |name| {
+        std::env::var(name).ok()
+    });
+    let _ = error.print();
+    if let Some((name, value)) = variable {
+        eprintln!(
+            "note: the value {} came from the environment variable {name}",
+            shoal_node::cli::terminal::terminal_safe(&format!("{value:?}"))
+        );
+    }
+    std::process::exit(error.exit_code());
+}
+
 fn main() -> ExitCode {
     // Hidden mode: the per-attempt supervisor (see shoal_node::exec::supervisor).
     if std::env::args().nth(1).as_deref() == Some(shoal_node::exec::supervisor::SUPERVISE_ARG) {
         std::process::exit(shoal_node::exec::supervisor::main());
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => exit_on_usage_error(error),
+    };
     init_logging(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -201,12 +201,14 @@ timeout_ms = 1000
 #[test]
 fn config_file_env_and_flags_apply_in_that_order() {
     let party = Party::new();
-    let spec = party.spec("n1");
     let config = party.path().join("agent.toml");
-    let start = |env_name: Option<&str>, flag_name: Option<&str>| {
+    // A given name must be the certificate's, so each start holds the
+    // certificate of the name that should win: a wrong order is refused.
+    let start = |env_name: Option<&str>, flag_name: Option<&str>, winner: &str| {
         // Fresh ports each time: a port freed by the previous agent may be
         // taken by another test running beside this one.
-        let (listen, api) = (party.spec("n1").listen, party.spec("n1").api);
+        let spec = party.spec(winner);
+        let (listen, api) = (spec.listen, spec.api);
         std::fs::write(
             &config,
             format!("name = \"from-file\"\nslots = 7\nlisten = \"{listen}\"\napi = \"{api}\"\n"),
@@ -235,16 +237,19 @@ fn config_file_env_and_flags_apply_in_that_order() {
         });
         let _ = child.kill();
         let _ = child.wait();
-        let node = node.expect("agent did not serve /v1/node");
+        let node = node.unwrap_or_else(|| panic!("agent for {winner} did not serve /v1/node"));
         (
             node["member"]["name"].as_str().unwrap().to_string(),
             node["member"]["slots_total"].as_u64().unwrap(),
         )
     };
-    assert_eq!(start(None, None), ("from-file".to_string(), 5));
-    assert_eq!(start(Some("from-env"), None), ("from-env".to_string(), 5));
+    assert_eq!(start(None, None, "from-file"), ("from-file".to_string(), 5));
     assert_eq!(
-        start(Some("from-env"), Some("from-flag")),
+        start(Some("from-env"), None, "from-env"),
+        ("from-env".to_string(), 5)
+    );
+    assert_eq!(
+        start(Some("from-env"), Some("from-flag"), "from-flag"),
         ("from-flag".to_string(), 5)
     );
 }

@@ -218,3 +218,41 @@ fn bare_counter_and_histogram_names_select_nothing() {
         ["shoal_a_total", "shoal_c"]
     );
 }
+
+/// A Prometheus scraper types the counters only if the OpenMetrics body is
+/// served under the OpenMetrics content type; API requests are counted by
+/// route pattern, not by raw path.
+#[test]
+fn metrics_are_served_as_openmetrics_and_count_api_requests_by_route() {
+    let party = Party::new();
+    let agents = party.mesh(1);
+    let api = agents[0].spec.api;
+    assert!(shoal_tests::agents::http_get_any(api, "/v1/tasks/0123456789abcdef").is_some());
+    assert!(shoal_tests::agents::http_get_any(api, "/no/such/route").is_some());
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n");
+    let (status, head, body) =
+        shoal_tests::agents::http_exchange_with_head(api, &request, Duration::from_secs(3))
+            .expect("the agent answers /metrics");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(
+        body.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    assert!(
+        body.contains(
+            r#"shoal_api_requests_total{route="/v1/tasks/{id}",method="GET",status="404"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"shoal_api_requests_total{route="unmatched",method="GET",status="404"} 1"#),
+        "{body}"
+    );
+    assert!(body.contains("shoal_build_info{version=\""), "{body}");
+    assert!(body.contains("shoal_attempts_running 0"), "{body}");
+}

@@ -92,15 +92,68 @@ fn wrong_or_missing_fields_get_a_400_naming_the_field() {
         (r#"{"driver":"mock","duration":"x"}"#, "duration"),
         (r#"{"driver":"docker"}"#, "driver"),
         (r#"{"command":"ls","retries":-1}"#, "retries"),
+        (r#"{"command":"ls","timeout":-5}"#, "timeout"),
+        (r#"{"command":"ls","env":{"A=B":"1"}}"#, "env"),
+        (r#"{"command":"ls","args":["a\u0000b"]}"#, "args"),
+        (
+            r#"{"command":"ls","timeout":18446744073709551615}"#,
+            "timeout",
+        ),
+        (r#"{"driver":"mock","duration":"100000000h"}"#, "duration"),
         (r#"not json"#, ""),
     ] {
         let (code, text) = http(api, "POST", "/v1/tasks", Some(body)).expect("answer");
         assert_eq!(code, 400, "{body} -> {code} {text}");
+        let error: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
         assert!(
-            text.contains(field),
+            error["error"].as_str().is_some_and(|e| e.contains(field)),
             "{body} -> {text} does not name {field}"
         );
+        assert!(
+            !text.contains("untagged enum"),
+            "{body} -> {text}: serde's words, not a person's"
+        );
     }
+    // A bound passed names the field and the bound.
+    let (_, text) = http(
+        api,
+        "POST",
+        "/v1/tasks",
+        Some(&format!(
+            r#"{{"command":"ls","args":["{}"]}}"#,
+            "a".repeat(5000)
+        )),
+    )
+    .unwrap();
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["field"], "args", "{text}");
+    assert_eq!(error["limit"], 4096, "{text}");
+    // A body over the limit: 413 with the limit, not a buffering error.
+    // (Announced, not sent: the agent answers before reading, and a client
+    // still writing would see the connection close under it.)
+    let huge = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{{",
+        2 * 1024 * 1024
+    );
+    let (code, text) = shoal_tests::agents::http_raw(api, &huge).expect("an answer");
+    assert_eq!(code, 413, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["limit"], 1024 * 1024, "{text}");
+    // Unknown routes and wrong methods answer JSON too.
+    let (code, text) = http(api, "GET", "/v2/nothing", None).unwrap();
+    assert_eq!(code, 404);
+    assert!(text.contains("no such route"), "{text}");
+    let (code, text) = http(api, "DELETE", "/v1/tasks", None).unwrap();
+    assert_eq!(code, 405);
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("DELETE")),
+        "{text}"
+    );
     let (code, text) = http(api, "GET", "/v1/tasks?state=sleeping", None).unwrap();
     assert_eq!(code, 400);
     assert!(text.contains("state"), "{text}");

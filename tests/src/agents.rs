@@ -417,6 +417,15 @@ pub fn http_exchange(
     request: &str,
     read_timeout: Duration,
 ) -> Option<(u16, String)> {
+    http_exchange_with_head(addr, request, read_timeout).map(|(status, _, body)| (status, body))
+}
+
+/// As [`http_exchange`], with the answer's head (status line and headers).
+pub fn http_exchange_with_head(
+    addr: SocketAddr,
+    request: &str,
+    read_timeout: Duration,
+) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(read_timeout)).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
@@ -424,7 +433,7 @@ pub fn http_exchange(
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    Some((status, body.to_string()))
+    Some((status, head.to_string(), body.to_string()))
 }
 
 /// A GET with the right `Host`, answered with any status.

@@ -65,7 +65,7 @@ fn tls_material(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
 /// is a straight line of stages, each taking what it needs and returning what
 /// the next needs.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let material = prepare_identity(&config)?;
+    let (config, material) = prepare_identity(config)?;
     let clock = Clock::new();
     let metrics = Arc::new(Metrics::new());
     let (net, inbound) = start_transport(&config, &material, &metrics)?;
@@ -78,7 +78,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config.clone(),
         health.clone(),
         mesh.commands.clone(),
-        load,
+        load.clone(),
     ));
     let api_state = ApiState {
         commands: mesh.commands.clone(),
@@ -91,6 +91,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
         fed,
         drain,
+        load,
     };
     let api_task = start_api(config.api, api_state).await?;
 
@@ -106,19 +107,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 }
 
 /// Stage 1: a valid configuration, a data directory, and the TLS identity
-/// bound to that data directory.
-fn prepare_identity(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
+/// bound to that data directory; the node's name is its certificate's.
+fn prepare_identity(mut config: AgentConfig) -> anyhow::Result<(AgentConfig, TlsMaterial)> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let material = tls_material(config)?;
+    let material = tls_material(&config)?;
     if let Some(dir) = &config.tls_dir {
         identity_binding::check(dir, &config.data_dir)?;
     }
-    if material.node_name != config.name {
-        tracing::warn!(cert = %material.node_name, name = %config.name, "the certificate names another node than --name");
-    }
-    Ok(material)
+    config.name = config.name_for_certificate(&material.node_name)?;
+    Ok((config, material))
 }
 
 /// What the transport stage hands on.

@@ -49,6 +49,8 @@ pub struct ApiState {
     pub fed: Option<crate::federation::FedHandle>,
     /// Starts and cancels a drain of this node.
     pub drain: crate::agent::drain::DrainControl,
+    /// What runs on this node, for the metrics.
+    pub load: Arc<crate::tasks::host::TaskLoad>,
 }
 
 /// The router of the API.
@@ -72,7 +74,33 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .merge(protected)
         .merge(crate::ui::router())
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+/// Counts each answered request under its route's pattern; a method
+/// outside the standard ones counts as `OTHER` so that no client can
+/// grow the metric without bound.
+async fn count_requests(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+        .into_iter()
+        .find(|m| *m == request.method().as_str())
+        .unwrap_or("OTHER");
+    let response = next.run(request).await;
+    state
+        .metrics
+        .count_api_request(&route, method, response.status().as_u16());
+    response
 }
 
 /// Compares without an early exit so timing does not reveal the prefix.
@@ -126,7 +154,7 @@ fn refuse_foreign_host(request: &Request) -> Option<Response> {
         "Host {host:?} is not a loopback name; without --api-token this API serves only \
          localhost, 127.0.0.0/8 and [::1] (a guard against DNS rebinding)"
     );
-    Some(ApiError(StatusCode::FORBIDDEN, error).into_response())
+    Some(ApiError::new(StatusCode::FORBIDDEN, error).into_response())
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -142,27 +170,97 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| token_matches(g, expected)) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+            )
+            .into_response();
         }
     }
     next.run(request).await
 }
 
-/// An error answer: the status and a JSON `{"error": ...}` body.
-pub struct ApiError(pub StatusCode, pub String);
+/// An error answer: the status and a JSON body `{"error", "field"?,
+/// "limit"?}`, the same shape for every error the API gives.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+    limit: Option<u64>,
+}
+
+impl ApiError {
+    /// An error about the request as a whole.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+            limit: None,
+        }
+    }
+
+    /// A 400 about one body field.
+    pub fn field(field_error: crate::tasks::view::FieldError) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: field_error.to_string(),
+            field: Some(field_error.field),
+            limit: field_error.limit,
+        }
+    }
+
+    /// Adds the bound the request passed.
+    pub fn with_limit(mut self, limit: u64) -> ApiError {
+        self.limit = Some(limit);
+        self
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let mut body = serde_json::json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        if let Some(limit) = self.limit {
+            body["limit"] = limit.into();
+        }
+        (self.status, Json(body)).into_response()
     }
+}
+
+/// Routes no handler serves: a JSON 404 naming the path.
+async fn no_such_route(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such route: {} {} (the API is under /v1, see docs/operations.md)",
+            request.method(),
+            request.uri().path().escape_debug()
+        ),
+    )
+}
+
+/// A route served, but not for this method.
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {}",
+            request.uri().path().escape_debug(),
+            request.method()
+        ),
+    )
 }
 
 async fn snapshot(state: &ApiState) -> Result<Snapshot, ApiError> {
     let (tx, rx) = oneshot::channel();
     let unavailable = || {
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "membership driver is not running".into(),
+            "membership driver is not running",
         )
     };
     state
@@ -275,14 +373,17 @@ struct DrainBody {
 /// agent leaves once its attempts ended or the deadline passed.
 async fn drain(
     State(state): State<ApiState>,
-    body: Option<Json<DrainBody>>,
+    body: Result<Option<Json<DrainBody>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body = body
+        .map_err(|e| ApiError::new(e.status(), format!("body: {}", e.body_text())))?
+        .map(|Json(b)| b)
+        .unwrap_or_default();
     state
         .tasks
         .drain(!body.cancel)
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if body.cancel {
         state.drain.cancel();
     } else {
@@ -301,15 +402,13 @@ async fn drain(
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     // Refresh the membership metrics from the machine before encoding.
     snapshot(&state).await?;
+    let load = &state.load;
+    state.metrics.observe_node(
+        load.running.load(std::sync::atomic::Ordering::Relaxed),
+        load.slots_free.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let body = state.metrics.encode();
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }
 
 /// The federation links of this node; empty on a node that is no gateway.

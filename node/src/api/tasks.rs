@@ -4,7 +4,6 @@ use super::{ApiError, ApiState};
 use crate::exec::LogStream;
 use crate::tasks::view::{SubmitBody, TaskView, STATE_NAMES};
 use crate::tasks::{parse_task_id, TaskError};
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,12 +30,12 @@ impl From<TaskError> for ApiError {
             TaskError::Conflict(_) => StatusCode::CONFLICT,
             TaskError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 
 fn bad_request(message: String) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message)
+    ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
 /// A submit body whose every error is a 400 naming the field (axum's own
@@ -46,7 +45,7 @@ pub struct SubmitJson(pub SubmitBody);
 impl<S: Send + Sync> FromRequest<S> for SubmitJson {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -57,14 +56,32 @@ impl<S: Send + Sync> FromRequest<S> for SubmitJson {
                 "body: send JSON with Content-Type: application/json".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| bad_request(format!("body: {e}")))?;
-        if bytes.len() > MAX_SUBMIT_BYTES {
-            return Err(bad_request(format!(
-                "body: larger than {MAX_SUBMIT_BYTES} bytes"
-            )));
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body: larger than the limit of {MAX_SUBMIT_BYTES} bytes"),
+            )
+            .with_limit(MAX_SUBMIT_BYTES as u64)
+        };
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_SUBMIT_BYTES as u64) {
+            return Err(too_large());
         }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_SUBMIT_BYTES)
+            .await
+            .map_err(|e| {
+                let over_limit = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if over_limit {
+                    too_large()
+                } else {
+                    bad_request(format!("body: {e}"))
+                }
+            })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let body: SubmitBody = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -84,7 +101,7 @@ pub(super) async fn submit(
     State(state): State<ApiState>,
     SubmitJson(body): SubmitJson,
 ) -> Result<Response, ApiError> {
-    let spec = body.into_spec().map_err(bad_request)?;
+    let spec = body.into_spec().map_err(ApiError::field)?;
     let id = state.tasks.submit(spec).await?;
     Ok((
         StatusCode::CREATED,

@@ -17,7 +17,7 @@ const LEAVE_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Args)]
 pub struct DrainArgs {
     /// The API of the agent to drain.
-    #[arg(long, env = "SHOAL_API_URL", default_value = "http://127.0.0.1:7480")]
+    #[arg(long, env = "SHOAL_API_URL", default_value = super::DEFAULT_API_URL, value_parser = super::parse_api_url)]
     pub api: String,
     /// How long running attempts get to finish before the agent leaves
     /// anyway and they restart elsewhere (e.g. `5m`).

@@ -15,7 +15,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
     /// The API of the agent to probe.
-    #[arg(long, env = "SHOAL_API_URL", default_value = "http://127.0.0.1:7480")]
+    #[arg(long, env = "SHOAL_API_URL", default_value = super::DEFAULT_API_URL, value_parser = super::parse_api_url)]
     pub api: String,
     /// Probe `/readyz` (joined a mesh) instead of `/healthz` (process up).
     #[arg(long)]

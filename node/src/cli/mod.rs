@@ -2,6 +2,7 @@
 //! `SHOAL_*` environment variables, then the config file, then defaults.
 
 pub mod drain;
+pub mod env_errors;
 pub mod fed;
 pub mod health;
 pub mod members;
@@ -149,7 +150,7 @@ pub enum FedCommand {
 #[derive(Debug, Clone, Args)]
 pub struct FedLinksArgs {
     /// The API of a gateway node.
-    #[arg(long, env = "SHOAL_API_URL", default_value = "http://127.0.0.1:7480")]
+    #[arg(long, env = "SHOAL_API_URL", default_value = DEFAULT_API_URL, value_parser = parse_api_url)]
     pub api: String,
     /// Print the JSON array instead of a table.
     #[arg(long)]
@@ -162,21 +163,25 @@ pub struct FedLinksArgs {
 /// `shoal agent` flags; each has a `SHOAL_*` environment variable.
 #[derive(Debug, Clone, Args, Default)]
 pub struct AgentArgs {
-    /// Node name [default: host name].
+    /// Node name; must be the name its certificate was issued for
+    /// [default: the certificate's name, or the host name for a dev CA].
     #[arg(long, env = "SHOAL_NAME")]
     pub name: Option<String>,
     /// Data directory [default: ./shoal-data].
     #[arg(long, env = "SHOAL_DATA")]
     pub data: Option<PathBuf>,
-    /// QUIC (UDP) address to listen on and be reached at [default: 127.0.0.1:7481].
-    #[arg(long, env = "SHOAL_LISTEN")]
+    /// QUIC (UDP) address to listen on and be reached at, IP:PORT or
+    /// HOST:PORT [default: 127.0.0.1:7481].
+    #[arg(long, env = "SHOAL_LISTEN", value_parser = resolve_addr)]
     pub listen: Option<SocketAddr>,
-    /// HTTP API address [default: 127.0.0.1:7480].
-    #[arg(long, env = "SHOAL_API")]
+    /// HTTP API address to listen on, IP:PORT or HOST:PORT
+    /// [default: 127.0.0.1:7480]. The CLI finds it through --api URL
+    /// (SHOAL_API_URL).
+    #[arg(long, env = "SHOAL_API", value_parser = resolve_addr)]
     pub api: Option<SocketAddr>,
     /// Seed addresses to join through (comma-separated IP:PORT or HOST:PORT,
     /// host names resolved at start); none means single-node.
-    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',', value_parser = parse_seed)]
+    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',', value_parser = resolve_addr)]
     pub join: Option<Vec<SocketAddr>>,
     /// Directory with node.pem, node.key and ca.pem (from `shoal ca issue`).
     #[arg(long, env = "SHOAL_TLS_DIR")]
@@ -195,7 +200,7 @@ pub struct AgentArgs {
     pub slots: Option<u32>,
     /// UDP address of this node's federation gateway (libp2p QUIC); makes
     /// this node hold links to the trusted parties.
-    #[arg(long, env = "SHOAL_GATEWAY")]
+    #[arg(long, env = "SHOAL_GATEWAY", value_parser = resolve_addr)]
     pub gateway: Option<SocketAddr>,
     /// A trusted party's card (from `shoal fed card`); repeat for more.
     #[arg(
@@ -214,7 +219,7 @@ pub struct AgentArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MembersArgs {
     /// The API of any node.
-    #[arg(long, env = "SHOAL_API_URL", default_value = "http://127.0.0.1:7480")]
+    #[arg(long, env = "SHOAL_API_URL", default_value = DEFAULT_API_URL, value_parser = parse_api_url)]
     pub api: String,
     /// Print the JSON array instead of a table.
     #[arg(long)]
@@ -224,23 +229,61 @@ pub struct MembersArgs {
     pub api_token: Option<String>,
 }
 
-/// A seed as `IP:PORT`, or `HOST:PORT` resolved now (a StatefulSet's pods
-/// know each other by DNS name only; an IPv4 answer is preferred).
-fn parse_seed(s: &str) -> Result<SocketAddr, String> {
+/// Where the CLI finds an agent unless told otherwise.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7480";
+
+/// An agent's API as a base URL. `HOST:PORT` alone means
+/// `http://HOST:PORT`, the form `shoal agent --api` takes.
+pub fn parse_api_url(s: &str) -> Result<String, String> {
+    let trimmed = s.trim();
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| {
+        format!(
+            "{} is not an API address ({e}); give http://HOST:PORT or HOST:PORT",
+            s.escape_debug()
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{}: the API speaks http or https, not {}",
+            s.escape_debug(),
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{}: no host name", s.escape_debug()));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!(
+            "{}: give the API's base URL, without a path (e.g. http://127.0.0.1:7480)",
+            s.escape_debug()
+        ));
+    }
+    Ok(with_scheme.trim_end_matches('/').to_string())
+}
+
+/// `IP:PORT`, or `HOST:PORT` resolved now (a StatefulSet's pods and
+/// compose services know each other by DNS name only; an IPv4 answer is
+/// preferred). Used for seeds and for the agent's own addresses.
+fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse() {
         return Ok(addr);
     }
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = s
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve seed {s:?}: {e}"))?
+        .map_err(|e| format!("cannot resolve {}: {e}", s.escape_debug()))?
         .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| format!("seed {s:?} resolves to no address"))
+        .ok_or_else(|| format!("{} resolves to no address", s.escape_debug()))
 }
 
 fn parse_default<T: std::str::FromStr>(s: &str) -> T
@@ -260,11 +303,10 @@ impl AgentArgs {
         let slots_default = std::thread::available_parallelism()
             .map(|n| u32::try_from(n.get()).unwrap_or(1))
             .unwrap_or(1);
+        let given_name = self.name.or(file.name);
         Ok(AgentConfig {
-            name: self
-                .name
-                .or(file.name)
-                .unwrap_or_else(crate::config::hostname),
+            name_given: given_name.is_some(),
+            name: given_name.unwrap_or_else(crate::config::hostname),
             data_dir: self
                 .data
                 .or(file.data)
@@ -307,14 +349,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seeds_are_addresses_or_resolvable_host_names() {
+    fn addresses_are_ip_and_port_or_resolvable_host_names() {
         assert_eq!(
-            parse_seed("10.0.0.7:7481"),
+            resolve_addr("10.0.0.7:7481"),
             Ok(SocketAddr::from(([10, 0, 0, 7], 7481)))
         );
-        assert_eq!(parse_seed("localhost:7481").map(|a| a.port()), Ok(7481));
-        assert!(parse_seed("no-such-host.invalid:7481").is_err());
-        assert!(parse_seed("10.0.0.7").is_err(), "a port is required");
+        assert_eq!(resolve_addr("localhost:7481").map(|a| a.port()), Ok(7481));
+        assert!(resolve_addr("no-such-host.invalid:7481").is_err());
+        assert!(resolve_addr("10.0.0.7").is_err(), "a port is required");
+    }
+
+    #[test]
+    fn api_urls_take_a_bare_address_and_refuse_paths_and_other_schemes() {
+        assert_eq!(
+            parse_api_url("127.0.0.1:7480").as_deref(),
+            Ok("http://127.0.0.1:7480")
+        );
+        assert_eq!(
+            parse_api_url("https://node-1.example:7480/").as_deref(),
+            Ok("https://node-1.example:7480")
+        );
+        assert_eq!(
+            parse_api_url(DEFAULT_API_URL).as_deref(),
+            Ok(DEFAULT_API_URL)
+        );
+        for bad in [
+            "ftp://h:1",
+            "http://h:1/v1/tasks",
+            "http://",
+            "http://h:99999",
+            "h:1?x=1",
+        ] {
+            let err = parse_api_url(bad).expect_err(bad);
+            assert!(!err.is_empty(), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -337,6 +405,24 @@ mod tests {
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.api.port(), 7480);
         assert!(config.join.is_empty());
+    }
+
+    #[test]
+    fn a_node_runs_under_its_certificates_name_and_a_different_given_name_is_refused() {
+        let defaulted = AgentArgs::default().resolve().unwrap();
+        assert!(!defaulted.name_given);
+        assert_eq!(defaulted.name_for_certificate("n7").unwrap(), "n7");
+
+        let given = AgentArgs {
+            name: Some("n1".into()),
+            ..AgentArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(given.name_for_certificate("n1").unwrap(), "n1");
+        let refusal = given.name_for_certificate("n7").unwrap_err().to_string();
+        assert!(refusal.contains("issued for node n7"), "{refusal}");
+        assert!(refusal.contains("shoal ca issue"), "{refusal}");
     }
 
     #[test]

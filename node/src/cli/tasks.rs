@@ -24,7 +24,7 @@ const WAIT_CONCURRENCY: usize = 16;
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// The API of any node.
-    #[arg(long, env = "SHOAL_API_URL", default_value = "http://127.0.0.1:7480")]
+    #[arg(long, env = "SHOAL_API_URL", default_value = super::DEFAULT_API_URL, value_parser = super::parse_api_url)]
     pub api: String,
     /// Bearer token for an API off loopback.
     #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
@@ -459,6 +459,7 @@ pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
     });
     let mut open: Vec<String> = args.ids.clone();
     let mut done: BTreeMap<String, TaskView> = BTreeMap::new();
+    let mut unknown: Vec<String> = Vec::new();
     while !open.is_empty() {
         if tokio::time::Instant::now() >= deadline {
             break;
@@ -489,26 +490,16 @@ pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
                         status: 404,
                         message,
                     }) => {
-                        if let Some(bar) = &bar {
-                            bar.suspend(|| eprintln!("task {id}: {}", terminal_safe(&message)));
-                        } else {
-                            eprintln!("task {id}: {}", terminal_safe(&message));
-                        }
-                        done.insert(
-                            id.clone(),
-                            TaskView {
-                                id: id.clone(),
-                                name: String::new(),
-                                state: "missing".into(),
-                                attempt: 0,
-                                node: None,
-                                exit_code: None,
-                                retries_used: 0,
-                                driver: String::new(),
-                                command: String::new(),
-                                args: Vec::new(),
-                            },
+                        let line = format!(
+                            "task {}: no such task ({})",
+                            terminal_safe(&id),
+                            terminal_safe(&message)
                         );
+                        match &bar {
+                            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+                            None => eprintln!("{line}"),
+                        }
+                        unknown.push(id.clone());
                     }
                     // Transient: the node is busy or a group is moving.
                     Err(TaskCliError::Status { .. }) | Err(TaskCliError::Unreachable { .. }) => {
@@ -520,7 +511,7 @@ pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
         }
         open = still;
         if let Some(bar) = &bar {
-            bar.set_position(done.len() as u64);
+            bar.set_position((done.len() + unknown.len()) as u64);
             let failed = done.values().filter(|t| t.state != "succeeded").count();
             bar.set_message(format!("({failed} not succeeded)"));
         }
@@ -533,11 +524,14 @@ pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
     }
     let failed: Vec<&TaskView> = done.values().filter(|t| t.state != "succeeded").collect();
     for t in &failed {
+        let exit = t
+            .exit_code
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default();
         eprintln!(
-            "task {}: {} (exit code {})",
+            "task {}: {}{exit}",
             terminal_safe(&t.id),
-            terminal_safe(&t.state),
-            t.exit_code.map(|c| c.to_string()).unwrap_or("-".into())
+            terminal_safe(&t.state)
         );
     }
     if !open.is_empty() {
@@ -551,12 +545,17 @@ pub async fn wait(args: WaitArgs) -> Result<i32, TaskCliError> {
     }
     if args.ids.len() > 1 {
         eprintln!(
-            "{} succeeded, {} not",
+            "{} succeeded, {} not, {} unknown",
             done.len() - failed.len(),
-            failed.len()
+            failed.len(),
+            unknown.len()
         );
     }
-    Ok(if failed.is_empty() { 0 } else { 1 })
+    Ok(if failed.is_empty() && unknown.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 #[cfg(test)]

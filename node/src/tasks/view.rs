@@ -79,7 +79,7 @@ impl TaskView {
 }
 
 /// A duration in JSON: `"30s"`, `"2m"`, `"500ms"` or whole milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum DurationField {
     /// Milliseconds.
@@ -88,13 +88,99 @@ pub enum DurationField {
     Text(String),
 }
 
+impl<'de> Deserialize<'de> for DurationField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Reads a [`DurationField`] with an error a person understands (serde's
+/// untagged enums only say that no variant matched).
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = DurationField;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration: whole milliseconds, or text like \"30s\", \"2m\", \"500ms\"")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<DurationField, E> {
+        Ok(DurationField::Millis(ms))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, ms: i64) -> Result<DurationField, E> {
+        u64::try_from(ms)
+            .map(DurationField::Millis)
+            .map_err(|_| E::custom(format!("{ms} is negative; a duration is 0 or more")))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, ms: f64) -> Result<DurationField, E> {
+        Err(E::custom(format!(
+            "{ms} is not whole milliseconds; give an integer or text like \"1.5s\""
+        )))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DurationField, E> {
+        Ok(DurationField::Text(text.to_string()))
+    }
+}
+
 impl DurationField {
-    fn to_duration(&self, field: &str) -> Result<Duration, String> {
+    fn to_duration(&self, field: &'static str) -> Result<Duration, FieldError> {
         match self {
             DurationField::Millis(ms) => Ok(Duration::from_millis(*ms)),
             DurationField::Text(t) => humantime::parse_duration(t).map_err(|e| {
-                format!("{field}: {t:?} is not a duration like 30s, 2m or 500ms ({e})")
+                FieldError::new(
+                    field,
+                    format!("{t:?} is not a duration like 30s, 2m or 500ms ({e})"),
+                )
             }),
+        }
+    }
+}
+
+/// A submit refused for one field: the API answers it as
+/// `{"error", "field", "limit"?}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The body field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+    /// The bound it passed, if any.
+    pub limit: Option<u64>,
+}
+
+impl FieldError {
+    fn new(field: &'static str, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field,
+            message: message.into(),
+            limit: None,
+        }
+    }
+
+    fn with_limit(mut self, limit: u64) -> FieldError {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+impl From<shoal_protocol::tasks::SpecError> for FieldError {
+    fn from(e: shoal_protocol::tasks::SpecError) -> FieldError {
+        let field = e.field();
+        let full = e.to_string();
+        // The protocol's messages may start with the field's name already.
+        let message = full
+            .strip_prefix(&format!("{field}: "))
+            .map(str::to_string)
+            .unwrap_or(full);
+        FieldError {
+            field,
+            message,
+            limit: e.limit(),
         }
     }
 }
@@ -149,12 +235,18 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl SubmitBody {
-    /// The spec, or a message naming the wrong field.
-    pub fn into_spec(self) -> Result<TaskSpec, String> {
+    /// The spec, or the field that is wrong and why.
+    pub fn into_spec(self) -> Result<TaskSpec, FieldError> {
+        use shoal_protocol::tasks::{MAX_RETRIES, MAX_SLOTS};
         let driver = match self.driver.as_deref().unwrap_or("command") {
             "command" => {
                 if self.duration.is_some() || self.exit_code.is_some() {
-                    return Err("duration/exit_code: only for driver \"mock\"".into());
+                    let field = if self.duration.is_some() {
+                        "duration"
+                    } else {
+                        "exit_code"
+                    };
+                    return Err(FieldError::new(field, "only for driver \"mock\""));
                 }
                 Driver::Command
             }
@@ -166,43 +258,46 @@ impl SubmitBody {
                 exit_code: self.exit_code.unwrap_or(0),
             },
             other => {
-                return Err(format!(
-                    "driver: {other:?} is not one of \"command\", \"mock\""
+                return Err(FieldError::new(
+                    "driver",
+                    format!("{other:?} is not one of \"command\", \"mock\""),
                 ))
             }
         };
         let command = self.command.unwrap_or_default();
         if driver == Driver::Command && command.trim().is_empty() {
-            return Err("command: missing or empty (required for driver \"command\")".into());
+            return Err(FieldError::new(
+                "command",
+                "missing or empty (required for driver \"command\")",
+            ));
         }
         let slots = self.slots.unwrap_or(1);
-        if slots == 0 || slots > shoal_protocol::tasks::MAX_SLOTS {
-            return Err(format!(
-                "slots: must be 1..={}, got {slots}",
-                shoal_protocol::tasks::MAX_SLOTS
-            ));
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(
+                FieldError::new("slots", format!("must be 1..={MAX_SLOTS}, got {slots}"))
+                    .with_limit(u64::from(MAX_SLOTS)),
+            );
         }
         let retries = self.retries.unwrap_or(0);
-        if retries > shoal_protocol::tasks::MAX_RETRIES {
-            return Err(format!(
-                "retries: must be at most {}, got {retries}",
-                shoal_protocol::tasks::MAX_RETRIES
-            ));
+        if retries > MAX_RETRIES {
+            return Err(FieldError::new(
+                "retries",
+                format!("must be at most {MAX_RETRIES}, got {retries}"),
+            )
+            .with_limit(u64::from(MAX_RETRIES)));
         }
         let timeout_ms = match &self.timeout {
             Some(t) => {
                 let d = t.to_duration("timeout")?;
                 if d.is_zero() {
-                    return Err("timeout: must be above zero".into());
+                    return Err(FieldError::new("timeout", "must be above zero"));
                 }
                 Some(millis(d))
             }
             None => None,
         };
-        if let Some(cwd) = &self.cwd {
-            if cwd.is_empty() {
-                return Err("cwd: empty".into());
-            }
+        if self.cwd.as_deref() == Some("") {
+            return Err(FieldError::new("cwd", "empty"));
         }
         let name = self.name.unwrap_or_else(|| match &driver {
             Driver::Mock { .. } => "mock".to_string(),
@@ -221,7 +316,7 @@ impl SubmitBody {
             retry_backoff_ms: RETRY_BACKOFF_MS,
             driver,
         };
-        spec.validate().map_err(|e| e.to_string())?;
+        spec.validate()?;
         Ok(spec)
     }
 }
@@ -255,23 +350,54 @@ mod tests {
             }
         );
         let missing = SubmitBody::default().into_spec().unwrap_err();
-        assert!(missing.starts_with("command"), "{missing}");
+        assert_eq!(missing.field, "command", "{missing}");
         let slots = SubmitBody {
             command: Some("x".into()),
             slots: Some(0),
             ..SubmitBody::default()
         };
-        assert!(slots.into_spec().unwrap_err().starts_with("slots"));
+        let slots = slots.into_spec().unwrap_err();
+        assert_eq!((slots.field, slots.limit), ("slots", Some(1024)));
         let bad_timeout = SubmitBody {
             command: Some("x".into()),
             timeout: Some(DurationField::Text("soon".into())),
             ..SubmitBody::default()
         };
-        assert!(bad_timeout.into_spec().unwrap_err().starts_with("timeout"));
+        assert_eq!(bad_timeout.into_spec().unwrap_err().field, "timeout");
         let driver = SubmitBody {
             driver: Some("docker".into()),
             ..SubmitBody::default()
         };
-        assert!(driver.into_spec().unwrap_err().starts_with("driver"));
+        assert_eq!(driver.into_spec().unwrap_err().field, "driver");
+        let huge_timeout = SubmitBody {
+            command: Some("x".into()),
+            timeout: Some(DurationField::Millis(u64::MAX)),
+            ..SubmitBody::default()
+        };
+        let late = huge_timeout.into_spec().unwrap_err();
+        assert_eq!(late.field, "timeout");
+        assert_eq!(late.limit, Some(shoal_protocol::tasks::MAX_TIMEOUT_MS));
+        assert!(late.to_string().starts_with("timeout: "), "{late}");
+        assert!(!late.message.starts_with("timeout"), "said once: {late}");
+    }
+
+    #[test]
+    fn durations_read_milliseconds_or_text_and_refuse_negatives_by_name() {
+        let ms: DurationField = serde_json::from_str("1500").unwrap();
+        assert_eq!(ms, DurationField::Millis(1500));
+        let text: DurationField = serde_json::from_str("\"2m\"").unwrap();
+        assert_eq!(text, DurationField::Text("2m".into()));
+        let negative = serde_json::from_str::<DurationField>("-5")
+            .unwrap_err()
+            .to_string();
+        assert!(negative.contains("negative"), "{negative}");
+        let float = serde_json::from_str::<DurationField>("1.5")
+            .unwrap_err()
+            .to_string();
+        assert!(float.contains("whole milliseconds"), "{float}");
+        let other = serde_json::from_str::<DurationField>("true")
+            .unwrap_err()
+            .to_string();
+        assert!(other.contains("a duration"), "{other}");
     }
 }

@@ -20,6 +20,10 @@ pub const MAX_LIST_ITEMS: usize = 256;
 pub const MAX_SLOTS: u32 = 1_024;
 /// Most retries of one task.
 pub const MAX_RETRIES: u32 = 100;
+/// Longest per-attempt time limit: 30 days.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Longest pretend attempt of the mock driver: 1 day.
+pub const MAX_MOCK_DURATION_MS: u64 = 24 * 3600 * 1000;
 /// Longest output tail kept in a record.
 pub const MAX_TAIL_BYTES: usize = 2_048;
 
@@ -89,9 +93,88 @@ pub enum SpecError {
     /// `retries` is above [`MAX_RETRIES`].
     #[error("retries must be at most {MAX_RETRIES}, got {0}")]
     Retries(u32),
-    /// A string or list is longer than its limit.
-    #[error("field {0} is too long")]
-    TooLong(&'static str),
+    /// A string is longer than [`MAX_FIELD_BYTES`].
+    #[error("{field}: a value is longer than {MAX_FIELD_BYTES} bytes")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+    },
+    /// A list or map holds more than [`MAX_LIST_ITEMS`] entries.
+    #[error("{field}: more than {MAX_LIST_ITEMS} entries")]
+    TooMany {
+        /// The field.
+        field: &'static str,
+    },
+    /// A NUL byte, which no program, argument, path or environment entry
+    /// can hold.
+    #[error("{field}: contains a NUL byte")]
+    Nul {
+        /// The field.
+        field: &'static str,
+    },
+    /// An environment variable name that is empty or holds `=`.
+    #[error("env: {0:?} is not a variable name (empty, or holds '=')")]
+    EnvKey(String),
+    /// A time limit or mock duration above its bound.
+    #[error("{field}: {got_ms} ms is above the limit of {limit_ms} ms")]
+    TooLate {
+        /// The field.
+        field: &'static str,
+        /// What was asked.
+        got_ms: u64,
+        /// The bound.
+        limit_ms: u64,
+    },
+}
+
+impl SpecError {
+    /// The submit field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            SpecError::EmptyCommand => "command",
+            SpecError::Slots(_) => "slots",
+            SpecError::Retries(_) => "retries",
+            SpecError::EnvKey(_) => "env",
+            SpecError::TooLong { field }
+            | SpecError::TooMany { field }
+            | SpecError::Nul { field }
+            | SpecError::TooLate { field, .. } => field,
+        }
+    }
+
+    /// The bound that was passed, where there is one.
+    pub fn limit(&self) -> Option<u64> {
+        match self {
+            SpecError::Slots(_) => Some(u64::from(MAX_SLOTS)),
+            SpecError::Retries(_) => Some(u64::from(MAX_RETRIES)),
+            SpecError::TooLong { .. } => Some(MAX_FIELD_BYTES as u64),
+            SpecError::TooMany { .. } => Some(MAX_LIST_ITEMS as u64),
+            SpecError::TooLate { limit_ms, .. } => Some(*limit_ms),
+            SpecError::EmptyCommand | SpecError::Nul { .. } | SpecError::EnvKey(_) => None,
+        }
+    }
+}
+
+/// Checks one string field: length and NUL bytes.
+fn check_text(field: &'static str, value: &str) -> Result<(), SpecError> {
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(SpecError::TooLong { field });
+    }
+    if value.contains('\0') {
+        return Err(SpecError::Nul { field });
+    }
+    Ok(())
+}
+
+/// Checks a map field: its size and every key and value.
+fn check_map(field: &'static str, map: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    if map.len() > MAX_LIST_ITEMS {
+        return Err(SpecError::TooMany { field });
+    }
+    map.iter().try_for_each(|(k, v)| {
+        check_text(field, k)?;
+        check_text(field, v)
+    })
 }
 
 impl TaskSpec {
@@ -119,24 +202,35 @@ impl TaskSpec {
         if self.retries > MAX_RETRIES {
             return Err(SpecError::Retries(self.retries));
         }
-        let long = |s: &str| s.len() > MAX_FIELD_BYTES;
-        if long(&self.name) {
-            return Err(SpecError::TooLong("name"));
+        check_text("name", &self.name)?;
+        check_text("command", &self.command)?;
+        if let Some(cwd) = &self.cwd {
+            check_text("cwd", cwd)?;
         }
-        if long(&self.command) || self.cwd.as_deref().is_some_and(long) {
-            return Err(SpecError::TooLong("command"));
+        if self.args.len() > MAX_LIST_ITEMS {
+            return Err(SpecError::TooMany { field: "args" });
         }
-        if self.args.len() > MAX_LIST_ITEMS || self.args.iter().any(|a| long(a)) {
-            return Err(SpecError::TooLong("args"));
+        self.args.iter().try_for_each(|a| check_text("args", a))?;
+        check_map("env", &self.env)?;
+        if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
+            return Err(SpecError::EnvKey(key.clone()));
         }
-        let map_bad = |m: &BTreeMap<String, String>| {
-            m.len() > MAX_LIST_ITEMS || m.iter().any(|(k, v)| long(k) || long(v))
+        check_map("labels", &self.labels)?;
+        let bounded = |field, got_ms: u64, limit_ms| {
+            if got_ms > limit_ms {
+                return Err(SpecError::TooLate {
+                    field,
+                    got_ms,
+                    limit_ms,
+                });
+            }
+            Ok(())
         };
-        if map_bad(&self.env) {
-            return Err(SpecError::TooLong("env"));
+        if let Some(timeout) = self.timeout_ms {
+            bounded("timeout", timeout, MAX_TIMEOUT_MS)?;
         }
-        if map_bad(&self.labels) {
-            return Err(SpecError::TooLong("labels"));
+        if let Driver::Mock { duration_ms, .. } = self.driver {
+            bounded("duration", duration_ms, MAX_MOCK_DURATION_MS)?;
         }
         Ok(())
     }
@@ -568,6 +662,26 @@ mod tests {
         assert_eq!(s.validate(), Err(SpecError::Slots(0)));
         s.slots = 1;
         s.args = vec!["a".repeat(MAX_FIELD_BYTES + 1)];
-        assert_eq!(s.validate(), Err(SpecError::TooLong("args")));
+        assert_eq!(s.validate(), Err(SpecError::TooLong { field: "args" }));
+        s.args = vec!["a".into(); MAX_LIST_ITEMS + 1];
+        assert_eq!(s.validate(), Err(SpecError::TooMany { field: "args" }));
+        s.args = vec!["a\0b".into()];
+        assert_eq!(s.validate(), Err(SpecError::Nul { field: "args" }));
+        s.args.clear();
+        s.env.insert("A=B".into(), "1".into());
+        assert_eq!(s.validate(), Err(SpecError::EnvKey("A=B".into())));
+        s.env.clear();
+        s.timeout_ms = Some(u64::MAX);
+        let late = s.validate().unwrap_err();
+        assert_eq!(
+            (late.field(), late.limit()),
+            ("timeout", Some(MAX_TIMEOUT_MS))
+        );
+        s.timeout_ms = None;
+        s.driver = Driver::Mock {
+            duration_ms: MAX_MOCK_DURATION_MS + 1,
+            exit_code: 0,
+        };
+        assert_eq!(s.validate().unwrap_err().field(), "duration");
     }
 }

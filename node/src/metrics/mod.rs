@@ -2,14 +2,41 @@
 //! traffic flows; membership gauges and counters are brought up to date
 //! from the machine's own [`Stats`] when the endpoint is scraped.
 
+pub mod process;
+
 use crate::transport::TransportCounters;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use shoal_protocol::membership::{MemberState, Stats};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
+
+/// The content type of [`Metrics::encode`]'s output: OpenMetrics text
+/// (`# EOF`, counters typed without their `_total` suffix), which a
+/// Prometheus scraper parses as such only when it is served under this type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of `shoal_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Labels of `shoal_api_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    /// The route's pattern (`/v1/tasks/{id}`), or `unmatched`: never the
+    /// raw path, whose ids would make a series per task.
+    pub route: String,
+    /// GET, POST, ...
+    pub method: String,
+    /// The HTTP status answered.
+    pub status: u16,
+}
 
 /// Label of the `shoal_members` gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +64,16 @@ pub struct Metrics {
     local_health: Gauge,
     incarnation: Gauge,
     last_stats: Mutex<Stats>,
+    /// API requests answered, by route, method and status.
+    pub api_requests: Family<ApiRequestLabels, Counter>,
+    attempts_running: Gauge,
+    slots_free: Gauge,
+    process_cpu: Counter<f64, AtomicU64>,
+    process_resident: Gauge,
+    process_open_fds: Gauge,
+    process_threads: Gauge,
+    process_start_time: Gauge<f64, AtomicU64>,
+    last_cpu_seconds: Mutex<f64>,
 }
 
 /// The name of a member state, as in the API and metrics.
@@ -74,7 +111,64 @@ impl Metrics {
             incarnation: Gauge::default(),
             last_stats: Mutex::new(Stats::default()),
             registry: Registry::default(),
+            api_requests: Family::default(),
+            attempts_running: Gauge::default(),
+            slots_free: Gauge::default(),
+            process_cpu: Counter::default(),
+            process_resident: Gauge::default(),
+            process_open_fds: Gauge::default(),
+            process_threads: Gauge::default(),
+            process_start_time: Gauge::default(),
+            last_cpu_seconds: Mutex::new(0.0),
         };
+        m.process_start_time.set(process::unix_now_seconds());
+        registry.register(
+            "build",
+            "The running shoal's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        registry.register(
+            "api_requests",
+            "API requests answered, by route pattern, method and status",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "attempts_running",
+            "Task attempts running on this node",
+            m.attempts_running.clone(),
+        );
+        registry.register(
+            "slots_free",
+            "Task slots of this node not used by running attempts",
+            m.slots_free.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the agent process",
+            m.process_cpu.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the agent process (attempts not included)",
+            m.process_resident.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the agent process",
+            m.process_open_fds.clone(),
+        );
+        registry.register(
+            "process_threads",
+            "Threads of the agent process",
+            m.process_threads.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "When the agent process started, in seconds since the Unix epoch",
+            m.process_start_time.clone(),
+        );
         let t = &m.transport;
         registry.register(
             "members",
@@ -226,7 +320,36 @@ impl Metrics {
             .set(i64::try_from(incarnation).unwrap_or(i64::MAX));
     }
 
-    /// The Prometheus text exposition.
+    /// Brings this node's load and the process's resources up to date.
+    pub fn observe_node(&self, attempts_running: u32, slots_free: u32) {
+        self.attempts_running.set(i64::from(attempts_running));
+        self.slots_free.set(i64::from(slots_free));
+        let Some(reading) = process::read() else {
+            return;
+        };
+        let mut last_cpu = self.last_cpu_seconds.lock().expect("metrics lock poisoned");
+        if reading.cpu_seconds > *last_cpu {
+            self.process_cpu.inc_by(reading.cpu_seconds - *last_cpu);
+            *last_cpu = reading.cpu_seconds;
+        }
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.process_resident.set(as_gauge(reading.resident_bytes));
+        self.process_open_fds.set(as_gauge(reading.open_fds));
+        self.process_threads.set(as_gauge(reading.threads));
+    }
+
+    /// Counts one answered API request.
+    pub fn count_api_request(&self, route: &str, method: &str, status: u16) {
+        self.api_requests
+            .get_or_create(&ApiRequestLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition (served as [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -258,5 +381,33 @@ mod tests {
             text.contains("shoal_fed_refused_total{reason=\"unknown_party\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn node_load_process_build_and_api_requests_are_exported() {
+        let metrics = Metrics::new();
+        metrics.observe_node(3, 1);
+        metrics.count_api_request("/v1/tasks/{id}", "GET", 404);
+        metrics.count_api_request("/v1/tasks/{id}", "GET", 404);
+        let text = metrics.encode();
+        assert!(text.contains("shoal_attempts_running 3"), "{text}");
+        assert!(text.contains("shoal_slots_free 1"), "{text}");
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("shoal_build_info{{version=\"{version}\"}} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "shoal_api_requests_total{route=\"/v1/tasks/{id}\",method=\"GET\",status=\"404\"} 2"
+            ),
+            "{text}"
+        );
+        let resident = text
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(resident.is_some_and(|r| r > 0), "{text}");
+        assert!(text.contains("shoal_process_cpu_seconds_total "), "{text}");
     }
 }
