@@ -63,6 +63,8 @@ impl<S: Send + Sync> FromRequest<S> for SubmitJson {
             )
             .with_limit(MAX_SUBMIT_BYTES as u64)
         };
+        // An announced length over the limit is answered before the body is
+        // read; a body that lies or is chunked is cut off by to_bytes below.
         let announced = req
             .headers()
             .get(header::CONTENT_LENGTH)

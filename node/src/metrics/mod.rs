@@ -12,7 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use shoal_protocol::membership::{MemberState, Stats};
-use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 /// The content type of [`Metrics::encode`]'s output: OpenMetrics text
@@ -68,12 +67,7 @@ pub struct Metrics {
     pub api_requests: Family<ApiRequestLabels, Counter>,
     attempts_running: Gauge,
     slots_free: Gauge,
-    process_cpu: Counter<f64, AtomicU64>,
-    process_resident: Gauge,
-    process_open_fds: Gauge,
-    process_threads: Gauge,
-    process_start_time: Gauge<f64, AtomicU64>,
-    last_cpu_seconds: Mutex<f64>,
+    process: process::ProcessMetrics,
 }
 
 /// The name of a member state, as in the API and metrics.
@@ -114,14 +108,8 @@ impl Metrics {
             api_requests: Family::default(),
             attempts_running: Gauge::default(),
             slots_free: Gauge::default(),
-            process_cpu: Counter::default(),
-            process_resident: Gauge::default(),
-            process_open_fds: Gauge::default(),
-            process_threads: Gauge::default(),
-            process_start_time: Gauge::default(),
-            last_cpu_seconds: Mutex::new(0.0),
+            process: process::ProcessMetrics::default(),
         };
-        m.process_start_time.set(process::unix_now_seconds());
         registry.register(
             "build",
             "The running shoal's version",
@@ -144,31 +132,7 @@ impl Metrics {
             "Task slots of this node not used by running attempts",
             m.slots_free.clone(),
         );
-        registry.register(
-            "process_cpu_seconds",
-            "User and system CPU time of the agent process",
-            m.process_cpu.clone(),
-        );
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the agent process (attempts not included)",
-            m.process_resident.clone(),
-        );
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors of the agent process",
-            m.process_open_fds.clone(),
-        );
-        registry.register(
-            "process_threads",
-            "Threads of the agent process",
-            m.process_threads.clone(),
-        );
-        registry.register(
-            "process_start_time_seconds",
-            "When the agent process started, in seconds since the Unix epoch",
-            m.process_start_time.clone(),
-        );
+        m.process.register(&mut registry);
         let t = &m.transport;
         registry.register(
             "members",
@@ -324,18 +288,7 @@ impl Metrics {
     pub fn observe_node(&self, attempts_running: u32, slots_free: u32) {
         self.attempts_running.set(i64::from(attempts_running));
         self.slots_free.set(i64::from(slots_free));
-        let Some(reading) = process::read() else {
-            return;
-        };
-        let mut last_cpu = self.last_cpu_seconds.lock().expect("metrics lock poisoned");
-        if reading.cpu_seconds > *last_cpu {
-            self.process_cpu.inc_by(reading.cpu_seconds - *last_cpu);
-            *last_cpu = reading.cpu_seconds;
-        }
-        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.process_resident.set(as_gauge(reading.resident_bytes));
-        self.process_open_fds.set(as_gauge(reading.open_fds));
-        self.process_threads.set(as_gauge(reading.threads));
+        self.process.observe();
     }
 
     /// Counts one answered API request.

@@ -1,7 +1,89 @@
 //! The agent process's own resources, read from `/proc/self` at scrape
 //! time: what an operator watches first when a node misbehaves.
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `shoal_process_*` metrics.
+#[derive(Debug)]
+pub struct ProcessMetrics {
+    cpu: Counter<f64, AtomicU64>,
+    resident: Gauge,
+    open_fds: Gauge,
+    threads: Gauge,
+    start_time: Gauge<f64, AtomicU64>,
+    /// The CPU time already counted: a counter only moves forward.
+    counted_cpu_seconds: Mutex<f64>,
+}
+
+impl Default for ProcessMetrics {
+    fn default() -> Self {
+        let metrics = ProcessMetrics {
+            cpu: Counter::default(),
+            resident: Gauge::default(),
+            open_fds: Gauge::default(),
+            threads: Gauge::default(),
+            start_time: Gauge::default(),
+            counted_cpu_seconds: Mutex::new(0.0),
+        };
+        metrics.start_time.set(unix_now_seconds());
+        metrics
+    }
+}
+
+impl ProcessMetrics {
+    /// Adds every metric to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the agent process",
+            self.cpu.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the agent process (attempts not included)",
+            self.resident.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the agent process",
+            self.open_fds.clone(),
+        );
+        registry.register(
+            "process_threads",
+            "Threads of the agent process",
+            self.threads.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "When the agent process started, in seconds since the Unix epoch",
+            self.start_time.clone(),
+        );
+    }
+
+    /// Brings every metric up to date from `/proc/self`.
+    pub fn observe(&self) {
+        let Some(reading) = read() else {
+            return;
+        };
+        let mut counted = self
+            .counted_cpu_seconds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if reading.cpu_seconds > *counted {
+            self.cpu.inc_by(reading.cpu_seconds - *counted);
+            *counted = reading.cpu_seconds;
+        }
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.resident.set(as_gauge(reading.resident_bytes));
+        self.open_fds.set(as_gauge(reading.open_fds));
+        self.threads.set(as_gauge(reading.threads));
+    }
+}
 
 /// One reading of the process's resources.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,7 +135,7 @@ fn parse(stat: &str, statm: &str, ticks_per_second: u64, page_size: u64) -> Opti
 }
 
 /// Seconds since the Unix epoch, for `process_start_time_seconds`.
-pub fn unix_now_seconds() -> f64 {
+fn unix_now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
