@@ -37,7 +37,7 @@ fn record(id: u64, name: String, slots: u32) -> TaskRecord {
     let mut spec = TaskSpec::mock(id % 10_000, (id % 3) as i32);
     spec.name = name;
     spec.slots = slots;
-    TaskRecord::new(TaskId(id), spec)
+    TaskRecord::new(TaskId(id), spec, 0)
 }
 
 /// One message of any kind, built from a few random numbers and a string.

@@ -3,7 +3,7 @@
 
 use shoal_tests::agents;
 use shoal_tests::agents::{wait_for, Party};
-use shoal_tests::task_helpers::{alive, cli, http, status, submit, wait_replicated};
+use shoal_tests::task_helpers::{alive, cli, http, status, submit, submit_output, wait_replicated};
 use std::time::Duration;
 
 #[test]
@@ -214,4 +214,141 @@ fn status_escapes_a_hostile_task_name_and_json_keeps_it_exact() {
     assert_eq!(text.lines().count(), 2, "a forged row in {text:?}");
     let json = status(&agents[0], &id).expect("status --json");
     assert_eq!(json["name"], hostile, "JSON must stay exact");
+}
+
+#[test]
+fn a_task_no_member_could_run_is_refused_unless_forced_and_says_why_it_waits() {
+    let party = Party::new();
+    let agents = party.mesh(1);
+    let api = agents[0].spec.api;
+    // Until the agent has gossiped its own state it accepts anything.
+    wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        let (code, _) = http(
+            api,
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"command":"true","slots":1000}"#),
+        )?;
+        (code == 400).then_some(())
+    })
+    .expect("a task asking for 1000 slots was never refused");
+    for (body, field) in [
+        (r#"{"command":"true","slots":1000}"#, "slots"),
+        (r#"{"command":"true","labels":{"gpu":"a100"}}"#, "labels"),
+    ] {
+        let (code, text) = http(api, "POST", "/v1/tasks", Some(body)).unwrap();
+        assert_eq!(code, 400, "{body} -> {text}");
+        let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["field"], field, "{text}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| e.contains("force")),
+            "the refusal names the way around it: {text}"
+        );
+    }
+    let refused = submit_output(&agents[0], &["--label", "gpu=a100"], &["true"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("gpu=a100"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Forced, it is accepted and waits, saying why.
+    let id = submit(&agents[0], &["--force", "--label", "gpu=a100"], &["true"]);
+    let s = status(&agents[0], &id).unwrap();
+    assert_eq!(s["state"], "pending", "{s}");
+    assert!(
+        s["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("gpu=a100")),
+        "{s}"
+    );
+    assert!(
+        s["attempts"].as_array().is_some_and(|a| a.is_empty()),
+        "{s}"
+    );
+    let shown = cli(&agents[0], &["status", &id]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("gpu=a100"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+}
+
+#[test]
+fn every_failed_attempt_keeps_its_node_times_and_reason_and_its_own_logs() {
+    let party = Party::new();
+    let agents = party.mesh(1);
+    // Fails on its first attempt and succeeds on its second.
+    let flaky = submit(
+        &agents[0],
+        &["--retries", "1"],
+        &[
+            "sh",
+            "-c",
+            "echo try-$SHOAL_ATTEMPT; [ $SHOAL_ATTEMPT -ge 2 ]",
+        ],
+    );
+    let wait = cli(&agents[0], &["wait", &flaky, "--timeout", "30s"]);
+    assert!(
+        wait.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+    let s = status(&agents[0], &flaky).unwrap();
+    let attempts = s["attempts"].as_array().expect("attempts").clone();
+    assert_eq!(attempts.len(), 2, "{s}");
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["outcome"], "exited");
+    assert_eq!(attempts[0]["exit_code"], 1);
+    assert_eq!(attempts[1]["exit_code"], 0);
+    for a in &attempts {
+        assert_eq!(a["node"], "n1", "{a}");
+        let started = humantime::parse_rfc3339(a["started_at"].as_str().unwrap()).unwrap();
+        let ended = humantime::parse_rfc3339(a["ended_at"].as_str().unwrap()).unwrap();
+        assert!(ended >= started, "{a}");
+    }
+    let submitted = humantime::parse_rfc3339(s["submitted_at"].as_str().unwrap()).unwrap();
+    let first_start =
+        humantime::parse_rfc3339(attempts[0]["started_at"].as_str().unwrap()).unwrap();
+    assert!(first_start >= submitted, "{s}");
+    assert!(s.get("reason").is_none(), "a success has no reason: {s}");
+    let first = cli(&agents[0], &["logs", &flaky, "--attempt", "1"]);
+    assert_eq!(String::from_utf8_lossy(&first.stdout), "try-1\n");
+    let last = cli(&agents[0], &["logs", &flaky]);
+    assert_eq!(String::from_utf8_lossy(&last.stdout), "try-2\n");
+    let none = cli(&agents[0], &["logs", &flaky, "--attempt", "3"]);
+    assert!(!none.status.success(), "attempt 3 never ran");
+
+    // A program that does not exist, and a directory that does not:
+    // each fails with the reason in the record and in its attempt.
+    let missing = submit_output(&agents[0], &[], &["/no/such/program"]);
+    assert!(missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("not an executable"),
+        "submit warns: {}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let missing = String::from_utf8_lossy(&missing.stdout).trim().to_string();
+    let no_dir = submit(&agents[0], &["--cwd", "/no/such/dir"], &["true"]);
+    for (id, words) in [(&missing, "/no/such/program"), (&no_dir, "/no/such/dir")] {
+        let _ = cli(&agents[0], &["wait", id, "--timeout", "30s"]);
+        let s = status(&agents[0], id).unwrap();
+        assert_eq!(s["state"], "failed", "{s}");
+        assert!(
+            s["reason"].as_str().is_some_and(|r| r.contains(words)),
+            "{s}"
+        );
+        assert_eq!(s["attempts"][0]["reason"], s["reason"], "{s}");
+    }
+
+    // The list comes in submit order.
+    let list = cli(&agents[0], &["status", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [flaky.as_str(), missing.as_str(), no_dir.as_str()]);
 }

@@ -34,15 +34,20 @@ pub fn cli(agent: &Agent, args: &[&str]) -> Output {
         .expect("run shoal")
 }
 
-/// `shoal submit --api .. EXTRA... [-- CMD...]`: the id it printed.
-pub fn submit(agent: &Agent, extra: &[&str], command: &[&str]) -> String {
+/// `shoal submit --api .. EXTRA... [-- CMD...]`, output captured.
+pub fn submit_output(agent: &Agent, extra: &[&str], command: &[&str]) -> Output {
     let api = format!("http://{}", agent.spec.api);
     let mut cmd = Command::new(shoal());
     cmd.args(["submit", "--api", &api]).args(extra);
     if !command.is_empty() {
         cmd.arg("--").args(command);
     }
-    let out = cmd.stdin(Stdio::null()).output().expect("run shoal submit");
+    cmd.stdin(Stdio::null()).output().expect("run shoal submit")
+}
+
+/// `shoal submit --api .. EXTRA... [-- CMD...]`: the id it printed.
+pub fn submit(agent: &Agent, extra: &[&str], command: &[&str]) -> String {
+    let out = submit_output(agent, extra, command);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     origin: std::time::Instant,
+    wall_origin_ms: u64,
 }
 
 impl Default for Clock {
@@ -19,9 +20,18 @@ impl Default for Clock {
 impl Clock {
     /// A clock whose origin is now.
     pub fn new() -> Clock {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Clock {
             origin: std::time::Instant::now(),
+            wall_origin_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// The wall clock (Unix ms) at the origin, for timestamps people read.
+    pub fn wall_origin_ms(&self) -> u64 {
+        self.wall_origin_ms
     }
 
     /// Now, in whole milliseconds since the origin (never goes backwards).

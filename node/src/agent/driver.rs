@@ -53,8 +53,9 @@ pub struct Snapshot {
     pub members: Vec<Member>,
     /// Counters.
     pub stats: Stats,
-    /// Our own state record as last set.
-    pub local_state: NodeState,
+    /// Our own state record as last set; `None` until the state
+    /// publisher's first sample, so nobody judges a node by a blank record.
+    pub local_state: Option<NodeState>,
     /// When the snapshot was taken.
     pub now: Instant,
     /// We have seen another member alive at least once.
@@ -87,7 +88,7 @@ pub struct Driver {
     metrics: Arc<Metrics>,
     seeds: Vec<SocketAddr>,
     incarnation_file: IncarnationFile,
-    local_state: NodeState,
+    local_state: Option<NodeState>,
     joined: bool,
     forward: Option<mpsc::Sender<Inbound>>,
 }
@@ -109,7 +110,7 @@ impl Driver {
             metrics,
             seeds,
             incarnation_file,
-            local_state: NodeState::default(),
+            local_state: None,
             joined: false,
             forward: None,
         }
@@ -214,7 +215,7 @@ impl Driver {
                 let _ = reply.send(self.snapshot());
             }
             Command::SetLocalState(state) => {
-                self.local_state = state.clone();
+                self.local_state = Some(state.clone());
                 self.membership.set_local_state(self.clock.now(), state);
             }
             Command::Leave(reply) => {

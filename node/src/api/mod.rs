@@ -211,6 +211,12 @@ impl ApiError {
         }
     }
 
+    /// Names the body field the error is about.
+    pub fn with_field(mut self, field: &'static str) -> ApiError {
+        self.field = Some(field);
+        self
+    }
+
     /// Adds the bound the request passed.
     pub fn with_limit(mut self, limit: u64) -> ApiError {
         self.limit = Some(limit);
@@ -282,7 +288,7 @@ fn self_view(snapshot: &Snapshot) -> MemberView {
         &identity.addr.to_string(),
         shoal_protocol::membership::MemberState::Alive,
         snapshot.incarnation,
-        Some(&snapshot.local_state),
+        snapshot.local_state.as_ref(),
     );
     view.is_self = true;
     view.last_heard_ms_ago = Some(0);

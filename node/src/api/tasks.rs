@@ -3,7 +3,7 @@
 use super::{ApiError, ApiState};
 use crate::exec::LogStream;
 use crate::tasks::view::{SubmitBody, TaskView, STATE_NAMES};
-use crate::tasks::{parse_task_id, TaskError};
+use crate::tasks::{parse_task_id, LogQuery, TaskError};
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,11 @@ impl From<TaskError> for ApiError {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
             TaskError::Conflict(_) => StatusCode::CONFLICT,
             TaskError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TaskError::Unplaceable(unfit) => {
+                let field = unfit.field();
+                return ApiError::new(StatusCode::BAD_REQUEST, format!("{field}: {e}"))
+                    .with_field(field);
+            }
         };
         ApiError::new(status, e.to_string())
     }
@@ -103,13 +108,15 @@ pub(super) async fn submit(
     State(state): State<ApiState>,
     SubmitJson(body): SubmitJson,
 ) -> Result<Response, ApiError> {
+    let force = body.force.unwrap_or(false);
     let spec = body.into_spec().map_err(ApiError::field)?;
-    let id = state.tasks.submit(spec).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "id": id.to_string() })),
-    )
-        .into_response())
+    let warnings = crate::tasks::preflight::warnings(&spec);
+    let id = state.tasks.submit(spec, force).await?;
+    let mut answer = serde_json::json!({ "id": id.to_string() });
+    if !warnings.is_empty() {
+        answer["warnings"] = warnings.into();
+    }
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 pub(super) async fn get_task(
@@ -117,8 +124,8 @@ pub(super) async fn get_task(
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     let task = parse_task_id(&id)?;
-    let record = state.tasks.get(task).await?;
-    Ok(Json(TaskView::of(&record)))
+    let read = state.tasks.get(task).await?;
+    Ok(Json(TaskView::of_read(&read)))
 }
 
 pub(super) async fn cancel(
@@ -127,8 +134,8 @@ pub(super) async fn cancel(
 ) -> Result<Json<TaskView>, ApiError> {
     let task = parse_task_id(&id)?;
     state.tasks.cancel(task).await?;
-    let record = state.tasks.get(task).await?;
-    Ok(Json(TaskView::of(&record)))
+    let read = state.tasks.get(task).await?;
+    Ok(Json(TaskView::of_read(&read)))
 }
 
 /// Query of `GET /v1/tasks`.
@@ -158,8 +165,8 @@ pub(super) async fn list(
             "limit: must be 1..={LIST_LIMIT_MAX}, got {limit}"
         )));
     }
-    let records = state.tasks.list(q.state, limit).await?;
-    Ok(Json(records.iter().map(TaskView::of).collect()))
+    let reads = state.tasks.list(q.state, limit).await?;
+    Ok(Json(reads.iter().map(TaskView::of_read).collect()))
 }
 
 /// Query of `GET /v1/tasks/{id}/logs`.
@@ -168,6 +175,7 @@ pub(super) async fn list(
 pub(super) struct LogsQuery {
     stream: Option<LogStream>,
     offset: Option<u64>,
+    attempt: Option<u64>,
 }
 
 pub(super) async fn logs(
@@ -181,8 +189,11 @@ pub(super) async fn logs(
         .tasks
         .logs(
             task,
-            q.stream.unwrap_or(LogStream::Stdout),
-            q.offset.unwrap_or(0),
+            LogQuery {
+                stream: q.stream.unwrap_or(LogStream::Stdout),
+                offset: q.offset.unwrap_or(0),
+                attempt: q.attempt,
+            },
         )
         .await?;
     let mut headers = HeaderMap::new();

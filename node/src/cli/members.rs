@@ -103,10 +103,11 @@ pub fn table(members: &[MemberView]) -> String {
         "INC",
         "SLOTS",
         "LOAD",
+        "LABELS",
         "HEALTH",
         "LAST HEARD",
     ];
-    let rows: Vec<[String; 9]> = members
+    let rows: Vec<[String; 10]> = members
         .iter()
         .map(|m| {
             let health = match &m.health_reason {
@@ -132,6 +133,13 @@ pub fn table(members: &[MemberView]) -> String {
                 m.cpu_load_permille
                     .map(|l| format!("{:.2}", f64::from(l) / 1000.0))
                     .unwrap_or_else(|| "-".into()),
+                if m.labels.is_empty() {
+                    "-".into()
+                } else {
+                    let pairs: Vec<String> =
+                        m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    terminal_safe(&pairs.join(",")).into_owned()
+                },
                 terminal_safe(&health).into_owned(),
                 heard(m.last_heard_ms_ago),
             ]
@@ -182,7 +190,13 @@ mod tests {
         m.slots_total = Some(4);
         m.health = "critical".into();
         m.health_reason = Some("disk: 1 MiB free".into());
+        m.labels = [
+            ("zone".to_string(), "a".to_string()),
+            ("gpu".into(), "1".into()),
+        ]
+        .into();
         let text = table(&[m]);
+        assert!(text.contains("gpu=1,zone=a"), "{text}");
         assert!(text.contains("suspect"), "{text}");
         assert!(text.contains("2/4"), "{text}");
         assert!(text.contains("critical (disk: 1 MiB free)"), "{text}");

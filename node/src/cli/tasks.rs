@@ -46,6 +46,10 @@ pub enum DriverArg {
 pub struct SubmitArgs {
     #[command(flatten)]
     pub api: ApiArgs,
+    /// Accept the task although no current member could run it (labels no
+    /// member carries, more slots than any offers): for machines that will join.
+    #[arg(long)]
+    pub force: bool,
     /// Slots the task occupies.
     #[arg(long)]
     pub slots: Option<u32>,
@@ -94,7 +98,7 @@ pub struct StatusArgs {
     /// List only tasks in this state.
     #[arg(long)]
     pub state: Option<String>,
-    /// List at most this many.
+    /// List at most this many: the newest, in the order they were submitted.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
 }
@@ -112,6 +116,9 @@ pub struct LogsArgs {
     /// Show standard error instead of standard output.
     #[arg(long)]
     pub stderr: bool,
+    /// The log of this attempt (1 for the first) instead of the latest.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub attempt: Option<u64>,
 }
 
 /// `shoal cancel`.
@@ -285,6 +292,7 @@ pub async fn submit(args: SubmitArgs) -> Result<i32, TaskCliError> {
             .timeout
             .map(|t| DurationField::Millis(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
         name: args.name,
+        force: args.force.then_some(true),
         ..SubmitBody::default()
     };
     match args.driver {
@@ -324,6 +332,11 @@ pub async fn submit(args: SubmitArgs) -> Result<i32, TaskCliError> {
         url: format!("{}/v1/tasks", client.base),
         reason: "no id in the answer".into(),
     })?;
+    for w in answer["warnings"].as_array().into_iter().flatten() {
+        if let Some(w) = w.as_str() {
+            eprintln!("warning: {}", terminal_safe(w));
+        }
+    }
     println!("{id}");
     Ok(0)
 }
@@ -348,6 +361,57 @@ pub fn table(tasks: &[TaskView]) -> String {
     out
 }
 
+/// One task in full: its fields, then one line per remembered attempt.
+pub fn detail(t: &TaskView) -> String {
+    let mut state = t.state.clone();
+    if let Some(code) = t.exit_code {
+        state.push_str(&format!(" (exit {code})"));
+    }
+    let mut rows = vec![
+        ("ID", t.id.clone()),
+        ("NAME", t.name.clone()),
+        ("STATE", state),
+        ("ATTEMPT", t.attempt.to_string()),
+        ("RETRIES", t.retries_used.to_string()),
+        ("SUBMITTED", t.submitted_at.clone()),
+    ];
+    if let Some(node) = &t.node {
+        rows.push(("NODE", node.clone()));
+    }
+    if let Some(reason) = &t.reason {
+        rows.push(("REASON", reason.clone()));
+    }
+    if let Some(waiting) = &t.waiting {
+        rows.push(("WAITING", waiting.clone()));
+    }
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<10} {}\n", terminal_safe(&v)));
+    }
+    if !t.attempts.is_empty() {
+        out.push_str(&format!(
+            "\n{:>7}  {:<12}  {:<24}  {:<24}  {:<10}  {}\n",
+            "ATTEMPT", "NODE", "STARTED", "ENDED", "OUTCOME", "REASON"
+        ));
+        for a in &t.attempts {
+            let outcome = match a.exit_code {
+                Some(code) => format!("exit {code}"),
+                None => a.outcome.clone(),
+            };
+            out.push_str(&format!(
+                "{:>7}  {:<12}  {:<24}  {:<24}  {:<10}  {}\n",
+                a.attempt,
+                terminal_safe(&a.node),
+                a.started_at,
+                a.ended_at.as_deref().unwrap_or("-"),
+                outcome,
+                terminal_safe(a.reason.as_deref().unwrap_or("-")),
+            ));
+        }
+    }
+    out
+}
+
 /// `shoal status [ID] [--json]`.
 pub async fn status(args: StatusArgs) -> Result<i32, TaskCliError> {
     let client = Client::new(&args.api)?;
@@ -361,7 +425,7 @@ pub async fn status(args: StatusArgs) -> Result<i32, TaskCliError> {
                     serde_json::to_string_pretty(&task).expect("views serialise")
                 );
             } else {
-                print!("{}", table(std::slice::from_ref(&task)));
+                print!("{}", detail(&task));
             }
         }
         None => {
@@ -408,8 +472,15 @@ pub async fn logs(args: LogsArgs) -> Result<i32, TaskCliError> {
     let client = Client::new(&args.api)?;
     let stream = if args.stderr { "stderr" } else { "stdout" };
     let mut offset = 0u64;
+    let attempt = args
+        .attempt
+        .map(|a| format!("&attempt={a}"))
+        .unwrap_or_default();
     loop {
-        let path = format!("/v1/tasks/{}/logs?stream={stream}&offset={offset}", args.id);
+        let path = format!(
+            "/v1/tasks/{}/logs?stream={stream}&offset={offset}{attempt}",
+            args.id
+        );
         let answer = match client.call(reqwest::Method::GET, &path, None).await {
             Ok(a) => a,
             // A holder that is briefly unreachable while following.
@@ -582,10 +653,72 @@ mod tests {
             driver: "mock".into(),
             command: String::new(),
             args: Vec::new(),
+            submitted_at: "2026-12-06T10:00:00.000Z".into(),
+            reason: None,
+            waiting: None,
+            attempts: Vec::new(),
         };
         let text = table(&[t]);
         assert!(text.lines().nth(1).unwrap().contains("pending"));
         assert!(text.lines().nth(1).unwrap().contains(" - "));
+    }
+
+    #[test]
+    fn detail_shows_each_attempt_with_its_node_times_and_reason() {
+        use crate::tasks::view::AttemptView;
+        let t = TaskView {
+            id: "00000000000000ab".into(),
+            name: "train".into(),
+            state: "failed".into(),
+            attempt: 2,
+            node: Some("n2".into()),
+            exit_code: Some(127),
+            retries_used: 1,
+            driver: "command".into(),
+            command: "nope".into(),
+            args: Vec::new(),
+            submitted_at: "2026-12-06T10:00:00.000Z".into(),
+            reason: Some("cannot start \"nope\": \x1b[2J".into()),
+            waiting: None,
+            attempts: vec![
+                AttemptView {
+                    attempt: 1,
+                    node: "n1".into(),
+                    started_at: "2026-12-06T10:00:00.100Z".into(),
+                    ended_at: Some("2026-12-06T10:00:01.000Z".into()),
+                    outcome: "lost".into(),
+                    exit_code: None,
+                    reason: Some("its node stopped answering; no report".into()),
+                },
+                AttemptView {
+                    attempt: 2,
+                    node: "n2".into(),
+                    started_at: "2026-12-06T10:00:01.100Z".into(),
+                    ended_at: Some("2026-12-06T10:00:01.200Z".into()),
+                    outcome: "exited".into(),
+                    exit_code: Some(127),
+                    reason: None,
+                },
+            ],
+        };
+        let text = detail(&t);
+        assert!(text.contains("STATE      failed (exit 127)"), "{text}");
+        assert!(
+            text.contains("SUBMITTED  2026-12-06T10:00:00.000Z"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "{text:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        let first = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("1 "))
+            .unwrap();
+        assert!(first.contains("n1") && first.contains("lost"), "{first}");
+        let second = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("2 "))
+            .unwrap();
+        assert!(second.contains("exit 127"), "{second}");
     }
 
     #[test]
@@ -601,6 +734,10 @@ mod tests {
             driver: "mock".into(),
             command: String::new(),
             args: Vec::new(),
+            submitted_at: "2026-12-06T10:00:00.000Z".into(),
+            reason: None,
+            waiting: None,
+            attempts: Vec::new(),
         };
         let text = table(&[t]);
         assert_eq!(text.lines().count(), 2, "{text:?}");

@@ -52,6 +52,13 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("shoal supervisor: {message}");
+            // The agent reads the reason into the task record: without it a
+            // full disk looked like an attempt lost for no reason.
+            let outcome = AttemptOutcome::SpawnFailed { reason: message };
+            let _ = send(
+                &mut std::io::stdout(),
+                &FromSupervisor::Finished { outcome },
+            );
             2
         }
     }
@@ -145,6 +152,11 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
         .stderr(open("stderr")?)
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
+        // spawn() says only "No such file or directory" for a missing cwd,
+        // which reads as a missing program.
+        if !cwd.is_dir() {
+            return Err(format!("working directory {cwd:?} does not exist"));
+        }
         command.current_dir(cwd);
     }
     let child = command

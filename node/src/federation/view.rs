@@ -38,7 +38,7 @@ pub fn gateway_views(snapshot: &Snapshot) -> Vec<GatewayView> {
     views.push(GatewayView {
         id: snapshot.identity.id,
         live: true,
-        critical: critical(&snapshot.local_state),
+        critical: snapshot.local_state.as_ref().is_some_and(critical),
     });
     views
 }

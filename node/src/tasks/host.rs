@@ -5,21 +5,23 @@
 //! the executor, answer the API). It makes no protocol decision.
 
 use super::mesh::{RemoteChunk, TaskMessage, REMOTE_LOG_CHUNK_BYTES};
-use super::{LogPiece, Request, TaskError, TasksHandle, REQUEST_TIMEOUT};
+use super::{LogPiece, LogQuery, Request, TaskError, TaskRead, TasksHandle, REQUEST_TIMEOUT};
 use crate::agent::clock::Clock;
 use crate::agent::driver::Command;
-use crate::exec::{self, AttemptExit, AttemptOutcome, AttemptSpec, Executor, LogStream};
+use crate::exec::{self, AttemptExit, AttemptOutcome, AttemptSpec, Executor};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreOptions, WriteOp};
 use crate::transport::{Inbound, Transport};
 use anyhow::Context;
+use nix::sys::signal::Signal;
 use shoal_protocol::coordinator::{
     Bootstrap, Config, Coordinator, Effect, KillReason, OpError, RequestId,
 };
 use shoal_protocol::gossip::NodeState;
 use shoal_protocol::membership::MemberState;
 use shoal_protocol::paxos::{GroupStatus, StoreKey, StoreValue, StoreWrite, Value};
-use shoal_protocol::tasks::{Driver, Refusal, TaskId, TaskRecord, TaskState};
+use shoal_protocol::tasks::fit::{self, Candidate, Unfit};
+use shoal_protocol::tasks::{Driver, Refusal, TaskId, TaskRecord, TaskSpec, TaskState};
 use shoal_protocol::wire::{self, Channel};
 use shoal_protocol::{Instant, NodeId};
 use std::collections::{BTreeMap, HashMap};
@@ -88,11 +90,10 @@ struct Peer {
 
 enum Pending {
     Submit(oneshot::Sender<Result<TaskId, TaskError>>),
-    Get(oneshot::Sender<Result<TaskRecord, TaskError>>),
+    Get(oneshot::Sender<Result<TaskRead, TaskError>>),
     Cancel(oneshot::Sender<Result<(), TaskError>>),
     Logs {
-        stream: LogStream,
-        offset: u64,
+        query: LogQuery,
         reply: oneshot::Sender<Result<LogPiece, TaskError>>,
     },
 }
@@ -130,6 +131,7 @@ pub async fn start(
         name: config.name.clone(),
         slots_total: config.slots,
         labels: config.labels.clone(),
+        wall_origin_ms: clock.wall_origin_ms(),
         ..Config::default()
     };
     let stored = load_acceptor_state(&store, cfg.shards)?;
@@ -273,7 +275,7 @@ async fn watch_membership(commands: mpsc::Sender<Command>, out: mpsc::Sender<Vec
             id: snapshot.identity.id,
             name: snapshot.identity.name.clone(),
             addr: snapshot.identity.addr,
-            state: Some(snapshot.local_state.clone()),
+            state: snapshot.local_state.clone(),
         });
         peers.sort_by_key(|p| p.id);
         if last.as_ref() != Some(&peers) {
@@ -441,8 +443,13 @@ impl Host {
         };
         let code = exit_code(&exit.outcome);
         tracing::debug!(%task, attempt = exit.attempt, outcome = ?exit.outcome, "attempt ended");
-        self.coord
-            .handle_attempt_exited(self.clock.now(), task, exit.attempt, code);
+        self.coord.handle_attempt_exited(
+            self.clock.now(),
+            task,
+            exit.attempt,
+            code,
+            exit_reason(&exit.outcome),
+        );
         if let Err(e) = self.exec.mark_reported(&exit.task_id, exit.attempt) {
             tracing::debug!(error = %e, "cannot mark an attempt reported");
         }
@@ -451,13 +458,18 @@ impl Host {
     fn on_request(&mut self, request: Request) {
         let now = self.clock.now();
         match request {
-            Request::Submit(spec, reply) => match self.coord.submit(now, *spec) {
-                Ok(r) => {
-                    self.pending.insert(r, Pending::Submit(reply));
+            Request::Submit { spec, force, reply } => match self.placeable(&spec, force) {
+                Err(unfit) => {
+                    let _ = reply.send(Err(TaskError::Unplaceable(unfit)));
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(request_error(e)));
-                }
+                Ok(()) => match self.coord.submit(now, *spec) {
+                    Ok(r) => {
+                        self.pending.insert(r, Pending::Submit(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(request_error(e)));
+                    }
+                },
             },
             Request::Get(task, reply) => match self.coord.read_task(now, task) {
                 Ok(r) => {
@@ -475,21 +487,9 @@ impl Host {
                     let _ = reply.send(Err(request_error(e)));
                 }
             },
-            Request::Logs {
-                task,
-                stream,
-                offset,
-                reply,
-            } => match self.coord.read_task(now, task) {
+            Request::Logs { task, query, reply } => match self.coord.read_task(now, task) {
                 Ok(r) => {
-                    self.pending.insert(
-                        r,
-                        Pending::Logs {
-                            stream,
-                            offset,
-                            reply,
-                        },
-                    );
+                    self.pending.insert(r, Pending::Logs { query, reply });
                 }
                 Err(e) => {
                     let _ = reply.send(Err(request_error(e)));
@@ -525,15 +525,50 @@ impl Host {
             })
     }
 
-    fn list(&self, state: Option<&str>, limit: usize) -> Vec<TaskRecord> {
-        let mut out: Vec<TaskRecord> = self
+    /// The newest `limit` records in `state`, oldest first.
+    fn list(&self, state: Option<&str>, limit: usize) -> Vec<TaskRead> {
+        let mut out: Vec<&TaskRecord> = self
             .local_records()
             .filter(|r| state.is_none_or(|s| super::view::state_name(&r.state) == s))
-            .take(limit)
-            .cloned()
             .collect();
-        out.sort_by_key(|r| r.id);
-        out
+        out.sort_by_key(|r| (r.submitted_at_ms, r.id));
+        let skip = out.len().saturating_sub(limit);
+        out.into_iter()
+            .skip(skip)
+            .map(|r| self.read_of(r.clone()))
+            .collect()
+    }
+
+    /// The members whose state this node has heard, itself included.
+    fn candidates(&self) -> Vec<Candidate<'_>> {
+        self.peers
+            .values()
+            .filter_map(|p| {
+                p.state.as_ref().map(|state| Candidate {
+                    name: &p.name,
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    /// Refuses a task no current member could ever run, unless forced.
+    /// Before this node has heard any member's state it cannot judge, and
+    /// accepts.
+    fn placeable(&self, spec: &TaskSpec, force: bool) -> Result<(), Unfit> {
+        let members = self.candidates();
+        if force || members.is_empty() {
+            return Ok(());
+        }
+        match fit::never_fits(spec, &members) {
+            Some(unfit) => Err(unfit),
+            None => Ok(()),
+        }
+    }
+
+    fn read_of(&self, record: TaskRecord) -> TaskRead {
+        let waiting = fit::why_waiting(&record, &self.candidates());
+        TaskRead { record, waiting }
     }
 
     fn refresh_gauges(&mut self) {
@@ -703,17 +738,13 @@ impl Host {
             } => match self.pending.remove(&request) {
                 Some(Pending::Get(tx)) => {
                     let _ = tx.send(match result {
-                        Ok(Some(r)) => Ok(*r),
+                        Ok(Some(r)) => Ok(self.read_of(*r)),
                         Ok(None) => Err(TaskError::NotFound(task.to_string())),
                         Err(e) => Err(op_error(task, e)),
                     });
                 }
-                Some(Pending::Logs {
-                    stream,
-                    offset,
-                    reply,
-                }) => match result {
-                    Ok(Some(r)) => self.read_logs(*r, stream, offset, reply),
+                Some(Pending::Logs { query, reply }) => match result {
+                    Ok(Some(r)) => self.read_logs(*r, query, reply),
                     Ok(None) => {
                         let _ = reply.send(Err(TaskError::NotFound(task.to_string())));
                     }
@@ -802,20 +833,33 @@ impl Host {
         tracing::debug!(%task, attempt, lease_ms = remaining.as_millis() as u64, "starting attempt");
         if let Err(e) = self.exec.start(attempt_spec, remaining) {
             tracing::error!(%task, attempt, error = %e, "cannot start the attempt");
-            self.coord
-                .handle_attempt_exited(now, task, attempt, SPAWN_FAILED_CODE);
+            self.coord.handle_attempt_exited(
+                now,
+                task,
+                attempt,
+                SPAWN_FAILED_CODE,
+                Some(format!("cannot start on {}: {e}", self.name)),
+            );
         }
     }
 
     fn read_logs(
         &mut self,
         record: TaskRecord,
-        stream: LogStream,
-        offset: u64,
+        query: LogQuery,
         reply: oneshot::Sender<Result<LogPiece, TaskError>>,
     ) {
-        let attempt = record.attempt;
-        let task_final = record.state.is_final();
+        let LogQuery { stream, offset, .. } = query;
+        let attempt = query.attempt.unwrap_or(record.attempt);
+        if query.attempt.is_some() && (attempt == 0 || attempt > record.attempt) {
+            let _ = reply.send(Err(TaskError::Invalid(format!(
+                "attempt: task {} has attempts 1..={}, not {attempt}",
+                record.id, record.attempt
+            ))));
+            return;
+        }
+        // An earlier attempt has ended: no more bytes will come.
+        let task_final = record.state.is_final() || attempt < record.attempt;
         let mock = matches!(record.spec.driver, Driver::Mock { .. });
         if attempt == 0 || mock {
             let _ = reply.send(Ok(LogPiece {
@@ -826,13 +870,24 @@ impl Host {
             }));
             return;
         }
-        let holder = record.state.holder().map(|(_, h)| h).or_else(|| {
-            let name = record.holder_name.as_deref()?;
+        let by_name = |name: &str| {
             if name == self.name {
                 return Some(self.me);
             }
             self.peers.values().find(|p| p.name == name).map(|p| p.id)
-        });
+        };
+        let holder = match record.attempt_info(attempt) {
+            Some(info) if attempt < record.attempt => by_name(&info.node),
+            _ => record
+                .state
+                .holder()
+                .map(|(_, h)| h)
+                .or_else(|| by_name(record.holder_name.as_deref()?)),
+        };
+        let holder_name = record
+            .attempt_info(attempt)
+            .map(|i| i.node.clone())
+            .or(record.holder_name.clone());
         let task = record.id.to_string();
         match holder {
             Some(h) if h == self.me => {
@@ -845,7 +900,7 @@ impl Host {
             }
             Some(h) => {
                 let Some(addr) = self.peers.get(&h).map(|p| p.addr) else {
-                    let who = record.holder_name.unwrap_or_else(|| h.to_hex());
+                    let who = holder_name.unwrap_or_else(|| h.to_hex());
                     let _ = reply.send(Err(TaskError::Unavailable(format!(
                         "node {who}, which ran attempt {attempt}, is not reachable"
                     ))));
@@ -879,9 +934,12 @@ impl Host {
                 );
             }
             None => {
-                let _ = reply.send(Err(TaskError::Unavailable(format!(
-                    "no known node ran attempt {attempt}"
-                ))));
+                let _ = reply.send(Err(TaskError::Unavailable(match holder_name {
+                    Some(n) => {
+                        format!("node {n}, which ran attempt {attempt}, is not a member now")
+                    }
+                    None => format!("no known node ran attempt {attempt}"),
+                })));
             }
         }
     }
@@ -901,6 +959,23 @@ fn exit_code(outcome: &AttemptOutcome) -> i32 {
         AttemptOutcome::Cancelled => 130,
         AttemptOutcome::SpawnFailed { .. } => SPAWN_FAILED_CODE,
         AttemptOutcome::Fenced | AttemptOutcome::AgentLost | AttemptOutcome::SupervisorLost => -1,
+    }
+}
+
+/// Why an attempt ended, in words, where its exit code does not say it.
+fn exit_reason(outcome: &AttemptOutcome) -> Option<String> {
+    match outcome {
+        AttemptOutcome::Exited { .. }
+        | AttemptOutcome::TimedOut
+        | AttemptOutcome::Cancelled
+        | AttemptOutcome::Fenced => None,
+        AttemptOutcome::Signaled { signal } => Some(match Signal::try_from(*signal) {
+            Ok(s) => format!("killed by signal {signal} ({s})"),
+            Err(_) => format!("killed by signal {signal}"),
+        }),
+        AttemptOutcome::SpawnFailed { reason } => Some(reason.clone()),
+        AttemptOutcome::AgentLost => Some("the agent stopped while it ran".into()),
+        AttemptOutcome::SupervisorLost => Some("its supervisor died without a report".into()),
     }
 }
 

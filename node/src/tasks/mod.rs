@@ -11,9 +11,11 @@
 pub mod host;
 pub mod mesh;
 pub mod metrics;
+pub mod preflight;
 pub mod view;
 
 use crate::exec::LogStream;
+use shoal_protocol::tasks::fit::Unfit;
 use shoal_protocol::tasks::{TaskId, TaskRecord, TaskSpec};
 use std::time::Duration;
 use thiserror::Error;
@@ -38,6 +40,29 @@ pub enum TaskError {
     /// yet, the holder is unreachable, or the host is overloaded.
     #[error("{0}")]
     Unavailable(String),
+    /// No current member could ever run the task (400, naming the field).
+    #[error("{0}; submit with force to accept it for members that will join")]
+    Unplaceable(Unfit),
+}
+
+/// A task record with what the answering node sees of its wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRead {
+    /// The record.
+    pub record: TaskRecord,
+    /// Why it is pending, if something holds it back.
+    pub waiting: Option<String>,
+}
+
+/// Which piece of a task's log to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Which stream.
+    pub stream: LogStream,
+    /// From this offset.
+    pub offset: u64,
+    /// Which attempt; `None` for the latest.
+    pub attempt: Option<u64>,
 }
 
 /// A piece of a task's log.
@@ -57,30 +82,35 @@ pub struct LogPiece {
 #[derive(Debug)]
 pub enum Request {
     /// Submit; answered once a majority persisted the record.
-    Submit(Box<TaskSpec>, oneshot::Sender<Result<TaskId, TaskError>>),
+    Submit {
+        /// What to run.
+        spec: Box<TaskSpec>,
+        /// Accept it although no current member could run it.
+        force: bool,
+        /// The answer.
+        reply: oneshot::Sender<Result<TaskId, TaskError>>,
+    },
     /// Read a record linearizably.
-    Get(TaskId, oneshot::Sender<Result<TaskRecord, TaskError>>),
+    Get(TaskId, oneshot::Sender<Result<TaskRead, TaskError>>),
     /// Records this node's acceptors hold, filtered by state name.
     List {
         /// Only this state (`pending`, `running`, ...).
         state: Option<String>,
         /// At most this many.
         limit: usize,
-        /// The answer, newest ids first is not promised: ordered by id.
-        reply: oneshot::Sender<Vec<TaskRecord>>,
+        /// The answer: the newest `limit` by submit time, oldest first.
+        reply: oneshot::Sender<Vec<TaskRead>>,
     },
     /// Start (`true`) or cancel (`false`) draining: no new attempts here.
     Drain(bool, oneshot::Sender<Result<(), TaskError>>),
     /// Cancel a non-final task.
     Cancel(TaskId, oneshot::Sender<Result<(), TaskError>>),
-    /// Read a task's log from the node that ran its current attempt.
+    /// Read a task's log from the node that ran the attempt.
     Logs {
         /// The task.
         task: TaskId,
-        /// Which stream.
-        stream: LogStream,
-        /// From this offset.
-        offset: u64,
+        /// Which piece.
+        query: LogQuery,
         /// The answer.
         reply: oneshot::Sender<Result<LogPiece, TaskError>>,
     },
@@ -125,12 +155,19 @@ impl TasksHandle {
     }
 
     /// Submits a task; its id once a majority persisted it.
-    pub async fn submit(&self, spec: TaskSpec) -> Result<TaskId, TaskError> {
-        self.ask(|tx| Request::Submit(Box::new(spec), tx)).await
+    /// Unless `force`, a task that no current member could ever run is
+    /// refused with [`TaskError::Unplaceable`].
+    pub async fn submit(&self, spec: TaskSpec, force: bool) -> Result<TaskId, TaskError> {
+        self.ask(|reply| Request::Submit {
+            spec: Box::new(spec),
+            force,
+            reply,
+        })
+        .await
     }
 
     /// The task's record.
-    pub async fn get(&self, task: TaskId) -> Result<TaskRecord, TaskError> {
+    pub async fn get(&self, task: TaskId) -> Result<TaskRead, TaskError> {
         self.ask(|tx| Request::Get(task, tx)).await
     }
 
@@ -140,19 +177,8 @@ impl TasksHandle {
     }
 
     /// Reads a piece of the task's log.
-    pub async fn logs(
-        &self,
-        task: TaskId,
-        stream: LogStream,
-        offset: u64,
-    ) -> Result<LogPiece, TaskError> {
-        self.ask(|reply| Request::Logs {
-            task,
-            stream,
-            offset,
-            reply,
-        })
-        .await
+    pub async fn logs(&self, task: TaskId, query: LogQuery) -> Result<LogPiece, TaskError> {
+        self.ask(|reply| Request::Logs { task, query, reply }).await
     }
 
     /// Records this node knows, by state.
@@ -160,7 +186,7 @@ impl TasksHandle {
         &self,
         state: Option<String>,
         limit: usize,
-    ) -> Result<Vec<TaskRecord>, TaskError> {
+    ) -> Result<Vec<TaskRead>, TaskError> {
         self.ask(|tx| {
             let (reply, rx) = oneshot::channel();
             tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! The JSON shapes of the task API, shared by the API and the CLI.
 
 use serde::{Deserialize, Serialize};
-use shoal_protocol::tasks::{Driver, TaskRecord, TaskSpec, TaskState};
+use shoal_protocol::tasks::{AttemptInfo, Driver, Outcome, TaskRecord, TaskSpec, TaskState};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -50,9 +50,81 @@ pub struct TaskView {
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
+    /// When it was submitted (RFC 3339, the submitting node's clock).
+    pub submitted_at: String,
+    /// Why the last attempt failed, while it waits for a retry or after it
+    /// failed for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why a pending task is not running yet, as the answering node sees
+    /// the party now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Its newest attempts, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// The attempt number.
+    pub attempt: u64,
+    /// The node that ran it.
+    pub node: String,
+    /// When it was claimed (RFC 3339, that node's clock).
+    pub started_at: String,
+    /// When it ended; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// `running`, `exited`, `timed_out`, `fenced` or `lost` (its node never
+    /// reported; a later claim or a cancel closed it).
+    pub outcome: String,
+    /// The exit code, for `exited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it ended, where the outcome does not say it all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// RFC 3339 text of a Unix time in milliseconds.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl AttemptView {
+    /// The view of one remembered attempt.
+    pub fn of(a: &AttemptInfo) -> AttemptView {
+        let (outcome, exit_code) = match (a.outcome, a.ended_at_ms) {
+            (Some(Outcome::Exited(code)), _) => ("exited", Some(code)),
+            (Some(Outcome::TimedOut), _) => ("timed_out", None),
+            (Some(Outcome::Fenced), _) => ("fenced", None),
+            (None, Some(_)) => ("lost", None),
+            (None, None) => ("running", None),
+        };
+        AttemptView {
+            attempt: a.attempt,
+            node: a.node.clone(),
+            started_at: rfc3339_ms(a.started_at_ms),
+            ended_at: a.ended_at_ms.map(rfc3339_ms),
+            outcome: outcome.to_string(),
+            exit_code,
+            reason: a.reason.clone(),
+        }
+    }
 }
 
 impl TaskView {
+    /// The view of a record and its wait.
+    pub fn of_read(read: &super::TaskRead) -> TaskView {
+        TaskView {
+            waiting: read.waiting.clone(),
+            ..TaskView::of(&read.record)
+        }
+    }
+
     /// The view of a record.
     pub fn of(r: &TaskRecord) -> TaskView {
         TaskView {
@@ -69,6 +141,10 @@ impl TaskView {
             },
             command: r.spec.command.clone(),
             args: r.spec.args.clone(),
+            submitted_at: rfc3339_ms(r.submitted_at_ms),
+            reason: r.reason.clone(),
+            waiting: None,
+            attempts: r.attempts.iter().map(AttemptView::of).collect(),
         }
     }
 
@@ -225,6 +301,10 @@ pub struct SubmitBody {
     /// Mock driver: its exit code (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Accept a task that no current member could run (labels no member
+    /// carries, more slots than any offers), for members that will join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
 }
 
 /// Delay before the first retry of a failed attempt.

@@ -114,6 +114,9 @@ pub struct Config {
     pub slots_total: u32,
     /// Labels of this node.
     pub labels: BTreeMap<String, String>,
+    /// The wall clock (Unix ms) at the host clock's origin: the times
+    /// written into task records for people to read are this plus `now`.
+    pub wall_origin_ms: u64,
     /// Planted bugs (only with the `planted-bugs` feature).
     pub bugs: Bugs,
 }
@@ -147,6 +150,7 @@ impl Default for Config {
             gc_interval_ms: 1_000,
             slots_total: 4,
             labels: BTreeMap::new(),
+            wall_origin_ms: 0,
             bugs: Bugs::none(),
         }
     }
@@ -668,7 +672,7 @@ impl Coordinator {
         let task = TaskId(self.rng.gen::<u64>() | 1);
         let config = self.config_for(task.0)?;
         let request = self.request_id();
-        let record = TaskRecord::new(task, spec);
+        let record = TaskRecord::new(task, spec, self.wall_ms(now));
         self.start_cas(
             now,
             config,
@@ -688,11 +692,18 @@ impl Coordinator {
             now,
             config,
             RegisterKey::Task(task),
-            Change::Task(Mutation::Cancel),
+            Change::Task(Mutation::Cancel {
+                at_ms: self.wall_ms(now),
+            }),
             Purpose::Cancel { request, task },
         );
         self.deliver_local(now);
         Ok(request)
+    }
+
+    /// Unix milliseconds at `now`, for the records' timestamps.
+    fn wall_ms(&self, now: Instant) -> u64 {
+        self.cfg.wall_origin_ms.saturating_add(now.as_millis())
     }
 
     /// The configuration of the shard of `key`, if an operation may start.
@@ -760,15 +771,18 @@ impl Coordinator {
         Ok(request)
     }
 
-    /// The process of `attempt` of `task` ended (exited, or was killed).
+    /// The process of `attempt` of `task` ended (exited, or was killed);
+    /// `reason` says why in words where the exit code cannot (a program
+    /// that could not start, a full disk), and reaches the task record.
     pub fn handle_attempt_exited(
         &mut self,
         now: Instant,
         task: TaskId,
         attempt: u64,
         exit_code: i32,
+        reason: Option<String>,
     ) {
-        self.attempt_exited(now, task, attempt, exit_code);
+        self.attempt_exited(now, task, attempt, exit_code, reason);
         self.deliver_local(now);
     }
 

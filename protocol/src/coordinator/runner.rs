@@ -427,6 +427,7 @@ impl Coordinator {
                 from,
                 holder: self.me,
                 holder_name: self.cfg.name.clone(),
+                at_ms: self.wall_ms(now),
             };
             self.start_cas(
                 now,
@@ -622,7 +623,7 @@ impl Coordinator {
             // Won the record but the lease lapsed meanwhile: never start;
             // give the attempt back so that the next claim is quick.
             a.phase = Phase::Killing(KillReason::Fenced);
-            self.attempt_exited(now, task, attempt, -1);
+            self.attempt_exited(now, task, attempt, -1, None);
         } else {
             // Lost the race (or the task is final): let the lease go.
             let ballot = a.ballot;
@@ -639,6 +640,7 @@ impl Coordinator {
         task: TaskId,
         attempt: u64,
         exit_code: i32,
+        host_reason: Option<String>,
     ) {
         let Some(a) = self.attempts.get_mut(&task) else {
             return;
@@ -668,6 +670,14 @@ impl Coordinator {
             }
             Phase::Leasing | Phase::Claiming | Phase::Finishing => return,
         };
+        let reason = match outcome {
+            Outcome::Exited(_) => host_reason,
+            Outcome::TimedOut => a
+                .spec
+                .timeout_ms
+                .map(|ms| format!("timed out after {ms} ms")),
+            Outcome::Fenced => Some("fenced: its lease could not be renewed".to_string()),
+        };
         a.phase = Phase::Finishing;
         // Late binding: the slot is free now, so look for work now rather
         // than at the next pull tick.
@@ -684,6 +694,8 @@ impl Coordinator {
                 attempt,
                 outcome,
                 tail: String::new(),
+                at_ms: self.wall_ms(now),
+                reason,
             }),
             Purpose::Finish { task, attempt },
         );
@@ -1189,7 +1201,7 @@ mod tests {
                 epoch: 0,
                 req: id,
             },
-            records: vec![TaskRecord::new(task, TaskSpec::mock(100, 0))],
+            records: vec![TaskRecord::new(task, TaskSpec::mock(100, 0), 0)],
         };
         c.pull_reply(now, id, reply);
         assert!(!c.attempts.contains_key(&task), "claimed a pulled task");

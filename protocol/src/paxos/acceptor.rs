@@ -830,7 +830,7 @@ mod tests {
     }
 
     fn record(id: u64, state: TaskState) -> TaskRecord {
-        let mut r = TaskRecord::new(TaskId(id), TaskSpec::mock(1_000, 0));
+        let mut r = TaskRecord::new(TaskId(id), TaskSpec::mock(1_000, 0), 0);
         if let Some((attempt, _)) = state.holder() {
             r.attempt = attempt;
         }

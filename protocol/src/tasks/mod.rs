@@ -6,6 +6,8 @@
 //! fencing rule (a result counts only from the current attempt) is
 //! [`apply`]'s check of the attempt number.
 
+pub mod fit;
+
 use crate::Bugs;
 use crate::NodeId;
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,11 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const MAX_MOCK_DURATION_MS: u64 = 24 * 3600 * 1000;
 /// Longest output tail kept in a record.
 pub const MAX_TAIL_BYTES: usize = 2_048;
+/// Attempts a record remembers (the newest); older ones are dropped so
+/// that a task retried a hundred times keeps a small register value.
+pub const MAX_ATTEMPT_HISTORY: usize = 8;
+/// Longest failure reason kept in a record.
+pub const MAX_REASON_BYTES: usize = 512;
 
 /// A task's identity: random 64 bits drawn by the submitting node from its
 /// seeded generator.
@@ -301,6 +308,27 @@ pub enum Outcome {
     Fenced,
 }
 
+/// One attempt as the record remembers it. Times are Unix milliseconds by
+/// the clock of the node that wrote them (for people, not for ordering:
+/// the attempt number orders attempts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptInfo {
+    /// The attempt number.
+    pub attempt: u64,
+    /// Name of the node that ran it.
+    pub node: String,
+    /// When its claim was written.
+    pub started_at_ms: u64,
+    /// When its end was written; `None` while it runs.
+    pub ended_at_ms: Option<u64>,
+    /// How it ended, as its holder reported; `None` while it runs, and for
+    /// an attempt whose holder never reported (it was lost, and a later
+    /// claim or a cancel closed it).
+    pub outcome: Option<Outcome>,
+    /// Why it ended, in words, where the exit code does not say it.
+    pub reason: Option<String>,
+}
+
 /// The replicated record of one task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
@@ -322,11 +350,18 @@ pub struct TaskRecord {
     pub holder_name: Option<String>,
     /// Tail of the last attempt's output.
     pub output_tail: String,
+    /// When it was submitted (Unix ms, the submitting node's clock).
+    pub submitted_at_ms: u64,
+    /// Its newest attempts, oldest first (at most [`MAX_ATTEMPT_HISTORY`]).
+    pub attempts: Vec<AttemptInfo>,
+    /// Why the last ended attempt failed, while the task waits for a retry
+    /// or after it failed for good.
+    pub reason: Option<String>,
 }
 
 impl TaskRecord {
     /// A fresh pending record.
-    pub fn new(id: TaskId, spec: TaskSpec) -> Self {
+    pub fn new(id: TaskId, spec: TaskSpec, submitted_at_ms: u64) -> Self {
         TaskRecord {
             id,
             spec,
@@ -337,6 +372,25 @@ impl TaskRecord {
             final_attempt: None,
             holder_name: None,
             output_tail: String::new(),
+            submitted_at_ms,
+            attempts: Vec::new(),
+            reason: None,
+        }
+    }
+
+    /// The remembered attempt `attempt`, if it is still in the history.
+    pub fn attempt_info(&self, attempt: u64) -> Option<&AttemptInfo> {
+        self.attempts.iter().find(|a| a.attempt == attempt)
+    }
+
+    /// Closes the newest attempt if it is still open (its holder never
+    /// reported), with `reason`.
+    fn close_open_attempt(&mut self, at_ms: u64, reason: &str) {
+        if let Some(last) = self.attempts.last_mut() {
+            if last.ended_at_ms.is_none() {
+                last.ended_at_ms = Some(at_ms);
+                last.reason = Some(reason.to_string());
+            }
         }
     }
 
@@ -368,6 +422,8 @@ pub enum Mutation {
         holder: NodeId,
         /// Its name, for the record.
         holder_name: String,
+        /// When (Unix ms, the claimer's clock).
+        at_ms: u64,
     },
     /// Mark attempt `attempt` started (a claimed record of an earlier
     /// version; claims now write `Running` themselves).
@@ -383,9 +439,16 @@ pub enum Mutation {
         outcome: Outcome,
         /// Tail of its output.
         tail: String,
+        /// When (Unix ms, the holder's clock).
+        at_ms: u64,
+        /// Why it ended, where the outcome does not say it all.
+        reason: Option<String>,
     },
     /// Cancel a non-final task.
-    Cancel,
+    Cancel {
+        /// When (Unix ms, the cancelling node's clock).
+        at_ms: u64,
+    },
     /// Remove a final record (garbage collection).
     Delete,
     /// Change nothing (a linearizable read).
@@ -440,22 +503,24 @@ pub fn apply(
         // Idempotence: a CAS round can be retried after an earlier round of
         // the same operation was chosen; a repeated change must then report
         // success, not a refusal.
-        Mutation::Cancel if rec.state == TaskState::Cancelled => {}
+        Mutation::Cancel { .. } if rec.state == TaskState::Cancelled => {}
         Mutation::Claim { from, holder, .. }
             if rec.attempt == from.saturating_add(1)
                 && rec.state.holder() == Some((from.saturating_add(1), *holder)) => {}
         Mutation::Finish { attempt, .. }
             if rec.state.is_final() && rec.final_attempt == Some(*attempt) => {}
-        Mutation::Cancel => {
+        Mutation::Cancel { at_ms } => {
             if rec.state.is_final() {
                 return Err(Refusal::Final);
             }
             next.state = TaskState::Cancelled;
+            next.close_open_attempt(*at_ms, "cancelled");
         }
         Mutation::Claim {
             from,
             holder,
             holder_name,
+            at_ms,
         } => {
             if rec.state.is_final() {
                 return Err(Refusal::Final);
@@ -475,6 +540,19 @@ pub fn apply(
                 holder: *holder,
             };
             next.holder_name = Some(holder_name.clone());
+            next.close_open_attempt(*at_ms, "its node stopped answering; no report");
+            next.attempts.push(AttemptInfo {
+                attempt: from.saturating_add(1),
+                node: holder_name.clone(),
+                started_at_ms: *at_ms,
+                ended_at_ms: None,
+                outcome: None,
+                reason: None,
+            });
+            if next.attempts.len() > MAX_ATTEMPT_HISTORY {
+                let extra = next.attempts.len() - MAX_ATTEMPT_HISTORY;
+                next.attempts.drain(..extra);
+            }
         }
         Mutation::Start { attempt } => match rec.state {
             TaskState::Claimed { attempt: a, holder } if a == *attempt => {
@@ -493,6 +571,8 @@ pub fn apply(
             attempt,
             outcome,
             tail,
+            at_ms,
+            reason,
         } => {
             let current = rec.state.holder().map(|(a, _)| a);
             let fenced_ok = current == Some(*attempt);
@@ -506,6 +586,16 @@ pub fn apply(
                 });
             }
             next.output_tail = truncate_tail(tail);
+            let reason = reason.as_deref().map(truncate_reason);
+            if let Some(info) = next.attempts.iter_mut().find(|a| a.attempt == *attempt) {
+                info.ended_at_ms = Some(*at_ms);
+                info.outcome = Some(*outcome);
+                info.reason.clone_from(&reason);
+            }
+            next.reason = match outcome {
+                Outcome::Exited(0) | Outcome::Fenced => None,
+                Outcome::Exited(_) | Outcome::TimedOut => reason,
+            };
             match outcome {
                 Outcome::Exited(0) => finish(&mut next, TaskState::Succeeded, Some(0), *attempt),
                 Outcome::Fenced => next.state = TaskState::Pending,
@@ -534,6 +624,14 @@ fn finish(rec: &mut TaskRecord, state: TaskState, code: Option<i32>, attempt: u6
     rec.final_attempt = Some(attempt);
 }
 
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
 fn truncate_tail(tail: &str) -> String {
     if tail.len() <= MAX_TAIL_BYTES {
         return tail.to_string();
@@ -552,7 +650,7 @@ mod tests {
     use super::*;
 
     fn running(attempt: u64) -> TaskRecord {
-        let mut r = TaskRecord::new(TaskId(1), TaskSpec::mock(10, 0));
+        let mut r = TaskRecord::new(TaskId(1), TaskSpec::mock(10, 0), 0);
         r.attempt = attempt;
         r.state = TaskState::Running {
             attempt,
@@ -568,6 +666,8 @@ mod tests {
             attempt: 2,
             outcome: Outcome::Exited(0),
             tail: String::new(),
+            at_ms: 0,
+            reason: None,
         };
         assert_eq!(
             apply(Some(&rec), &m, &Bugs::none()),
@@ -579,6 +679,8 @@ mod tests {
                 attempt: 3,
                 outcome: Outcome::Exited(0),
                 tail: String::new(),
+                at_ms: 0,
+                reason: None,
             },
             &Bugs::none(),
         )
@@ -597,6 +699,8 @@ mod tests {
             attempt: a,
             outcome: Outcome::Exited(2),
             tail: "x".repeat(MAX_TAIL_BYTES + 10),
+            at_ms: 0,
+            reason: Some("disk full".into()),
         };
         let after = apply(Some(&rec), &fail(1), &Bugs::none()).unwrap().unwrap();
         assert_eq!(after.state, TaskState::Pending);
@@ -618,26 +722,31 @@ mod tests {
     #[test]
     fn cancel_and_claim_respect_final_states() {
         let rec = running(1);
-        let cancelled = apply(Some(&rec), &Mutation::Cancel, &Bugs::none())
+        let cancelled = apply(Some(&rec), &Mutation::Cancel { at_ms: 5 }, &Bugs::none())
             .unwrap()
             .unwrap();
         assert_eq!(cancelled.state, TaskState::Cancelled);
         // Cancelling twice is idempotent (a retried round); cancelling a
         // task that ended otherwise is refused.
         assert_eq!(
-            apply(Some(&cancelled), &Mutation::Cancel, &Bugs::none()),
+            apply(
+                Some(&cancelled),
+                &Mutation::Cancel { at_ms: 5 },
+                &Bugs::none()
+            ),
             Ok(Some(cancelled.clone()))
         );
         let mut done = rec.clone();
         done.state = TaskState::Succeeded;
         assert_eq!(
-            apply(Some(&done), &Mutation::Cancel, &Bugs::none()),
+            apply(Some(&done), &Mutation::Cancel { at_ms: 5 }, &Bugs::none()),
             Err(Refusal::Final)
         );
         let claim = Mutation::Claim {
             from: 1,
             holder: NodeId::from_u64(2),
             holder_name: "b".into(),
+            at_ms: 0,
         };
         assert_eq!(
             apply(Some(&cancelled), &claim, &Bugs::none()),
@@ -651,6 +760,80 @@ mod tests {
             apply(Some(&rec), &Mutation::Delete, &Bugs::none()),
             Err(Refusal::NotFinal)
         );
+    }
+
+    #[test]
+    fn the_record_keeps_each_attempts_node_times_and_reason() {
+        let none = Bugs::none();
+        let claim = |from, node: &str, at_ms| Mutation::Claim {
+            from,
+            holder: NodeId::from_u64(from + 1),
+            holder_name: node.into(),
+            at_ms,
+        };
+        let finish = |attempt, code, at_ms, reason: Option<&str>| Mutation::Finish {
+            attempt,
+            outcome: Outcome::Exited(code),
+            tail: String::new(),
+            at_ms,
+            reason: reason.map(String::from),
+        };
+        let mut spec = TaskSpec::mock(10, 0);
+        spec.retries = MAX_ATTEMPT_HISTORY as u32 + 2;
+        let rec = TaskRecord::new(TaskId(7), spec, 1_000);
+        let r = apply(Some(&rec), &claim(0, "n1", 1_100), &none)
+            .unwrap()
+            .unwrap();
+        let r = apply(
+            Some(&r),
+            &finish(1, 127, 1_200, Some("cannot start: no such file")),
+            &none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.state, TaskState::Pending);
+        assert_eq!(r.reason.as_deref(), Some("cannot start: no such file"));
+        let first = r.attempt_info(1).unwrap();
+        assert_eq!((first.node.as_str(), first.started_at_ms), ("n1", 1_100));
+        assert_eq!(first.ended_at_ms, Some(1_200));
+        assert_eq!(first.outcome, Some(Outcome::Exited(127)));
+
+        // Attempt 2's holder dies without a report: the next claim closes it.
+        let r = apply(Some(&r), &claim(1, "n2", 1_300), &none)
+            .unwrap()
+            .unwrap();
+        let r = apply(Some(&r), &claim(2, "n3", 2_500), &none)
+            .unwrap()
+            .unwrap();
+        let lost = r.attempt_info(2).unwrap();
+        assert_eq!((lost.ended_at_ms, lost.outcome), (Some(2_500), None));
+        assert!(lost.reason.as_deref().unwrap().contains("no report"));
+        let r = apply(Some(&r), &finish(3, 0, 2_600, None), &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.state.clone(), r.reason.clone()),
+            (TaskState::Succeeded, None)
+        );
+
+        // A long history keeps only the newest attempts.
+        let mut r = TaskRecord::new(TaskId(8), r.spec.clone(), 0);
+        for a in 0..(MAX_ATTEMPT_HISTORY as u64 + 3) {
+            r = apply(Some(&r), &claim(a, "n", a), &none).unwrap().unwrap();
+            r = apply(
+                Some(&r),
+                &finish(a + 1, 1, a, Some(&"r".repeat(MAX_REASON_BYTES * 2))),
+                &none,
+            )
+            .unwrap()
+            .unwrap();
+        }
+        assert_eq!(r.attempts.len(), MAX_ATTEMPT_HISTORY);
+        assert_eq!(
+            r.attempts.last().unwrap().attempt,
+            MAX_ATTEMPT_HISTORY as u64 + 3
+        );
+        assert_eq!(r.reason.as_ref().unwrap().len(), MAX_REASON_BYTES);
     }
 
     #[test]

@@ -524,7 +524,7 @@ impl Sim {
             }
             let exits = std::mem::take(&mut self.nodes[i].exits);
             for (t, a, code) in exits {
-                self.with(i, |c, l| c.handle_attempt_exited(l, t, a, code));
+                self.with(i, |c, l| c.handle_attempt_exited(l, t, a, code, None));
             }
             let local = self.local_now(i);
             let due = self.nodes[i]

@@ -584,7 +584,7 @@ impl World {
             }
             let exits = std::mem::take(&mut self.nodes[i].exits);
             for (t, a, code) in exits {
-                self.with(i, |c, l| c.handle_attempt_exited(l, t, a, code));
+                self.with(i, |c, l| c.handle_attempt_exited(l, t, a, code, None));
             }
             let local = self.nodes[i].local(now);
             let due = self.nodes[i]
