@@ -77,19 +77,8 @@ fn api_off_loopback_requires_a_token_and_checks_it() {
     spec.api = format!("0.0.0.0:{}", agents::free_tcp_port())
         .parse()
         .unwrap();
-    let out = Command::new(shoal())
-        .args([
-            "agent",
-            "--name",
-            "n1",
-            "--listen",
-            &spec.listen.to_string(),
-        ])
-        .args(["--api", &spec.api.to_string()])
-        .arg("--data")
-        .arg(&spec.data)
-        .arg("--tls-dir")
-        .arg(&spec.tls)
+    let out = spec
+        .command(Some("n1"), &[])
         .stderr(Stdio::piped())
         .output()
         .unwrap();

@@ -75,23 +75,8 @@ fn start_under_name(
     spec: &AgentSpec,
     name: Option<&str>,
 ) -> (Option<ExitStatus>, Option<Vec<Value>>, String) {
-    let mut cmd = Command::new(shoal());
-    cmd.arg("agent");
-    if let Some(name) = name {
-        cmd.args(["--name", name]);
-    }
-    let mut child = cmd
-        .args([
-            "--membership-preset",
-            "local",
-            "--listen",
-            &spec.listen.to_string(),
-        ])
-        .args(["--api", &spec.api.to_string()])
-        .arg("--data")
-        .arg(&spec.data)
-        .arg("--tls-dir")
-        .arg(&spec.tls)
+    let mut child = spec
+        .command(name, &[])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -176,14 +176,10 @@ impl AgentSpec {
             .unwrap_or_else(|log| panic!("agent {} did not come up; log:\n{log}", self.name))
     }
 
-    /// Starts the agent and waits until it answers as itself; on failure
-    /// the agent is stopped and its log's tail returned.
-    fn try_start(&self, join: &[SocketAddr]) -> Result<Agent, String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+    /// The `shoal agent` command line of this spec, under `name` (`None`:
+    /// no `--name`, so the certificate's name is used), joining `join`.
+    /// Output and logging are the caller's.
+    pub fn command(&self, name: Option<&str>, join: &[SocketAddr]) -> Command {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -192,28 +188,21 @@ impl AgentSpec {
             }
             None => Command::new(shoal()),
         };
-        cmd.args([
-            "agent",
-            "--name",
-            &self.name,
-            "--membership-preset",
-            "local",
-        ])
-        .arg("--data")
-        .arg(&self.data)
-        .args([
-            "--listen",
-            &self.listen.to_string(),
-            "--api",
-            &self.api.to_string(),
-        ])
-        .arg("--tls-dir")
-        .arg(&self.tls)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info,shoal_node=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
+        cmd.arg("agent");
+        if let Some(name) = name {
+            cmd.args(["--name", name]);
+        }
+        cmd.args(["--membership-preset", "local"])
+            .arg("--data")
+            .arg(&self.data)
+            .args([
+                "--listen",
+                &self.listen.to_string(),
+                "--api",
+                &self.api.to_string(),
+            ])
+            .arg("--tls-dir")
+            .arg(&self.tls);
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
@@ -225,6 +214,23 @@ impl AgentSpec {
             let seeds: Vec<String> = join.iter().map(|s| s.to_string()).collect();
             cmd.args(["--join", &seeds.join(",")]);
         }
+        cmd
+    }
+
+    /// Starts the agent and waits until it answers as itself; on failure
+    /// the agent is stopped and its log's tail returned.
+    fn try_start(&self, join: &[SocketAddr]) -> Result<Agent, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = self.command(Some(&self.name), join);
+        cmd.args(["--log-format", "json"])
+            .env("RUST_LOG", "info,shoal_node=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
         let child = cmd.spawn().expect("spawn shoal agent");
         let agent = Agent {
             spec: self.clone(),
