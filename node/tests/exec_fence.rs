@@ -331,7 +331,16 @@ fn supervisor_refuses_a_bad_spec_with_a_message() {
         .unwrap();
     let out = sup.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad spec line"), "stderr: {stderr}");
+    // The agent reads the same reason from the pipe into the task record.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: FromSupervisor = serde_json::from_str(stdout.trim_end())
+        .unwrap_or_else(|e| panic!("one report line expected, got {stdout:?}: {e}"));
+    match report {
+        FromSupervisor::Finished {
+            outcome: AttemptOutcome::SpawnFailed { reason },
+        } => assert!(reason.contains("bad spec line"), "{reason}"),
+        other => panic!("expected a spawn failure, got {other:?}"),
+    }
 }
