@@ -55,6 +55,15 @@ pub struct NodeState {
     pub draining: bool,
 }
 
+/// Labels as people write them: `k=v,k=v`, in key order.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// What merging a received record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MergeOutcome {

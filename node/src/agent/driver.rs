@@ -53,8 +53,9 @@ pub struct Snapshot {
     pub members: Vec<Member>,
     /// Counters.
     pub stats: Stats,
-    /// Our own state record as last set; `None` until the state
-    /// publisher's first sample, so nobody judges a node by a blank record.
+    /// Our own state record as the membership gossips it; `None` until the
+    /// state publisher's first sample, so nobody judges a node by a blank
+    /// record.
     pub local_state: Option<NodeState>,
     /// When the snapshot was taken.
     pub now: Instant,
@@ -88,7 +89,6 @@ pub struct Driver {
     metrics: Arc<Metrics>,
     seeds: Vec<SocketAddr>,
     incarnation_file: IncarnationFile,
-    local_state: Option<NodeState>,
     joined: bool,
     forward: Option<mpsc::Sender<Inbound>>,
 }
@@ -110,7 +110,6 @@ impl Driver {
             metrics,
             seeds,
             incarnation_file,
-            local_state: None,
             joined: false,
             forward: None,
         }
@@ -215,7 +214,6 @@ impl Driver {
                 let _ = reply.send(self.snapshot());
             }
             Command::SetLocalState(state) => {
-                self.local_state = Some(state.clone());
                 self.membership.set_local_state(self.clock.now(), state);
             }
             Command::Leave(reply) => {
@@ -234,7 +232,7 @@ impl Driver {
             local_health: self.membership.local_health(),
             members: self.membership.members(),
             stats: self.membership.stats().clone(),
-            local_state: self.local_state.clone(),
+            local_state: self.membership.local_state().cloned(),
             now: self.clock.now(),
             joined: self.joined,
         };

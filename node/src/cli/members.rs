@@ -3,6 +3,7 @@
 use crate::api::view::MemberView;
 use crate::cli::terminal::terminal_safe;
 use crate::cli::MembersArgs;
+use shoal_protocol::gossip::labels_text;
 use std::fmt::Write;
 use std::time::Duration;
 use thiserror::Error;
@@ -136,9 +137,7 @@ pub fn table(members: &[MemberView]) -> String {
                 if m.labels.is_empty() {
                     "-".into()
                 } else {
-                    let pairs: Vec<String> =
-                        m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    terminal_safe(&pairs.join(",")).into_owned()
+                    terminal_safe(&labels_text(&m.labels)).into_owned()
                 },
                 terminal_safe(&health).into_owned(),
                 heard(m.last_heard_ms_ago),

@@ -533,9 +533,13 @@ impl Host {
             .collect();
         out.sort_by_key(|r| (r.submitted_at_ms, r.id));
         let skip = out.len().saturating_sub(limit);
+        let members = self.candidates();
         out.into_iter()
             .skip(skip)
-            .map(|r| self.read_of(r.clone()))
+            .map(|r| TaskRead {
+                waiting: fit::why_waiting(r, &members),
+                record: r.clone(),
+            })
             .collect()
     }
 
@@ -560,10 +564,7 @@ impl Host {
         if force || members.is_empty() {
             return Ok(());
         }
-        match fit::never_fits(spec, &members) {
-            Some(unfit) => Err(unfit),
-            None => Ok(()),
-        }
+        fit::never_fits(spec, &members).map_or(Ok(()), Err)
     }
 
     fn read_of(&self, record: TaskRecord) -> TaskRead {
@@ -876,18 +877,16 @@ impl Host {
             }
             self.peers.values().find(|p| p.name == name).map(|p| p.id)
         };
-        let holder = match record.attempt_info(attempt) {
-            Some(info) if attempt < record.attempt => by_name(&info.node),
-            _ => record
-                .state
-                .holder()
-                .map(|(_, h)| h)
-                .or_else(|| by_name(record.holder_name.as_deref()?)),
-        };
         let holder_name = record
             .attempt_info(attempt)
             .map(|i| i.node.clone())
-            .or(record.holder_name.clone());
+            .or_else(|| record.holder_name.clone());
+        // The current attempt's holder is in its state; an earlier one is
+        // found by the name the record kept.
+        let current_holder = (attempt == record.attempt)
+            .then(|| record.state.holder().map(|(_, h)| h))
+            .flatten();
+        let holder = current_holder.or_else(|| by_name(holder_name.as_deref()?));
         let task = record.id.to_string();
         match holder {
             Some(h) if h == self.me => {

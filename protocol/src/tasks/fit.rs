@@ -5,7 +5,8 @@
 //! never a protocol decision: placement itself is the offers and pulls.
 
 use super::{TaskRecord, TaskSpec, TaskState};
-use crate::gossip::{Health, NodeState};
+use crate::gossip::{labels_text, Health, NodeState};
+use crate::sched;
 use std::fmt;
 
 /// A member as the fit check sees it.
@@ -61,14 +62,6 @@ impl fmt::Display for Unfit {
     }
 }
 
-fn labels_text(spec: &TaskSpec) -> String {
-    spec.labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// `None` if some member could run `spec` once it has the slots free;
 /// otherwise why none ever could.
 pub fn never_fits(spec: &TaskSpec, members: &[Candidate<'_>]) -> Option<Unfit> {
@@ -79,7 +72,7 @@ pub fn never_fits(spec: &TaskSpec, members: &[Candidate<'_>]) -> Option<Unfit> {
         .collect();
     if labelled.is_empty() {
         return Some(Unfit::Labels {
-            wanted: labels_text(spec),
+            wanted: labels_text(&spec.labels),
             members: members.len(),
         });
     }
@@ -105,29 +98,15 @@ pub fn why_waiting(record: &TaskRecord, members: &[Candidate<'_>]) -> Option<Str
         .iter()
         .filter(|c| spec.fits_labels(&c.state.labels) && c.state.slots_total >= spec.slots)
         .collect();
-    let unusable: Vec<String> = fitting
-        .iter()
-        .filter_map(|c| {
-            if c.state.draining {
-                Some(format!("{}: draining", c.name))
-            } else if let Health::Critical { reason } = &c.state.health {
-                Some(format!("{}: critical ({reason})", c.name))
-            } else {
-                None
-            }
-        })
-        .collect();
+    let unusable: Vec<String> = fitting.iter().filter_map(|c| takes_no_work(c)).collect();
     if unusable.len() == fitting.len() {
         return Some(format!(
             "every member that fits it takes no work now ({})",
             unusable.join("; ")
         ));
     }
-    let free = fitting
-        .iter()
-        .filter(|c| !c.state.draining && !matches!(c.state.health, Health::Critical { .. }))
-        .any(|c| c.state.slots_free >= spec.slots);
-    if !free {
+    // The offers' own rule, so this line never disagrees with placement.
+    if !fitting.iter().any(|c| sched::fits(spec, c.state)) {
         return Some(format!(
             "waiting for {} free slot(s) on a member that fits it ({} fit, all busy)",
             spec.slots,
@@ -143,6 +122,17 @@ pub fn why_waiting(record: &TaskRecord, members: &[Candidate<'_>]) -> Option<Str
         ));
     }
     None
+}
+
+/// Why `c` takes no new work at all, if it does not.
+fn takes_no_work(c: &Candidate<'_>) -> Option<String> {
+    if c.state.draining {
+        Some(format!("{}: draining", c.name))
+    } else if let Health::Critical { reason } = &c.state.health {
+        Some(format!("{}: critical ({reason})", c.name))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
