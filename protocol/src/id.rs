@@ -50,6 +50,43 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// Names one node's data directory (its store) for as long as the directory
+/// lives. A node whose disk was wiped gets a new store id, so peers can tell
+/// an acceptor that forgot its promises from the one that made them, even
+/// when both present the same certificate.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StoreId(pub [u8; 16]);
+
+impl StoreId {
+    /// A synthetic store id for tests and the simulator.
+    pub fn from_u64(n: u64) -> Self {
+        StoreId(NodeId::from_u64(n).0)
+    }
+
+    /// The full id as 32 lowercase hex digits (the form of the data
+    /// directory's `store-id` file).
+    pub fn to_hex(&self) -> String {
+        NodeId(self.0).to_hex()
+    }
+
+    /// Parses the form written by [`StoreId::to_hex`].
+    pub fn from_hex(s: &str) -> Option<Self> {
+        NodeId::from_hex(s).map(|id| StoreId(id.0))
+    }
+}
+
+impl fmt::Debug for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..8])
+    }
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..8])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +98,8 @@ mod tests {
         assert_eq!(NodeId::from_hex("zz"), None);
         assert_eq!(NodeId::from_hex(&"é".repeat(16)), None);
         assert!(NodeId::from_u64(1) < NodeId::from_u64(2));
+        let store = StoreId::from_u64(7);
+        assert_eq!(StoreId::from_hex(&store.to_hex()), Some(store));
+        assert_eq!(StoreId::from_hex("7"), None);
     }
 }

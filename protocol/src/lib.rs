@@ -25,5 +25,5 @@ pub mod time;
 pub mod wire;
 
 pub use bugs::{Bug, Bugs};
-pub use id::NodeId;
+pub use id::{NodeId, StoreId};
 pub use time::Instant;

@@ -3,7 +3,7 @@
 
 mod harness;
 
-use harness::{addr_of, id_of, identity_of, Cluster};
+use harness::{addr_of, id_of, identity_of, store_of, Cluster};
 use shoal_protocol::gossip::NodeState;
 use shoal_protocol::membership::{
     ChangeReason, Config, Event, InputError, MemberState, Membership,
@@ -12,7 +12,7 @@ use shoal_protocol::wire::encode;
 use shoal_protocol::wire::swim::{
     MemberRecord, PushPull, SwimBody, SwimMessage, Update, WireState,
 };
-use shoal_protocol::Instant;
+use shoal_protocol::{Instant, StoreId};
 use std::time::Duration;
 
 fn secs(s: u64) -> Duration {
@@ -27,6 +27,7 @@ fn ms(m: u64) -> Duration {
 fn message(from: usize, body: SwimBody, updates: Vec<Update>) -> Vec<u8> {
     encode(&SwimMessage {
         sender: id_of(from),
+        sender_store: store_of(from),
         body,
         updates,
     })
@@ -38,6 +39,7 @@ fn alive(i: usize, incarnation: u64) -> Update {
         id: who.id,
         name: who.name,
         addr: who.addr,
+        store: who.store,
         incarnation,
     }
 }
@@ -50,6 +52,7 @@ fn machine_knowing(n: usize, config: Config) -> Membership {
             id: id_of(i),
             name: identity_of(i).name,
             addr: addr_of(i),
+            store: store_of(i),
             incarnation: 0,
             state: WireState::Alive,
         })
@@ -213,6 +216,62 @@ fn restarted_node_rejoins_with_higher_incarnation() {
     assert!(back.is_some(), "restarted node not alive again everywhere");
     assert!(c.machine(4).incarnation() > dead_at);
     assert_eq!(c.machine(4).members().len(), 5);
+}
+
+#[test]
+fn a_node_back_under_its_id_on_a_wiped_store_is_refused_until_its_store_returns() {
+    let mut c = Cluster::converged(6, Config::local(), 8);
+    c.crash(4);
+    let down = c.run_until(secs(20), |c| c.all_see(4, MemberState::Down));
+    assert!(down.is_some(), "crash not detected");
+    c.restart_wiped(4, StoreId::from_u64(999), 0);
+    c.run_for(secs(10));
+    let told = c.nodes[4].events.iter().any(|(_, e)| {
+        matches!(e, Event::RefusedByPeer { by, known_store }
+            if *by == id_of(0) && *known_store == store_of(4))
+    });
+    assert!(told, "the wiped node was not told that it is refused");
+    assert!(c.machine(0).refuses(&id_of(4)));
+    assert!(c.machine(0).stats().foreign_stores_refused > 0);
+    let raised = c.nodes[0].events.iter().any(|(_, e)| {
+        matches!(e, Event::ForeignStoreRefused { id, known, found, .. }
+            if *id == id_of(4) && *known == store_of(4) && *found == StoreId::from_u64(999))
+    });
+    assert!(raised, "the refusing peer raised no event for its host");
+    assert!(
+        c.all_see(4, MemberState::Down),
+        "a peer took the wiped node back"
+    );
+
+    // The old data directory is restored: the same store, accepted again.
+    c.restart(4, 0, 0);
+    let back = c.run_until(secs(10), |c| c.all_see(4, MemberState::Alive));
+    assert!(
+        back.is_some(),
+        "the node with its own store was not taken back"
+    );
+    assert!(!c.machine(0).refuses(&id_of(4)));
+}
+
+#[test]
+fn hearsay_of_a_member_under_another_store_is_ignored() {
+    let mut m = machine_knowing(3, Config::local());
+    let before = m.member(&id_of(2)).map(|m| m.incarnation);
+    let who = identity_of(2);
+    let forged = Update::Alive {
+        id: who.id,
+        name: who.name,
+        addr: who.addr,
+        store: StoreId::from_u64(777),
+        incarnation: 9,
+    };
+    let payload = message(1, SwimBody::Gossip, vec![forged]);
+    m.handle_datagram(Instant::from_millis(5), addr_of(1), id_of(1), &payload)
+        .expect("a well-formed message");
+    assert_eq!(m.member(&id_of(2)).map(|m| m.incarnation), before);
+    assert_eq!(m.stats().foreign_stores_refused, 1);
+    // Node 1 itself, the honest sender, is not refused for carrying it.
+    assert!(!m.refuses(&id_of(1)));
 }
 
 #[test]

@@ -41,7 +41,8 @@ fn first_seen(
 fn event_subject(e: &Event) -> Option<shoal_protocol::NodeId> {
     match e {
         Event::MemberChanged { id, .. } | Event::NodeStateUpdated { id } => Some(*id),
-        Event::SelfRefuted { .. } => None,
+        Event::SelfRefuted { .. } | Event::RefusedByPeer { .. } => None,
+        Event::StoreLearned { id, .. } | Event::ForeignStoreRefused { id, .. } => Some(*id),
     }
 }
 

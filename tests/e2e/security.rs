@@ -271,3 +271,105 @@ fn the_seed_counts_and_logs_a_joiner_from_a_foreign_ca() {
         seed.log_tail()
     );
 }
+
+/// Copies the regular files of `from` into a new directory `to`.
+fn copy_files(from: &std::path::Path, to: &std::path::Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if entry.file_type().unwrap().is_file() && !skip.iter().any(|s| name == *s) {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Copies a directory tree.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A node's disk is lost and an operator restores its certificate files
+/// from a backup beside an empty data directory. The node's own guard
+/// (the bound-store-id file) is gone with the rest, so only the party can
+/// tell: the peers remember the store the NodeId ran on and refuse it, and
+/// the node stops with the way out. Its old data directory is taken back.
+#[test]
+fn a_node_back_on_a_wiped_disk_under_its_old_certificate_is_refused_by_the_party() {
+    let party = Party::new();
+    let mut agents = party.mesh(3);
+    let refs: Vec<&Agent> = agents.iter().collect();
+    converge(&refs, &["n1", "n2", "n3"]);
+    let seed = agents[0].spec.listen;
+    let spec = agents[2].spec.clone();
+    agents[2].kill();
+    let down = wait_for(CONVERGE, POLL, || {
+        let state = agents[0].state_of("n3")?.0;
+        (state == "down").then_some(())
+    });
+    assert!(down.is_some(), "n3's death was not seen");
+
+    let backup = party.path().join("n3-data-backup");
+    copy_tree(&spec.data, &backup);
+    std::fs::remove_dir_all(&spec.data).unwrap();
+    let tls_backup = party.path().join("n3-tls-backup");
+    copy_files(&spec.tls, &tls_backup, &["bound-store-id"]);
+    std::fs::remove_dir_all(&spec.tls).unwrap();
+    copy_files(&tls_backup, &spec.tls, &[]);
+
+    let mut child = spec
+        .command(Some("n3"), &[seed])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        child.try_wait().ok().flatten()
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = exited.unwrap_or_else(|| panic!("the wiped node kept running: {stderr}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("refused this node"), "{stderr}");
+    assert!(stderr.contains("shoal ca issue"), "{stderr}");
+    let refused = agents[0]
+        .metric("shoal_foreign_stores_refused_total")
+        .unwrap_or(0.0);
+    assert!(
+        refused >= 1.0,
+        "the seed counted no refusal\n{}",
+        logs(&agents)
+    );
+    assert!(
+        agents[0].log_tail().contains("refusing a member back"),
+        "the seed logged no refusal\n{}",
+        logs(&agents)
+    );
+    assert_eq!(
+        agents[0].state_of("n3").map(|s| s.0).as_deref(),
+        Some("down"),
+        "the seed took the wiped node back"
+    );
+
+    assert!(
+        !spec.tls.join("bound-store-id").exists(),
+        "the refused run left its certificate bound to the wiped store"
+    );
+
+    // The old data directory restored: the same store, taken back.
+    std::fs::remove_dir_all(&spec.data).unwrap();
+    copy_tree(&backup, &spec.data);
+    agents[2] = spec.start(&[seed]);
+    let refs: Vec<&Agent> = agents.iter().collect();
+    converge(&refs, &["n1", "n2", "n3"]);
+}

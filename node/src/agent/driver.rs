@@ -4,6 +4,7 @@
 
 use super::clock::Clock;
 use super::incarnation::IncarnationFile;
+use super::member_stores::MemberStoresFile;
 use crate::metrics::Metrics;
 use crate::transport::{Inbound, Transport};
 use shoal_protocol::gossip::NodeState;
@@ -11,7 +12,7 @@ use shoal_protocol::membership::{
     ChangeReason, Event, Identity, Member, MemberState, Membership, Stats,
 };
 use shoal_protocol::wire::Channel;
-use shoal_protocol::{Instant, NodeId};
+use shoal_protocol::{Instant, NodeId, StoreId};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,34 @@ impl Snapshot {
     }
 }
 
+/// A peer knows this node's NodeId with another store: this data directory
+/// is not the one the certificate served, and the node must stop.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The refusing member, by name when known.
+    pub by: String,
+    /// The store the party knows this NodeId by.
+    pub known_store: StoreId,
+    /// This node's store.
+    pub own_store: StoreId,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "member {} refused this node: the party knows this node's certificate with the data \
+             directory (store) {}, but this node runs on store {}. A node that lost its data must \
+             come back under a new identity (its acceptors forgot their promises): issue it a new \
+             certificate with `shoal ca issue --dir CA --node NAME --out DIR` and start it with \
+             that, or restore the old data directory",
+            self.by.escape_debug(),
+            self.known_store.to_hex(),
+            self.own_store.to_hex()
+        )
+    }
+}
+
 /// The driver task's state.
 pub struct Driver {
     membership: Membership,
@@ -91,6 +120,9 @@ pub struct Driver {
     incarnation_file: IncarnationFile,
     joined: bool,
     forward: Option<mpsc::Sender<Inbound>>,
+    stores_file: Option<MemberStoresFile>,
+    stores_dirty: bool,
+    refusal: Option<oneshot::Sender<Refusal>>,
 }
 
 impl Driver {
@@ -112,7 +144,26 @@ impl Driver {
             incarnation_file,
             joined: false,
             forward: None,
+            stores_file: None,
+            stores_dirty: false,
+            refusal: None,
         }
+    }
+
+    /// Loads the member stores persisted in `file` into the machine and
+    /// keeps the file up to date as it learns more.
+    pub fn with_member_stores(mut self, file: MemberStoresFile) -> Driver {
+        for (id, store) in file.load() {
+            self.membership.remember_store(id, store);
+        }
+        self.stores_file = Some(file);
+        self
+    }
+
+    /// Sends on `refusal` (once) when a peer refuses this node's store.
+    pub fn on_refusal(mut self, refusal: oneshot::Sender<Refusal>) -> Driver {
+        self.refusal = Some(refusal);
+        self
     }
 
     /// Hands every Paxos and Task frame to `forward` (the task host).
@@ -193,6 +244,11 @@ impl Driver {
                     tracing::debug!(peer = %inbound.src, id = %inbound.src_id, error = %e, "membership payload refused");
                 }
             }
+            Channel::Paxos | Channel::Task if self.membership.refuses(&inbound.src_id) => {
+                // A member back on a wiped store: its acceptors forgot
+                // their promises, so none of its votes may count.
+                self.metrics.transport.inbound_dropped.inc();
+            }
             Channel::Paxos | Channel::Task => match &self.forward {
                 Some(forward) => {
                     if forward.try_send(inbound).is_err() {
@@ -264,6 +320,13 @@ impl Driver {
             };
             self.on_event(event);
         }
+        if std::mem::take(&mut self.stores_dirty) {
+            if let Some(file) = &self.stores_file {
+                if let Err(e) = file.save(self.membership.stores().iter()) {
+                    tracing::error!(error = %e, "cannot persist the member stores");
+                }
+            }
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -290,6 +353,35 @@ impl Driver {
             }
             Event::NodeStateUpdated { id } => {
                 tracing::trace!(id = %id, "node state updated");
+            }
+            Event::StoreLearned { id, store } => {
+                tracing::debug!(id = %id, store = %store, "member store learned");
+                self.stores_dirty = true;
+            }
+            Event::ForeignStoreRefused {
+                id,
+                addr,
+                known,
+                found,
+            } => {
+                tracing::error!(
+                    member = %self.name_of(id), id = %id.to_hex(), %addr,
+                    known_store = %known.to_hex(), found_store = %found.to_hex(),
+                    "refusing a member back under its certificate on another data directory \
+                     (a wiped disk): its messages are dropped until it returns with its own \
+                     store; give it a new identity with `shoal ca issue`"
+                );
+            }
+            Event::RefusedByPeer { by, known_store } => {
+                let refusal = Refusal {
+                    by: self.name_of(by),
+                    known_store,
+                    own_store: self.membership.identity().store,
+                };
+                tracing::error!(%refusal, "refused by the party");
+                if let Some(tx) = self.refusal.take() {
+                    let _ = tx.send(refusal);
+                }
             }
             Event::SelfRefuted { incarnation } => {
                 tracing::warn!(incarnation, "refuted a suspicion about this node");

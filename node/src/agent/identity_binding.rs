@@ -4,8 +4,13 @@
 //! its old one it would answer for promises it no longer remembers, and two
 //! such amnesiacs in one shard group can lose acknowledged tasks. The NodeId
 //! comes from the certificate key, which lives outside the data directory,
-//! so the agent itself refuses to pair a known certificate with a new store.
+//! so the agent itself refuses to pair a known certificate with a new store,
+//! and it tells its peers its store id with every membership message: they
+//! remember it (protocol/src/membership/stores.rs) and refuse the NodeId
+//! with any other store, which also catches a certificate directory restored
+//! beside an empty data directory.
 
+use shoal_protocol::StoreId;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -35,6 +40,12 @@ pub enum BindingError {
         /// The store found in the data directory.
         found: String,
     },
+    /// The data directory's store id file holds something else than an id.
+    #[error("{path}: not a store id (32 hex digits); was this file edited?")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+    },
     /// A binding file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -63,12 +74,10 @@ fn write_id(path: &Path, id: &str) -> Result<(), BindingError> {
     })
 }
 
-/// Checks (and on first use records) that the certificate in `tls_dir` is
-/// used with the store in `data_dir`. A TLS directory that cannot be written
-/// (mounted read-only secrets) only loses this protection, with a warning.
-pub fn check(tls_dir: &Path, data_dir: &Path) -> Result<(), BindingError> {
+/// The id of the store in `data_dir`, made on first use.
+pub fn store_id(data_dir: &Path) -> Result<StoreId, BindingError> {
     let store_path = data_dir.join(STORE_ID_FILE);
-    let store_id = match read_id(&store_path)? {
+    let text = match read_id(&store_path)? {
         Some(id) => id,
         None => {
             let id = format!("{:032x}", rand::random::<u128>());
@@ -76,9 +85,44 @@ pub fn check(tls_dir: &Path, data_dir: &Path) -> Result<(), BindingError> {
             id
         }
     };
+    StoreId::from_hex(&text).ok_or(BindingError::Malformed { path: store_path })
+}
+
+/// The store a certificate was checked against.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The data directory's store.
+    pub store: StoreId,
+    /// The binding file this run wrote (the certificate's first use with
+    /// this store): removed again if the party refuses the pair, so that
+    /// restoring the right data directory afterwards is not refused here.
+    pub made_now: Option<PathBuf>,
+}
+
+impl Binding {
+    /// Forgets a binding this run made.
+    pub fn undo(&self) {
+        if let Some(path) = &self.made_now {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the binding this run made");
+            }
+        }
+    }
+}
+
+/// Checks (and on first use records) that the certificate in `tls_dir` is
+/// used with the store in `data_dir`. A TLS directory that cannot be written
+/// (mounted read-only secrets) only loses this local check, with a warning;
+/// the peers still refuse a wiped store under this certificate.
+pub fn check(tls_dir: &Path, data_dir: &Path) -> Result<Binding, BindingError> {
+    let store = store_id(data_dir)?;
+    let store_id = store.to_hex();
     let bound_path = tls_dir.join(BOUND_STORE_FILE);
     match read_id(&bound_path)? {
-        Some(bound) if bound == store_id => Ok(()),
+        Some(bound) if bound == store_id => Ok(Binding {
+            store,
+            made_now: None,
+        }),
         Some(bound) => Err(BindingError::ForeignStore {
             tls_dir: tls_dir.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
@@ -86,11 +130,15 @@ pub fn check(tls_dir: &Path, data_dir: &Path) -> Result<(), BindingError> {
             found: store_id,
         }),
         None => {
-            if let Err(e) = write_id(&bound_path, &store_id) {
-                tracing::warn!(error = %e, "cannot bind the certificate to this data directory; \
-                    restarting this node with an empty data directory will not be refused");
-            }
-            Ok(())
+            let made_now = match write_id(&bound_path, &store_id) {
+                Ok(()) => Some(bound_path),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot bind the certificate to this data directory; \
+                        this node will not refuse an empty data directory itself (its peers will)");
+                    None
+                }
+            };
+            Ok(Binding { store, made_now })
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod drain;
 pub mod driver;
 pub mod identity_binding;
 pub mod incarnation;
+pub mod member_stores;
 pub mod state;
 
 use crate::api::{self, ApiState};
@@ -21,6 +22,7 @@ use clock::Clock;
 use driver::{Command, Driver};
 use incarnation::IncarnationFile;
 use shoal_protocol::membership::{Identity, Membership};
+use shoal_protocol::StoreId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,11 +67,19 @@ fn tls_material(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
 /// is a straight line of stages, each taking what it needs and returning what
 /// the next needs.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let (config, material) = prepare_identity(config)?;
+    let (config, material, binding) = prepare_identity(config)?;
     let clock = Clock::new();
     let metrics = Arc::new(Metrics::new());
     let (net, inbound) = start_transport(&config, &material, &metrics)?;
-    let mut mesh = start_membership(&config, &material, clock, &net, inbound, &metrics)?;
+    let mut mesh = start_membership(
+        &config,
+        &material,
+        binding.store,
+        clock,
+        &net,
+        inbound,
+        &metrics,
+    )?;
     let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
     let fed = start_federation(&config, &material, &metrics, &mesh)?;
     let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
@@ -97,6 +107,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     tokio::select! {
         signal = wait_for_signal() => tracing::info!(signal = signal?, "leaving the mesh"),
+        Ok(refusal) = &mut mesh.refused => {
+            // No graceful leave: under this identity the node must not take
+            // part at all, and a leave would be refused as well.
+            api_task.abort();
+            net.transport.close(Duration::from_millis(200)).await;
+            binding.undo();
+            anyhow::bail!("{refusal}");
+        }
         end = drain_watch.done() => tracing::info!(?end, "drained; leaving the mesh"),
     }
     leave(&net, mesh).await;
@@ -108,16 +126,22 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
 /// Stage 1: a valid configuration, a data directory, and the TLS identity
 /// bound to that data directory; the node's name is its certificate's.
-fn prepare_identity(mut config: AgentConfig) -> anyhow::Result<(AgentConfig, TlsMaterial)> {
+fn prepare_identity(
+    mut config: AgentConfig,
+) -> anyhow::Result<(AgentConfig, TlsMaterial, identity_binding::Binding)> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let material = tls_material(&config)?;
-    if let Some(dir) = &config.tls_dir {
-        identity_binding::check(dir, &config.data_dir)?;
-    }
+    let binding = match &config.tls_dir {
+        Some(dir) => identity_binding::check(dir, &config.data_dir)?,
+        None => identity_binding::Binding {
+            store: identity_binding::store_id(&config.data_dir)?,
+            made_now: None,
+        },
+    };
     config.name = config.name_for_certificate(&material.node_name)?;
-    Ok((config, material))
+    Ok((config, material, binding))
 }
 
 /// What the transport stage hands on.
@@ -154,12 +178,15 @@ struct Mesh {
     seeds: Vec<SocketAddr>,
     incarnation_file: IncarnationFile,
     driver_task: tokio::task::JoinHandle<()>,
+    /// Fires when a peer refuses this node's store.
+    refused: oneshot::Receiver<driver::Refusal>,
 }
 
 /// Stage 3: the membership machine and its driver, joining through the seeds.
 fn start_membership(
     config: &AgentConfig,
     material: &TlsMaterial,
+    store: StoreId,
     clock: Clock,
     net: &Net,
     inbound: mpsc::Receiver<Inbound>,
@@ -173,6 +200,7 @@ fn start_membership(
         id: material.node_id,
         name: config.name.clone(),
         addr: net.addr,
+        store,
     };
     let seeds: Vec<_> = config
         .join
@@ -182,7 +210,7 @@ fn start_membership(
         .collect();
     tracing::info!(
         name = %identity.name, id = %identity.id.to_hex(), addr = %net.addr, party = %material.party,
-        incarnation, preset = ?config.preset, seeds = ?seeds, "agent starting"
+        incarnation, store = %store.to_hex(), preset = ?config.preset, seeds = ?seeds, "agent starting"
     );
     let membership = Membership::new(
         identity,
@@ -192,6 +220,7 @@ fn start_membership(
         clock.now(),
     );
     let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (refused_tx, refused) = oneshot::channel();
     let (forward_tx, forward) = mpsc::channel(crate::tasks::host::INBOUND_QUEUE);
     let driver = Driver::new(
         membership,
@@ -201,7 +230,9 @@ fn start_membership(
         seeds.clone(),
         incarnation_file.clone(),
     )
-    .with_forward(forward_tx);
+    .with_forward(forward_tx)
+    .with_member_stores(member_stores::MemberStoresFile::new(&config.data_dir))
+    .on_refusal(refused_tx);
     let driver_task = tokio::spawn(driver.run(commands_rx, inbound));
     Ok(Mesh {
         commands,
@@ -209,6 +240,7 @@ fn start_membership(
         seeds,
         incarnation_file,
         driver_task,
+        refused,
     })
 }
 

@@ -60,6 +60,7 @@ pub struct Metrics {
     indirect_probes: Counter,
     suspicions_raised: Counter,
     suspicions_refuted: Counter,
+    foreign_stores_refused: Counter,
     local_health: Gauge,
     incarnation: Gauge,
     last_stats: Mutex<Stats>,
@@ -101,6 +102,7 @@ impl Metrics {
             indirect_probes: Counter::default(),
             suspicions_raised: Counter::default(),
             suspicions_refuted: Counter::default(),
+            foreign_stores_refused: Counter::default(),
             local_health: Gauge::default(),
             incarnation: Gauge::default(),
             last_stats: Mutex::new(Stats::default()),
@@ -163,6 +165,12 @@ impl Metrics {
             "suspicions_refuted",
             "Suspicions about this node it refuted",
             m.suspicions_refuted.clone(),
+        );
+        registry.register(
+            "foreign_stores_refused",
+            "Membership messages and records dropped because they named a member with \
+             another data directory (store) than the party knows it by",
+            m.foreign_stores_refused.clone(),
         );
         registry.register(
             "local_health_score",
@@ -271,6 +279,10 @@ impl Metrics {
             .inc_by(delta(stats.suspicions_raised, last.suspicions_raised));
         self.suspicions_refuted
             .inc_by(delta(stats.suspicions_refuted, last.suspicions_refuted));
+        self.foreign_stores_refused.inc_by(delta(
+            stats.foreign_stores_refused,
+            last.foreign_stores_refused,
+        ));
         *last = stats.clone();
         for (state, count) in counts {
             self.members

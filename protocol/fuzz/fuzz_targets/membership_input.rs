@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use shoal_protocol::membership::{Config, Identity, Membership};
-use shoal_protocol::{Instant, NodeId};
+use shoal_protocol::{Instant, NodeId, StoreId};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         id: NodeId::from_u64(1),
         name: "fuzzed".into(),
         addr: "127.0.0.1:7001".parse().unwrap(),
+        store: StoreId::from_u64(1),
     };
     let mut m = Membership::new(identity, Config::lan(), 1, 0, Instant::ZERO);
     let src = "127.0.0.1:7002".parse().unwrap();

@@ -1,11 +1,12 @@
 //! Decoding, authenticating and dispatching one received payload.
 
 use super::{
-    InputError, MemberState, Membership, MAX_UPDATES_PER_MESSAGE, MAX_VERDICTS_PER_PUSH_PULL,
+    Event, InputError, MemberState, Membership, StoreJudgement, MAX_UPDATES_PER_MESSAGE,
+    MAX_VERDICTS_PER_PUSH_PULL,
 };
 use crate::wire::swim::{PushPull, SwimBody, SwimMessageRef, Update};
 use crate::wire::{decode_borrowed, DecodeError, MAX_DATAGRAM_BYTES, MAX_STREAM_MESSAGE_BYTES};
-use crate::{Instant, NodeId};
+use crate::{Instant, NodeId, StoreId};
 use std::net::SocketAddr;
 
 impl Membership {
@@ -31,6 +32,16 @@ impl Membership {
         if message.sender == self.identity.id || self.has_left {
             return Ok(());
         }
+        if let SwimBody::Refused { known_store } = message.body {
+            self.push_event(Event::RefusedByPeer {
+                by: message.sender,
+                known_store,
+            });
+            return Ok(());
+        }
+        if !self.admit_sender(src, message.sender, message.sender_store) {
+            return Ok(());
+        }
         self.members.touch(&message.sender, now);
         for update in message.updates.into_iter().take(MAX_UPDATES_PER_MESSAGE) {
             self.apply_update(now, update);
@@ -46,7 +57,7 @@ impl Membership {
                 target,
                 target_addr,
             } => self.on_ping_req(now, src, seq, target, target_addr),
-            SwimBody::Gossip => {}
+            SwimBody::Gossip | SwimBody::Refused { .. } => {}
             SwimBody::PushPull(push_pull) => {
                 self.on_push_pull(now, src, sender, push_pull);
                 // A full state just arrived: nothing left to pull.
@@ -67,6 +78,34 @@ impl Membership {
         }
         self.refresh_derived_timers(now);
         Ok(())
+    }
+
+    /// Judges the store a message's sender runs on. A NodeId the party
+    /// knows with another store is a node that lost its data directory but
+    /// kept its certificate: its message is dropped and it is told so,
+    /// which makes it stop (`Event::RefusedByPeer` on its side).
+    fn admit_sender(&mut self, src: SocketAddr, sender: NodeId, store: StoreId) -> bool {
+        let was_refused = self.stores.refuses(&sender);
+        match self.stores.judge_sender(sender, store) {
+            StoreJudgement::Known => true,
+            StoreJudgement::Learned => {
+                self.push_event(Event::StoreLearned { id: sender, store });
+                true
+            }
+            StoreJudgement::Foreign { known } => {
+                self.stats.foreign_stores_refused += 1;
+                if !was_refused {
+                    self.push_event(Event::ForeignStoreRefused {
+                        id: sender,
+                        addr: src,
+                        known,
+                        found: store,
+                    });
+                }
+                self.send_with(src, SwimBody::Refused { known_store: known }, Vec::new());
+                false
+            }
+        }
     }
 
     /// A member we hold down or left is talking to us, so it is running and

@@ -6,10 +6,11 @@
 //! member itself ever raises its own incarnation.
 
 use super::suspicion::Suspicion;
+use super::StoreJudgement;
 use super::{ChangeReason, Event, Identity, Member, MemberState, Membership, MAX_MEMBERS};
 use crate::gossip::MergeOutcome;
 use crate::wire::swim::{MemberRecord, StateRecord, Update, UpdateRef, WireState};
-use crate::{Instant, NodeId};
+use crate::{Instant, NodeId, StoreId};
 use std::net::SocketAddr;
 
 /// Precedence of states at equal incarnation.
@@ -32,6 +33,16 @@ pub(super) enum Hearsay {
     KeepNewMembersQuiet,
 }
 
+/// A member alive at one incarnation, as a record or update names it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Heard<'a> {
+    pub id: NodeId,
+    pub name: &'a str,
+    pub addr: SocketAddr,
+    pub store: StoreId,
+    pub incarnation: u64,
+}
+
 fn is_live(state: MemberState) -> bool {
     matches!(state, MemberState::Alive | MemberState::Suspect)
 }
@@ -44,8 +55,18 @@ impl Membership {
                 id,
                 name,
                 addr,
+                store,
                 incarnation,
-            } => self.on_alive(now, id, name, addr, incarnation, Hearsay::Spread),
+            } => {
+                let heard = Heard {
+                    id,
+                    name,
+                    addr,
+                    store,
+                    incarnation,
+                };
+                self.on_alive(now, heard, Hearsay::Spread)
+            }
             UpdateRef::Suspect {
                 id,
                 incarnation,
@@ -75,9 +96,13 @@ impl Membership {
             id,
             name,
             addr,
+            store,
             incarnation,
             state,
         } = record;
+        if id != self.identity.id && !self.store_matches(id, store) {
+            return None;
+        }
         match state {
             WireState::Alive => {
                 let verdict = self
@@ -101,7 +126,14 @@ impl Membership {
                 } else {
                     Hearsay::KeepNewMembersQuiet
                 };
-                self.on_alive(now, id, &name, addr, incarnation, hearsay);
+                let heard = Heard {
+                    id,
+                    name: &name,
+                    addr,
+                    store,
+                    incarnation,
+                };
+                self.on_alive(now, heard, hearsay);
                 verdict
             }
             // A remote "down" is only a suspicion here (memberlist does the
@@ -111,14 +143,14 @@ impl Membership {
                 // A suspect we never heard of is most likely alive: learn
                 // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
-                    self.on_alive(
-                        now,
+                    let heard = Heard {
                         id,
-                        &name,
+                        name: &name,
                         addr,
+                        store,
                         incarnation,
-                        Hearsay::KeepNewMembersQuiet,
-                    );
+                    };
+                    self.on_alive(now, heard, Hearsay::KeepNewMembersQuiet);
                 }
                 if id == self.identity.id && state == WireState::Down {
                     self.on_down(now, id, incarnation, sender);
@@ -134,15 +166,17 @@ impl Membership {
         }
     }
 
-    pub(super) fn on_alive(
-        &mut self,
-        now: Instant,
-        id: NodeId,
-        name: &str,
-        addr: SocketAddr,
-        incarnation: u64,
-        hearsay: Hearsay,
-    ) {
+    pub(super) fn on_alive(&mut self, now: Instant, heard: Heard<'_>, hearsay: Hearsay) {
+        let Heard {
+            id,
+            name,
+            addr,
+            store,
+            incarnation,
+        } = heard;
+        if id != self.identity.id && !self.store_matches(id, store) {
+            return;
+        }
         if id == self.identity.id {
             // Someone holds a newer or different view of us (an earlier
             // life of this node): out-number it.
@@ -155,7 +189,7 @@ impl Membership {
             return;
         }
         let Some(hot) = self.members.hot(&id) else {
-            self.insert_alive(now, id, name, addr, incarnation, hearsay);
+            self.insert_alive(now, heard, hearsay);
             return;
         };
         if incarnation <= hot.incarnation {
@@ -177,6 +211,7 @@ impl Membership {
             id,
             name: name.to_string(),
             addr,
+            store,
             incarnation,
         });
     }
@@ -353,20 +388,20 @@ impl Membership {
             id: self.identity.id,
             name: self.identity.name.clone(),
             addr: self.identity.addr,
+            store: self.identity.store,
             incarnation: self.incarnation,
         }
     }
 
     /// Learns a member we never heard of, alive at `incarnation`.
-    fn insert_alive(
-        &mut self,
-        now: Instant,
-        id: NodeId,
-        name: &str,
-        addr: SocketAddr,
-        incarnation: u64,
-        hearsay: Hearsay,
-    ) {
+    fn insert_alive(&mut self, now: Instant, heard: Heard<'_>, hearsay: Hearsay) {
+        let Heard {
+            id,
+            name,
+            addr,
+            store,
+            incarnation,
+        } = heard;
         if self.members.len() >= MAX_MEMBERS {
             return;
         }
@@ -375,6 +410,7 @@ impl Membership {
                 id,
                 name: name.to_string(),
                 addr,
+                store,
             },
             // Not live yet: `transition` makes it alive and counts it once.
             state: MemberState::Down,
@@ -397,8 +433,26 @@ impl Membership {
                 id,
                 name: name.to_string(),
                 addr,
+                store,
                 incarnation,
             });
+        }
+    }
+
+    /// Whether hearsay naming `id` with `store` may be applied: a record of
+    /// a member under another store than the party knows it by is dropped
+    /// (the member's own messages are judged in `inbound`).
+    pub(super) fn store_matches(&mut self, id: NodeId, store: StoreId) -> bool {
+        match self.stores.judge(id, store) {
+            StoreJudgement::Known => true,
+            StoreJudgement::Learned => {
+                self.push_event(Event::StoreLearned { id, store });
+                true
+            }
+            StoreJudgement::Foreign { .. } => {
+                self.stats.foreign_stores_refused += 1;
+                false
+            }
         }
     }
 

@@ -51,6 +51,7 @@ mod index;
 mod merge;
 mod outbound;
 mod probe;
+mod stores;
 mod suspicion;
 mod table;
 mod timer;
@@ -60,9 +61,10 @@ pub use config::{
     Config, ConfigError, MAX_GOSSIP_FANOUT, MAX_INDIRECT_PROBES, MAX_LOCAL_HEALTH,
     MAX_RETRANSMIT_MULT,
 };
+pub use stores::{StoreBook, StoreJudgement, MAX_REMEMBERED_STORES};
 
 use crate::gossip::{NodeState, StateTable};
-use crate::{Instant, NodeId};
+use crate::{Instant, NodeId, StoreId};
 use broadcast::BroadcastQueue;
 use probe::{PendingProbe, ProbeOrder, Relay};
 use rand::SeedableRng;
@@ -114,6 +116,8 @@ pub struct Identity {
     pub name: String,
     /// The address other members reach this node at.
     pub addr: SocketAddr,
+    /// The data directory this node runs on.
+    pub store: StoreId,
 }
 
 /// A member's state as one observer sees it.
@@ -206,6 +210,34 @@ pub enum Event {
         /// Our new incarnation.
         incarnation: u64,
     },
+    /// A member's store was seen for the first time; the host persists it.
+    StoreLearned {
+        /// The member.
+        id: NodeId,
+        /// Its store.
+        store: StoreId,
+    },
+    /// A member came back under its NodeId with another store (its data
+    /// directory was lost) and is refused until it returns with its own.
+    /// Raised when the refusal starts, not for every dropped message.
+    ForeignStoreRefused {
+        /// The member.
+        id: NodeId,
+        /// Where its message came from.
+        addr: SocketAddr,
+        /// The store the party knows it by.
+        known: StoreId,
+        /// The store it came back with.
+        found: StoreId,
+    },
+    /// A member refused us: it knows our NodeId with another store. This
+    /// node must not take part under this identity (see `shoal ca issue`).
+    RefusedByPeer {
+        /// The member that refused us.
+        by: NodeId,
+        /// The store it knows our NodeId by.
+        known_store: StoreId,
+    },
 }
 
 /// Why an input was rejected. No variant changes the machine's state.
@@ -248,6 +280,9 @@ pub struct Stats {
     pub stalls: u64,
     /// Periodic push-pull rounds started (joins not counted).
     pub push_pulls_started: u64,
+    /// Messages and records dropped because they named a member with
+    /// another store than the one it is known by.
+    pub foreign_stores_refused: u64,
 }
 
 /// The membership machine of one node.
@@ -262,6 +297,7 @@ pub struct Membership {
     /// Members in state Alive or Suspect (the `N` of the formulas, minus us).
     live_count: usize,
     states: StateTable,
+    stores: StoreBook,
     local_state: Option<NodeState>,
     local_health: u32,
     has_left: bool,
@@ -317,6 +353,7 @@ impl Membership {
             members: MemberTable::default(),
             live_count: 0,
             states: StateTable::default(),
+            stores: StoreBook::default(),
             local_state: None,
             local_health: 0,
             has_left: false,
@@ -468,6 +505,26 @@ impl Membership {
     /// This node's identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Remembers that `id` runs on `store` (the host loading the book it
+    /// persisted from [`Event::StoreLearned`]); a store already remembered
+    /// for `id` is kept.
+    pub fn remember_store(&mut self, id: NodeId, store: StoreId) {
+        if id != self.identity.id {
+            self.stores.remember(id, store);
+        }
+    }
+
+    /// The store each member is remembered with.
+    pub fn stores(&self) -> &StoreBook {
+        &self.stores
+    }
+
+    /// Whether `id`'s latest message came with another store than the one
+    /// it is known by: the host drops its other traffic as well.
+    pub fn refuses(&self, id: &NodeId) -> bool {
+        self.stores.refuses(id)
     }
 
     /// This node's current incarnation.

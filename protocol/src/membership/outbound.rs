@@ -44,6 +44,7 @@ impl Membership {
     pub(super) fn send_with(&mut self, dst: SocketAddr, body: SwimBody, first: Vec<Update>) {
         let message = SwimMessage {
             sender: self.identity.id,
+            sender_store: self.identity.store,
             body,
             updates: Vec::new(),
         };
@@ -197,6 +198,7 @@ impl Membership {
     fn send_push_pull_body(&mut self, dst: SocketAddr, push_pull: PushPull) {
         let message = SwimMessage {
             sender: self.identity.id,
+            sender_store: self.identity.store,
             body: SwimBody::PushPull(push_pull),
             updates: Vec::new(),
         };
@@ -221,6 +223,7 @@ impl Membership {
             id: self.identity.id,
             name: self.identity.name.clone(),
             addr: self.identity.addr,
+            store: self.identity.store,
             incarnation: self.incarnation,
             state: if self.has_left {
                 WireState::Left
@@ -244,6 +247,7 @@ impl Membership {
                 id: member.identity.id,
                 name: member.identity.name.clone(),
                 addr: member.identity.addr,
+                store: member.identity.store,
                 incarnation: member.incarnation,
                 state: wire_state(member.state),
             };

@@ -190,6 +190,7 @@ mod tests {
                 id: NodeId::from_u64(n),
                 name: format!("n{n}"),
                 addr: "127.0.0.1:7000".parse().expect("address"),
+                store: crate::StoreId::from_u64(n),
             },
             state: MemberState::Alive,
             incarnation: n,

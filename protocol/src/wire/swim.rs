@@ -7,7 +7,7 @@
 //! the member by.
 
 use crate::gossip::NodeState;
-use crate::NodeId;
+use crate::{NodeId, StoreId};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -16,6 +16,9 @@ use std::net::SocketAddr;
 pub struct SwimMessage {
     /// Who sent it; must equal the authenticated peer.
     pub sender: NodeId,
+    /// The sender's store: a receiver that knows the sender under another
+    /// store refuses it (a wiped node under its old certificate).
+    pub sender_store: StoreId,
     /// What it asks or answers.
     pub body: SwimBody,
     /// Piggybacked dissemination updates (empty on push-pull).
@@ -58,6 +61,13 @@ pub enum SwimBody {
     /// Full-state anti-entropy exchange, also the join handshake. Sent on a
     /// reliable stream.
     PushPull(PushPull),
+    /// The receiver knows the sender of the message it answers under
+    /// another store and dropped it: the sender lost its data directory
+    /// and must come back under a new certificate.
+    Refused {
+        /// The store the receiver knows this NodeId by.
+        known_store: StoreId,
+    },
 }
 
 /// A full-state exchange.
@@ -93,6 +103,8 @@ pub struct MemberRecord {
     pub name: String,
     /// Its address.
     pub addr: SocketAddr,
+    /// Its store.
+    pub store: StoreId,
     /// Its incarnation as the sender knows it.
     pub incarnation: u64,
     /// Its state as the sender knows it.
@@ -120,6 +132,8 @@ pub enum Update {
         name: String,
         /// Its address.
         addr: SocketAddr,
+        /// Its store.
+        store: StoreId,
         /// Its incarnation.
         incarnation: u64,
     },
@@ -173,6 +187,8 @@ impl Update {
 pub struct SwimMessageRef<'a> {
     /// Who sent it; must equal the authenticated peer.
     pub sender: NodeId,
+    /// See [`SwimMessage::sender_store`].
+    pub sender_store: StoreId,
     /// What it asks or answers.
     pub body: SwimBody,
     /// Piggybacked dissemination updates.
@@ -193,6 +209,8 @@ pub enum UpdateRef<'a> {
         name: &'a str,
         /// Its address.
         addr: SocketAddr,
+        /// Its store.
+        store: StoreId,
         /// Its incarnation.
         incarnation: u64,
     },
@@ -233,11 +251,13 @@ impl UpdateRef<'_> {
                 id,
                 name,
                 addr,
+                store,
                 incarnation,
             } => Update::Alive {
                 id: *id,
                 name: (*name).to_string(),
                 addr: *addr,
+                store: *store,
                 incarnation: *incarnation,
             },
             UpdateRef::Suspect {
@@ -283,6 +303,14 @@ mod tests {
         prop_oneof![
             3 => (1u64..6).prop_map(NodeId::from_u64),
             1 => any::<[u8; 16]>().prop_map(NodeId),
+        ]
+    }
+
+    /// Mostly the store the small ids are known by, sometimes another.
+    fn arb_store() -> impl Strategy<Value = StoreId> {
+        prop_oneof![
+            3 => (1u64..6).prop_map(StoreId::from_u64),
+            1 => any::<[u8; 16]>().prop_map(StoreId),
         ]
     }
 
@@ -337,14 +365,20 @@ mod tests {
 
     fn arb_update() -> impl Strategy<Value = Update> {
         prop_oneof![
-            (arb_id(), "[a-z0-9-]{0,12}", arb_addr(), any::<u64>()).prop_map(
-                |(id, name, addr, incarnation)| Update::Alive {
+            (
+                arb_id(),
+                "[a-z0-9-]{0,12}",
+                arb_addr(),
+                arb_store(),
+                any::<u64>()
+            )
+                .prop_map(|(id, name, addr, store, incarnation)| Update::Alive {
                     id,
                     name,
                     addr,
+                    store,
                     incarnation
-                }
-            ),
+                }),
             (arb_id(), any::<u64>(), arb_id()).prop_map(|(id, incarnation, by)| {
                 Update::Suspect {
                     id,
@@ -368,13 +402,15 @@ mod tests {
             arb_id(),
             "[a-z]{0,6}",
             arb_addr(),
+            arb_store(),
             any::<u64>(),
             arb_wire_state(),
         )
-            .prop_map(|(id, name, addr, incarnation, state)| MemberRecord {
+            .prop_map(|(id, name, addr, store, incarnation, state)| MemberRecord {
                 id,
                 name,
                 addr,
+                store,
                 incarnation,
                 state,
             });
@@ -392,6 +428,7 @@ mod tests {
             }),
             any::<u32>().prop_map(|seq| SwimBody::Nack { seq }),
             Just(SwimBody::Gossip),
+            arb_store().prop_map(|known_store| SwimBody::Refused { known_store }),
             (
                 any::<bool>(),
                 proptest::collection::vec(member, 0..5),
@@ -410,11 +447,13 @@ mod tests {
     pub(crate) fn arb_message() -> impl Strategy<Value = SwimMessage> {
         (
             arb_id(),
+            arb_store(),
             arb_body(),
             proptest::collection::vec(arb_update(), 0..6),
         )
-            .prop_map(|(sender, body, updates)| SwimMessage {
+            .prop_map(|(sender, sender_store, body, updates)| SwimMessage {
                 sender,
+                sender_store,
                 body,
                 updates,
             })
@@ -433,6 +472,7 @@ mod tests {
             let borrowed: SwimMessageRef<'_> =
                 decode_borrowed(&bytes, MAX_STREAM_MESSAGE_BYTES).expect("decodes");
             prop_assert_eq!(borrowed.sender, message.sender);
+            prop_assert_eq!(borrowed.sender_store, message.sender_store);
             prop_assert_eq!(&borrowed.body, &message.body);
             let owned: Vec<Update> = borrowed.updates.iter().map(UpdateRef::to_owned_update).collect();
             prop_assert_eq!(owned, message.updates);
@@ -469,6 +509,7 @@ mod tests {
             id: NodeId::from_u64(1),
             name: "n1".into(),
             addr: "127.0.0.1:7001".parse().unwrap(),
+            store: StoreId::from_u64(1),
         };
         Membership::new(identity, Config::lan(), 7, 0, crate::Instant::ZERO)
     }
@@ -531,6 +572,7 @@ mod tests {
     fn a_probe_with_no_updates_is_small() {
         let ping = SwimMessage {
             sender: NodeId::from_u64(1),
+            sender_store: StoreId::from_u64(1),
             body: SwimBody::Ping {
                 seq: 70_000,
                 suspected_at: None,
@@ -542,7 +584,7 @@ mod tests {
             incarnation: 3,
             by: NodeId::from_u64(1),
         };
-        assert!(encode(&ping).len() <= 24, "{}", encode(&ping).len());
+        assert!(encode(&ping).len() <= 40, "{}", encode(&ping).len());
         assert!(encode(&suspect).len() <= 36, "{}", encode(&suspect).len());
     }
 }

@@ -6,7 +6,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_protocol::membership::{Config, Event, Identity, MemberState, Membership};
-use shoal_protocol::{Instant, NodeId};
+use shoal_protocol::{Instant, NodeId, StoreId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -69,11 +69,16 @@ pub fn addr_of(i: usize) -> SocketAddr {
     )
 }
 
+pub fn store_of(i: usize) -> StoreId {
+    StoreId::from_u64(1000 + i as u64)
+}
+
 pub fn identity_of(i: usize) -> Identity {
     Identity {
         id: id_of(i),
         name: format!("node-{i}"),
         addr: addr_of(i),
+        store: store_of(i),
     }
 }
 
@@ -216,9 +221,29 @@ impl Cluster {
 
     /// A fresh machine for node `i` (same identity) that joins via `seed_node`.
     pub fn restart(&mut self, i: usize, initial_incarnation: u64, seed_node: usize) {
+        self.restart_as(identity_of(i), i, initial_incarnation, seed_node);
+    }
+
+    /// Node `i` back under its certificate (NodeId) but on a wiped disk:
+    /// another store.
+    pub fn restart_wiped(&mut self, i: usize, store: StoreId, seed_node: usize) {
+        let identity = Identity {
+            store,
+            ..identity_of(i)
+        };
+        self.restart_as(identity, i, 0, seed_node);
+    }
+
+    fn restart_as(
+        &mut self,
+        identity: Identity,
+        i: usize,
+        initial_incarnation: u64,
+        seed_node: usize,
+    ) {
         let seed = 7777 + i as u64 + self.now.as_millis();
         let mut machine = Membership::new(
-            identity_of(i),
+            identity,
             self.config.clone(),
             seed,
             initial_incarnation,
@@ -435,6 +460,7 @@ fn kind_of(payload: &[u8]) -> String {
         SwimBody::Nack { .. } => "nack",
         SwimBody::Gossip => "gossip",
         SwimBody::PushPull(_) => "push-pull",
+        SwimBody::Refused { .. } => "refused",
     };
     let mut kinds: Vec<&str> = m
         .updates

@@ -4,7 +4,7 @@
 
 use super::{NodeIndex, NodeSpec, SimNode, SimTransmit, ViewChange, ViewState};
 use shoal_protocol::membership::{ChangeReason, Config, Event, Identity, MemberState, Membership};
-use shoal_protocol::{Instant, NodeId};
+use shoal_protocol::{Instant, NodeId, StoreId};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// The port every label address uses.
@@ -42,6 +42,7 @@ pub fn identity_of(i: NodeIndex) -> Identity {
         id: NodeId::from_u64(u64::from(i)),
         name: format!("n{i}"),
         addr: addr_of(i),
+        store: StoreId::from_u64(u64::from(i)),
     }
 }
 
