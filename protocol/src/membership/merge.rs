@@ -43,6 +43,19 @@ pub(super) struct Heard<'a> {
     pub incarnation: u64,
 }
 
+impl Heard<'_> {
+    /// The update that spreads it.
+    fn update(&self) -> Update {
+        Update::Alive {
+            id: self.id,
+            name: self.name.to_string(),
+            addr: self.addr,
+            store: self.store,
+            incarnation: self.incarnation,
+        }
+    }
+}
+
 fn is_live(state: MemberState) -> bool {
     matches!(state, MemberState::Alive | MemberState::Suspect)
 }
@@ -207,13 +220,7 @@ impl Membership {
             _ => ChangeReason::Joined,
         };
         self.transition(now, id, MemberState::Alive, incarnation, reason);
-        self.broadcasts.push(Update::Alive {
-            id,
-            name: name.to_string(),
-            addr,
-            store,
-            incarnation,
-        });
+        self.broadcasts.push(heard.update());
     }
 
     pub(super) fn on_suspect(&mut self, now: Instant, id: NodeId, incarnation: u64, by: NodeId) {
@@ -395,22 +402,16 @@ impl Membership {
 
     /// Learns a member we never heard of, alive at `incarnation`.
     fn insert_alive(&mut self, now: Instant, heard: Heard<'_>, hearsay: Hearsay) {
-        let Heard {
-            id,
-            name,
-            addr,
-            store,
-            incarnation,
-        } = heard;
+        let (id, incarnation) = (heard.id, heard.incarnation);
         if self.members.len() >= MAX_MEMBERS {
             return;
         }
         let member = Member {
             identity: Identity {
                 id,
-                name: name.to_string(),
-                addr,
-                store,
+                name: heard.name.to_string(),
+                addr: heard.addr,
+                store: heard.store,
             },
             // Not live yet: `transition` makes it alive and counts it once.
             state: MemberState::Down,
@@ -429,13 +430,7 @@ impl Membership {
             ChangeReason::Joined,
         );
         if hearsay == Hearsay::Spread {
-            self.broadcasts.push(Update::Alive {
-                id,
-                name: name.to_string(),
-                addr,
-                store,
-                incarnation,
-            });
+            self.broadcasts.push(heard.update());
         }
     }
 
