@@ -27,17 +27,20 @@ pub enum Bug {
     /// A job owner begins the next attempt without waiting for the job
     /// leases of parts not confirmed stopped.
     JobNoFence,
+    /// A node whose own health is critical still pulls and claims work.
+    CriticalTakesWork,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::LeaseOverwrite,
         Bug::NoQuarantine,
         Bug::NoSelfFence,
         Bug::StaleCommit,
         Bug::NoDriftMargin,
         Bug::JobNoFence,
+        Bug::CriticalTakesWork,
     ];
 
     /// The name used by `--bug NAME`.
@@ -49,6 +52,7 @@ impl Bug {
             Bug::StaleCommit => "stale-commit",
             Bug::NoDriftMargin => "no-drift-margin",
             Bug::JobNoFence => "job-no-fence",
+            Bug::CriticalTakesWork => "critical-takes-work",
         }
     }
 }

@@ -805,6 +805,8 @@ impl Sim {
                 self.links.unclog(node);
                 self.links_changed();
             }
+            // Health only changes what work a node takes: the task world's.
+            FaultAction::Critical(_) | FaultAction::Passing(_) => {}
         }
     }
 

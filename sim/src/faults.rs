@@ -51,6 +51,10 @@ pub enum FaultAction {
     Clog(NodeIndex),
     /// One clog of the node lifts.
     Unclog(NodeIndex),
+    /// The node's own health checks turn critical (a full disk).
+    Critical(NodeIndex),
+    /// The node's checks pass again.
+    Passing(NodeIndex),
 }
 
 impl fmt::Display for FaultAction {
@@ -80,6 +84,8 @@ impl fmt::Display for FaultAction {
             FaultAction::HealPartition(id) => write!(f, "heal partition #{id}"),
             FaultAction::Clog(n) => write!(f, "clog n{n}"),
             FaultAction::Unclog(n) => write!(f, "unclog n{n}"),
+            FaultAction::Critical(n) => write!(f, "health of n{n} critical"),
+            FaultAction::Passing(n) => write!(f, "health of n{n} passing"),
         }
     }
 }
@@ -219,6 +225,17 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<ScheduledFault> {
             push_end(&mut out, t, FaultAction::Unclog(node));
             t += f.swizzle_step_ms;
         }
+    }
+    // Drawn last, so that scenarios without them keep their schedules.
+    for _ in 0..f.critical_nodes {
+        let node = rng.gen_range(0..n);
+        let t = at(&mut rng);
+        out.push(ScheduledFault {
+            at_ms: t,
+            action: FaultAction::Critical(node),
+        });
+        let end = t + between(&mut rng, f.critical_ms);
+        push_end(&mut out, end, FaultAction::Passing(node));
     }
     // Stable sort: equal times keep their drawing order.
     out.sort_by_key(|s| s.at_ms);

@@ -279,6 +279,14 @@ pub struct Faults {
     /// Time between two clog (or unclog) steps.
     #[serde(default = "default_swizzle_step_ms")]
     pub swizzle_step_ms: u64,
+    /// Nodes whose own health checks turn critical for a while (a full data
+    /// disk): they must take no new work, by offer or by pull. Only the
+    /// task world models health.
+    #[serde(default)]
+    pub critical_nodes: u32,
+    /// How long a node stays critical, `[min, max]`.
+    #[serde(default = "default_critical_ms")]
+    pub critical_ms: [u64; 2],
 }
 
 impl Default for Faults {
@@ -312,6 +320,9 @@ fn default_swizzle_nodes() -> u32 {
 }
 fn default_swizzle_step_ms() -> u64 {
     500
+}
+fn default_critical_ms() -> [u64; 2] {
+    [1_000, 5_000]
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ScenarioError {
@@ -439,6 +450,7 @@ impl Scenario {
         )?;
         range_u64("faults.restart_after_ms", f.restart_after_ms)?;
         range_u64("faults.pause_ms", f.pause_ms)?;
+        range_u64("faults.critical_ms", f.critical_ms)?;
         range_u64("faults.slow_ms", f.slow_ms)?;
         range_u64("faults.partition_ms", f.partition_ms)?;
         if !(f.slow_factor >= 1.0 && f.slow_factor <= 100.0) {

@@ -33,6 +33,31 @@ fn tasks_smoke_keeps_every_guarantee_and_loses_nothing() {
     }
 }
 
+/// Nodes whose own health turns critical take no work, by offer, pull or a
+/// claim already in flight; their tasks run elsewhere and none is lost.
+#[test]
+fn critical_nodes_start_no_attempt_and_lose_nothing() {
+    let s = load("tasks-critical.toml");
+    for seed in 1..=30 {
+        let o = tasks::run(&s, seed, shoal_protocol::Bugs::none());
+        assert!(
+            o.report
+                .derived
+                .faults
+                .iter()
+                .any(|f| f.contains("critical")),
+            "seed {seed}: the schedule turned no node critical"
+        );
+        assert!(
+            o.report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            &o.report.violations[..o.report.violations.len().min(3)]
+        );
+        assert_eq!(field(&o, "critical_starts"), 0, "seed {seed}");
+        assert_eq!(field(&o, "lost"), 0, "seed {seed}");
+    }
+}
+
 #[test]
 fn the_report_has_every_contract_field() {
     let o = tasks::run(&load("tasks-smoke.toml"), 4, shoal_protocol::Bugs::none());

@@ -12,15 +12,22 @@ const MAX_SEEDS: u64 = 150;
 
 /// Invariants that show a broken safety guarantee (a lost task alone does
 /// not count: a bug must be caught by what it breaks).
-const SAFETY: [&str; 4] = [
+const SAFETY: [&str; 5] = [
     "lease_overlaps",
     "double_runs",
     "stale_commits",
     "linearizability",
+    "critical_starts",
 ];
 
 fn scenario() -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/tasks-bugs.toml");
+    load("tasks-bugs.toml")
+}
+
+fn load(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
     Scenario::load(&path).expect("scenario loads")
 }
 
@@ -34,9 +41,12 @@ fn unsafe_run(s: &Scenario, seed: u64, bugs: Bugs) -> Option<String> {
 }
 
 fn caught_within(bug: Bug) -> u64 {
-    let s = scenario();
+    caught_in(&scenario(), bug)
+}
+
+fn caught_in(s: &Scenario, bug: Bug) -> u64 {
     let found =
-        (1..=MAX_SEEDS).find_map(|seed| unsafe_run(&s, seed, Bugs::one(bug)).map(|v| (seed, v)));
+        (1..=MAX_SEEDS).find_map(|seed| unsafe_run(s, seed, Bugs::one(bug)).map(|v| (seed, v)));
     let (seed, v) =
         found.unwrap_or_else(|| panic!("{} not caught in {MAX_SEEDS} seeds", bug.name()));
     eprintln!("{}: caught at seed {seed}: {v}", bug.name());
@@ -66,6 +76,11 @@ fn stale_commit_is_caught() {
 #[test]
 fn no_drift_margin_is_caught() {
     caught_within(Bug::NoDriftMargin);
+}
+
+#[test]
+fn critical_takes_work_is_caught() {
+    caught_in(&load("tasks-critical.toml"), Bug::CriticalTakesWork);
 }
 
 #[test]

@@ -159,9 +159,11 @@ impl Coordinator {
     /// This node's own checks fail (its own gossiped record says critical):
     /// it takes no new work, however the work reaches it (docs/protocol.md §7).
     fn is_critical(&self) -> bool {
-        self.view
-            .get(&self.me)
-            .is_some_and(|s| matches!(s.health, Health::Critical { .. }))
+        !self.cfg.bugs.has(Bug::CriticalTakesWork)
+            && self
+                .view
+                .get(&self.me)
+                .is_some_and(|s| matches!(s.health, Health::Critical { .. }))
     }
 
     fn can_take(&self, spec: &TaskSpec) -> bool {
@@ -594,6 +596,9 @@ impl Coordinator {
         res: Result<Option<TaskRecord>, OpError>,
     ) {
         let margin = self.cfg.fence_margin_ms;
+        // Turned critical while the claim was in flight: a sick node starts
+        // nothing, however the work reached it.
+        let critical = self.is_critical();
         let Some(a) = self.attempts.get_mut(&task) else {
             return;
         };
@@ -603,7 +608,7 @@ impl Coordinator {
         let won = matches!(&res, Ok(Some(r)) if r.state.holder() == Some((attempt, self.me)));
         let in_time = a.fence_at(margin).is_some_and(|f| now < f);
         let shard = a.shard;
-        if won && in_time {
+        if won && in_time && !critical {
             self.stats.claims_won += 1;
             a.phase = Phase::Running;
             a.timeout_at = a.spec.timeout_ms.map(|ms| now + Duration::from_millis(ms));
@@ -620,8 +625,9 @@ impl Coordinator {
                 lease_valid_until: until,
             });
         } else if won {
-            // Won the record but the lease lapsed meanwhile: never start;
-            // give the attempt back so that the next claim is quick.
+            // Won the record but the lease lapsed meanwhile, or this node
+            // turned critical: never start; give the attempt back (as
+            // fenced, which spends no retry) so that the next claim is quick.
             a.phase = Phase::Killing(KillReason::Fenced);
             self.attempt_exited(now, task, attempt, -1, None);
         } else {

@@ -26,6 +26,7 @@ pub const BUG_NAMES: &[&str] = &[
     "no-self-fence",
     "stale-commit",
     "no-drift-margin",
+    "critical-takes-work",
 ];
 
 /// Turns a `--bug` name into the coordinator's bug set. Without the
@@ -183,6 +184,8 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
                 FaultAction::HealPartition(id) => w.links.heal_partition(id),
                 FaultAction::Clog(i) => w.links.clog(i),
                 FaultAction::Unclog(i) => w.links.unclog(i),
+                FaultAction::Critical(i) => w.set_critical(i as usize, true),
+                FaultAction::Passing(i) => w.set_critical(i as usize, false),
             }
         }
         if now >= heal && !healed {
@@ -192,6 +195,7 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
             w.links.heal_all();
             for (i, down_from) in node_down_from.iter_mut().enumerate() {
                 w.resume(i);
+                w.set_critical(i, false);
                 if !w.nodes[i].up() {
                     w.restart(i, true);
                     if let Some(from) = down_from.take() {
@@ -289,6 +293,7 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
         "double_runs": w.double_runs,
         "stale_commits": w.stale_commits,
         "lease_overlaps": w.lease_overlaps,
+        "critical_starts": w.critical_starts,
         "failover_ms": Quantiles3::of(&w.failovers_ms),
         "failover_samples_ms": &w.failovers_ms,
         "failover_one_fault_ms": Quantiles3::of(&w.failovers_one_fault_ms),

@@ -16,7 +16,7 @@ use crate::trace::Trace;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_protocol::coordinator::{Bootstrap, Config, Coordinator, Effect, OpError, RequestId};
-use shoal_protocol::gossip::NodeState;
+use shoal_protocol::gossip::{Health, NodeState};
 use shoal_protocol::paxos::{RegisterKey, StoreKey, StoreValue, StoreWrite, Value};
 use shoal_protocol::shard::{shard_of, ShardConfig, ShardId};
 use shoal_protocol::tasks::{Driver, TaskId, TaskRecord, TaskSpec, TaskState};
@@ -55,6 +55,8 @@ pub struct TaskNode {
     exits: Vec<(TaskId, u64, i32)>,
     inbox: Vec<(usize, Vec<u8>)>,
     restarts: u32,
+    /// Global ms since which the node's own health checks fail.
+    critical_since: Option<u64>,
 }
 
 impl TaskNode {
@@ -125,13 +127,20 @@ struct Orphan {
 /// The state record a node gossips (as the agent builds it from its
 /// coordinator): capacity, load and labels, so that offers can match
 /// labelled tasks.
-fn gossiped_state(c: &Coordinator, running: usize, now: u64) -> NodeState {
+fn gossiped_state(c: &Coordinator, node: &TaskNode, now: u64) -> NodeState {
+    let health = match node.critical_since {
+        Some(_) => Health::Critical {
+            reason: "data directory full".into(),
+        },
+        None => Health::Passing,
+    };
     NodeState {
         version: now,
         slots_total: c.config().slots_total,
         slots_free: c.slots_free(),
-        running_attempts: running as u32,
+        running_attempts: node.running.len() as u32,
         labels: c.config().labels.clone(),
+        health,
         ..NodeState::default()
     }
 }
@@ -176,6 +185,10 @@ pub struct World {
     pub double_runs: u64,
     /// Results written by a non-current attempt.
     pub stale_commits: u64,
+    /// Attempts started on a node that knew its own health was critical.
+    pub critical_starts: u64,
+    /// Global ms of the last membership (and health) feed.
+    last_feed: u64,
     orphans: BTreeMap<TaskId, Orphan>,
     /// Holder crash → next attempt start, ms.
     pub failovers_ms: Vec<f64>,
@@ -242,6 +255,7 @@ impl World {
                 exits: Vec::new(),
                 inbox: Vec::new(),
                 restarts: 0,
+                critical_since: None,
             });
         }
         let net_seed = rng.gen();
@@ -265,6 +279,8 @@ impl World {
             lease_overlaps: 0,
             double_runs: 0,
             stale_commits: 0,
+            critical_starts: 0,
+            last_feed: 0,
             orphans: BTreeMap::new(),
             failovers_ms: Vec::new(),
             failovers_one_fault_ms: Vec::new(),
@@ -328,12 +344,13 @@ impl World {
     /// [`DetectionModel`].
     fn feed_membership(&mut self) {
         let now = self.now;
+        self.last_feed = now;
         let states: Vec<Option<(NodeId, NodeState)>> = self
             .nodes
             .iter()
             .map(|n| {
                 let c = n.coord.as_ref()?;
-                Some((n.id, gossiped_state(c, n.running.len(), now)))
+                Some((n.id, gossiped_state(c, n, now)))
             })
             .collect();
         let det = self.detection;
@@ -425,6 +442,17 @@ impl World {
                     .enumerate()
                     .filter_map(|(j, n)| n.running.get(&task).map(|a| (j, a.attempt)))
                     .collect();
+                // Critical before the last feed: its coordinator knew.
+                if self.nodes[i]
+                    .critical_since
+                    .is_some_and(|since| since < self.last_feed)
+                {
+                    self.critical_starts += 1;
+                    self.violation(
+                        "critical_starts",
+                        format!("task {task} attempt {attempt} started on n{i}, whose own health is critical"),
+                    );
+                }
                 for (j, a) in others {
                     self.double_runs += 1;
                     self.violation(
@@ -675,7 +703,7 @@ impl World {
             id: self.nodes[i].id,
             down_at: self.now,
             event: self.membership_events,
-            state: gossiped_state(c, self.nodes[i].running.len(), self.now),
+            state: gossiped_state(c, &self.nodes[i], self.now),
         });
         let node = &mut self.nodes[i];
         node.coord = None;
@@ -770,6 +798,20 @@ impl World {
             .words(&[5, self.now, i as u64, u64::from(keep_disk)]);
         self.drain(i);
         self.feed_membership();
+    }
+
+    /// Node `i`'s own health checks turn critical (`true`) or pass again.
+    /// Its peers and its own coordinator learn it with the next feed, as
+    /// an agent's do from its next gossiped state.
+    pub fn set_critical(&mut self, i: usize, critical: bool) {
+        let node = &mut self.nodes[i];
+        match (critical, node.critical_since) {
+            (true, None) => node.critical_since = Some(self.now),
+            (false, Some(_)) => node.critical_since = None,
+            _ => return,
+        }
+        self.trace
+            .words(&[6, self.now, i as u64, u64::from(critical)]);
     }
 
     /// Stops node `i`'s agent (its supervisor and attempts keep running).
