@@ -77,7 +77,7 @@ impl StoreId {
 
 impl fmt::Debug for StoreId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", &self.to_hex()[..8])
+        fmt::Display::fmt(self, f)
     }
 }
 

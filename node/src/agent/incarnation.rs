@@ -30,9 +30,7 @@ impl IncarnationFile {
 
     /// Stores `incarnation` atomically (write then rename).
     pub fn store(&self, incarnation: u64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{incarnation}\n"))?;
-        std::fs::rename(&tmp, &self.path)
+        super::replace_file(&self.path, format!("{incarnation}\n").as_bytes())
     }
 
     /// Reads the last incarnation, stores and returns the next one.

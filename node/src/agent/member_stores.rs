@@ -54,8 +54,8 @@ impl MemberStoresFile {
         pairs
     }
 
-    /// Replaces the file with `pairs` (written aside, then renamed, so a
-    /// crash leaves the old book or the new one).
+    /// Replaces the file with `pairs` (a crash leaves the old book or the
+    /// new one).
     pub fn save(&self, pairs: impl Iterator<Item = (NodeId, StoreId)>) -> std::io::Result<()> {
         let mut text = String::new();
         for (id, store) in pairs {
@@ -64,9 +64,7 @@ impl MemberStoresFile {
             text.push_str(&store.to_hex());
             text.push('\n');
         }
-        let aside = self.path.with_extension("tmp");
-        std::fs::write(&aside, text)?;
-        std::fs::rename(&aside, &self.path)
+        super::replace_file(&self.path, text.as_bytes())
     }
 }
 

@@ -38,6 +38,14 @@ const COMMAND_QUEUE: usize = 64;
 /// The dev CA's party name.
 const DEV_PARTY: &str = "dev";
 
+/// Replaces the file at `path` with `contents`, written beside it and then
+/// renamed, so that a crash leaves the old file or the new one.
+fn replace_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    let aside = path.with_extension("tmp");
+    std::fs::write(&aside, contents)?;
+    std::fs::rename(&aside, path)
+}
+
 /// Loads the configured TLS identity, or makes a development CA and node
 /// certificate in the data directory.
 fn tls_material(config: &AgentConfig) -> anyhow::Result<TlsMaterial> {
@@ -105,21 +113,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     let api_task = start_api(config.api, api_state).await?;
 
-    tokio::select! {
-        signal = wait_for_signal() => tracing::info!(signal = signal?, "leaving the mesh"),
-        Ok(refusal) = &mut mesh.refused => {
-            // No graceful leave: under this identity the node must not take
-            // part at all, and a leave would be refused as well.
-            api_task.abort();
-            net.transport.close(Duration::from_millis(200)).await;
-            binding.undo();
-            anyhow::bail!("{refusal}");
+    let refusal = tokio::select! {
+        signal = wait_for_signal() => {
+            tracing::info!(signal = signal?, "leaving the mesh");
+            None
         }
-        end = drain_watch.done() => tracing::info!(?end, "drained; leaving the mesh"),
+        Ok(refusal) = &mut mesh.refused => Some(refusal),
+        end = drain_watch.done() => {
+            tracing::info!(?end, "drained; leaving the mesh");
+            None
+        }
+    };
+    // A refused node leaves no goodbye: under this identity it must not
+    // take part at all, and a leave would be refused as well.
+    if refusal.is_none() {
+        leave(&net, mesh).await;
     }
-    leave(&net, mesh).await;
     api_task.abort();
     net.transport.close(Duration::from_millis(200)).await;
+    if let Some(refusal) = refusal {
+        binding.undo();
+        anyhow::bail!("{refusal}");
+    }
     tracing::info!("left; bye");
     Ok(())
 }

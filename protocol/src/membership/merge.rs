@@ -78,7 +78,9 @@ impl Membership {
                     store,
                     incarnation,
                 };
-                self.on_alive(now, heard, Hearsay::Spread)
+                if self.admits(&heard) {
+                    self.on_alive(now, heard, Hearsay::Spread);
+                }
             }
             UpdateRef::Suspect {
                 id,
@@ -113,7 +115,14 @@ impl Membership {
             incarnation,
             state,
         } = record;
-        if id != self.identity.id && !self.store_matches(id, store) {
+        let heard = Heard {
+            id,
+            name: &name,
+            addr,
+            store,
+            incarnation,
+        };
+        if !self.admits(&heard) {
             return None;
         }
         match state {
@@ -139,13 +148,6 @@ impl Membership {
                 } else {
                     Hearsay::KeepNewMembersQuiet
                 };
-                let heard = Heard {
-                    id,
-                    name: &name,
-                    addr,
-                    store,
-                    incarnation,
-                };
                 self.on_alive(now, heard, hearsay);
                 verdict
             }
@@ -156,13 +158,6 @@ impl Membership {
                 // A suspect we never heard of is most likely alive: learn
                 // it, then hold the suspicion like any other.
                 if id != self.identity.id && !self.members.contains_key(&id) {
-                    let heard = Heard {
-                        id,
-                        name: &name,
-                        addr,
-                        store,
-                        incarnation,
-                    };
                     self.on_alive(now, heard, Hearsay::KeepNewMembersQuiet);
                 }
                 if id == self.identity.id && state == WireState::Down {
@@ -179,17 +174,15 @@ impl Membership {
         }
     }
 
+    /// Merges an alive record the caller has judged with `admits`.
     pub(super) fn on_alive(&mut self, now: Instant, heard: Heard<'_>, hearsay: Hearsay) {
         let Heard {
             id,
             name,
             addr,
-            store,
             incarnation,
+            ..
         } = heard;
-        if id != self.identity.id && !self.store_matches(id, store) {
-            return;
-        }
         if id == self.identity.id {
             // Someone holds a newer or different view of us (an earlier
             // life of this node): out-number it.
@@ -434,10 +427,15 @@ impl Membership {
         }
     }
 
-    /// Whether hearsay naming `id` with `store` may be applied: a record of
-    /// a member under another store than the party knows it by is dropped
-    /// (the member's own messages are judged in `inbound`).
-    pub(super) fn store_matches(&mut self, id: NodeId, store: StoreId) -> bool {
+    /// Whether a record or update naming a member may be applied: one of a
+    /// member under another store than the party knows it by is dropped
+    /// (the member's own messages are judged in `inbound`). News of
+    /// ourselves is judged by the incarnation rules alone.
+    fn admits(&mut self, heard: &Heard<'_>) -> bool {
+        let (id, store) = (heard.id, heard.store);
+        if id == self.identity.id {
+            return true;
+        }
         match self.stores.judge(id, store) {
             StoreJudgement::Known => true,
             StoreJudgement::Learned => {
