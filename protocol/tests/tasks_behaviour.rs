@@ -787,3 +787,83 @@ fn a_holder_cut_off_one_way_from_a_member_renews_through_another() {
     );
     assert_eq!(sim.lease_overlaps, 0);
 }
+
+fn last_record_set(sim: &Sim) -> Option<shoal_protocol::federation::records::RecordSet> {
+    sim.effects.iter().rev().find_map(|(_, _, e)| match e {
+        Effect::JobDone {
+            result: Ok(bytes), ..
+        } => shoal_protocol::federation::records::RecordSet::decode(bytes.as_deref()).ok(),
+        _ => None,
+    })
+}
+
+#[test]
+fn record_edits_from_two_nodes_at_once_both_survive_a_crash() {
+    use shoal_protocol::federation::records::{RecordEdit, TRUST_REGISTER};
+    let mut sim = Sim::new(5, test_config(), 17, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let put = |name: &str| RecordEdit::Put {
+        name: name.into(),
+        value: name.as_bytes().to_vec(),
+    };
+    // Two operators edit the same set in the same instant from two nodes: a
+    // read-then-write would lose one of the two.
+    sim.with(0, |c, now| c.edit_records(now, TRUST_REGISTER, put("beta")))
+        .expect("up")
+        .expect("accepted");
+    sim.with(3, |c, now| {
+        c.edit_records(now, TRUST_REGISTER, put("gamma"))
+    })
+    .expect("up")
+    .expect("accepted");
+    let done = |s: &Sim| {
+        s.effects
+            .iter()
+            .filter(|(_, _, e)| matches!(e, Effect::JobDone { result: Ok(_), .. }))
+            .count()
+            >= 2
+    };
+    assert!(sim.run_until(3_000, done), "the edits never completed");
+    let shard = shard_of(TRUST_REGISTER, sim.cfg.shards);
+    let member = sim.coord(1).directory()[&shard].members[0];
+    let member = sim
+        .nodes
+        .iter()
+        .position(|n| n.id == member)
+        .expect("member");
+    sim.crash(member);
+    let reader = (0..5).find(|i| *i != member).expect("reader");
+    sim.effects.clear();
+    let mut read = None;
+    for _ in 0..10 {
+        sim.with(reader, |c, now| c.read_job(now, TRUST_REGISTER))
+            .expect("up")
+            .expect("accepted");
+        if sim.run_until(1_000, |s| last_record_set(s).is_some()) {
+            read = last_record_set(&sim);
+            break;
+        }
+    }
+    let set = read.expect("the set was never read after the crash");
+    let names: Vec<&str> = set.records.keys().map(String::as_str).collect();
+    assert_eq!(names, ["beta", "gamma"]);
+    // A refused edit answers with the reason and leaves the set as it was.
+    sim.effects.clear();
+    sim.with(reader, |c, now| {
+        c.edit_records(now, TRUST_REGISTER, put(""))
+    })
+    .expect("up")
+    .expect("accepted");
+    assert!(
+        sim.run_until(2_000, |s| s.effects.iter().any(|(_, _, e)| matches!(
+            e,
+            Effect::JobDone {
+                result: Err(shoal_protocol::coordinator::OpError::Refused(
+                    shoal_protocol::tasks::Refusal::Record(_)
+                )),
+                ..
+            }
+        )))
+    );
+}

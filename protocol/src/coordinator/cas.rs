@@ -20,6 +20,7 @@
 //! configuration epoch that gave it (a successor group never made it).
 
 use super::{Coordinator, Effect, InFlight, RequestId};
+use crate::federation::records::{self, RecordEdit};
 use crate::paxos::{Ballot, RegisterKey, Slot, Value};
 use crate::shard::ShardConfig;
 use crate::tasks::{self, Mutation, Refusal, TaskId, TaskRecord};
@@ -68,6 +69,15 @@ pub(super) enum Change {
         over: Option<u64>,
     },
     JobRead,
+    /// An edit of a record set held in a job register, applied to the
+    /// value a majority holds. Unlike a blind write, an edit must not be
+    /// dropped when another change was chosen since its first round (it
+    /// would lose that other operator's edit, or this one), so a retry is
+    /// recognised by the edit's random `id`, which the set remembers.
+    RecordEdit {
+        edit: RecordEdit,
+        id: u64,
+    },
     Successor(ShardConfig),
 }
 
@@ -179,6 +189,17 @@ fn apply_change(
             })))
         }
         Change::JobRead => Ok(current.cloned()),
+        Change::RecordEdit { edit, id } => {
+            let (version, bytes) = match current {
+                Some(Value::Job(j)) => (j.version, j.bytes.as_deref()),
+                _ => (0, None),
+            };
+            let bytes = records::edit_register(bytes, *id, edit)?;
+            Ok(Some(Value::Job(crate::paxos::JobValue {
+                version: version.saturating_add(1),
+                bytes: Some(bytes),
+            })))
+        }
         Change::Successor(proposed) => match current {
             // Someone chose already: keep theirs (anyone finishes it).
             Some(Value::Config(c)) if c.epoch == config.epoch.saturating_add(1) => {

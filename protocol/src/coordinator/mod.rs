@@ -756,6 +756,29 @@ impl Coordinator {
         Ok(request)
     }
 
+    /// Edits the record set held in job register `register` (see
+    /// [`crate::federation::records`]) in one round; [`Effect::JobDone`]
+    /// follows with the set's bytes after the edit, or why it was refused.
+    pub fn edit_records(
+        &mut self,
+        now: Instant,
+        register: u64,
+        edit: crate::federation::records::RecordEdit,
+    ) -> Result<RequestId, RequestError> {
+        let config = self.config_for(register)?;
+        let request = self.request_id();
+        let id = self.rng.gen();
+        self.start_cas(
+            now,
+            config,
+            RegisterKey::Job(register),
+            Change::RecordEdit { edit, id },
+            Purpose::Job { request },
+        );
+        self.deliver_local(now);
+        Ok(request)
+    }
+
     /// Reads job register `job` linearizably; [`Effect::JobDone`] follows.
     pub fn read_job(&mut self, now: Instant, job: u64) -> Result<RequestId, RequestError> {
         let config = self.config_for(job)?;

@@ -7,6 +7,7 @@
 //! hello is judged against that PeerId.
 
 pub mod holders;
+pub mod records;
 
 use crate::wire::fed::{Hello, RefuseReason, FED_PROTOCOL_VERSION};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};

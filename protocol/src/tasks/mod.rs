@@ -475,6 +475,9 @@ pub enum Refusal {
     /// The task is not final, so it cannot be deleted.
     #[error("task is not final")]
     NotFinal,
+    /// A record edit was refused (the federation record sets).
+    #[error(transparent)]
+    Record(#[from] crate::federation::records::RecordError),
 }
 
 /// Applies `m` to `current`, giving the new value or why not.
