@@ -80,6 +80,86 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", fed::links_table(&links));
             }
         }
+        Command::Fed {
+            command: FedCommand::Trust { api, card },
+        } => {
+            let card = runtime()?.block_on(fed::trust(&api, &card))?;
+            eprintln!(
+                "party {} trusted; its gateways: {}",
+                card.party.escape_debug(),
+                card.gateways.join(",").escape_debug()
+            );
+        }
+        Command::Fed {
+            command: FedCommand::Untrust { api, party },
+        } => {
+            let removed = runtime()?.block_on(fed::untrust(&api, &party))?;
+            if removed {
+                eprintln!("party {} trusted no more", party.escape_debug());
+            } else {
+                eprintln!("party {} was not trusted", party.escape_debug());
+            }
+        }
+        Command::Fed {
+            command: FedCommand::Trusted { api, json },
+        } => {
+            let cards: Vec<shoal_node::federation::Card> = runtime()?.block_on(fed::call(
+                &api,
+                reqwest::Method::GET,
+                "/v1/fed/trust",
+                fed::Body::Empty,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cards)?);
+            } else {
+                print!("{}", fed::trusted_table(&cards));
+            }
+        }
+        Command::Fed {
+            command:
+                FedCommand::Export {
+                    api,
+                    service,
+                    port,
+                    to,
+                },
+        } => {
+            let export = runtime()?.block_on(fed::export(&api, &service, port, &to))?;
+            eprintln!(
+                "service {} (127.0.0.1:{} on node {}) exported to party {}",
+                export.service.escape_debug(),
+                export.port,
+                export.node,
+                export.to.escape_debug()
+            );
+        }
+        Command::Fed {
+            command: FedCommand::Unexport { api, service, to },
+        } => {
+            let removed = runtime()?.block_on(fed::unexport(&api, &service, &to))?;
+            if !removed {
+                eprintln!(
+                    "service {} was not exported to party {}",
+                    service.escape_debug(),
+                    to.escape_debug()
+                );
+            }
+        }
+        Command::Fed {
+            command: FedCommand::Exports { api, json },
+        } => {
+            let exports: Vec<shoal_node::api::fed::ExportView> = runtime()?.block_on(fed::call(
+                &api,
+                reqwest::Method::GET,
+                "/v1/fed/exports",
+                fed::Body::Empty,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&exports)?);
+            } else {
+                print!("{}", fed::exports_table(&exports));
+            }
+        }
         Command::Ca {
             command:
                 CaCommand::Bootstrap {

@@ -311,3 +311,110 @@ fn fed_link_holders_two_of_three_gateways_hold_the_link_and_a_killed_one_is_repl
     );
     assert_eq!(link_state(&b, "alpha").as_deref(), Some("up"));
 }
+
+/// Runs `shoal ARGS --api URL-of-agent`; its stdout, or its stderr as the error.
+fn shoal_at(agent: &Agent, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(shoal())
+        .args(args)
+        .args(["--api", &format!("http://{}", agent.spec.api)])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn fed_trust_records_link_two_parties_and_untrust_drops_the_link() {
+    let alpha = Site::new("alpha");
+    let beta = Site::new("beta");
+    // No --fed-trust: the parties trust each other through their records.
+    let a = alpha.start(&[]);
+    let b = beta.start(&[]);
+    let trust = |agent: &Agent, card: &PathBuf| {
+        let card = card.display().to_string();
+        wait_for(LINK_DEADLINE, POLL, || {
+            shoal_at(agent, &["fed", "trust", &card]).ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "shoal fed trust never succeeded at {}: {:?}",
+                agent.name(),
+                shoal_at(agent, &["fed", "trust", &card])
+            )
+        })
+    };
+    // An export to a party not trusted is refused, naming the party.
+    let error = shoal_at(
+        &a,
+        &[
+            "fed",
+            "export",
+            "--service",
+            "db",
+            "--port",
+            "5432",
+            "--to",
+            "beta",
+        ],
+    )
+    .expect_err("an export to an untrusted party was taken");
+    assert!(error.contains("not trusted"), "{error}");
+
+    trust(&a, &beta.card);
+    trust(&b, &alpha.card);
+    let up = wait_link(&a, "beta", true);
+    wait_link(&b, "alpha", true);
+    println!("trusted through the records: link up {up:?} after the second trust");
+    let trusted: Vec<Value> =
+        serde_json::from_str(&shoal_at(&a, &["fed", "trusted", "--json"]).unwrap()).unwrap();
+    assert_eq!(trusted.len(), 1);
+    assert_eq!(trusted[0]["party"], "beta");
+    let links: Vec<Value> =
+        serde_json::from_str(&shoal_at(&a, &["fed", "links", "--json"]).unwrap()).unwrap();
+    for key in [
+        "party", "slot", "holder", "remote", "state", "since_ms", "rtt_ms",
+    ] {
+        assert!(links[0].get(key).is_some(), "no {key} in {}", links[0]);
+    }
+    assert_eq!(links[0]["slot"], 0);
+
+    shoal_at(
+        &a,
+        &[
+            "fed",
+            "export",
+            "--service",
+            "db",
+            "--port",
+            "5432",
+            "--to",
+            "beta",
+        ],
+    )
+    .expect("export");
+    let exports: Vec<Value> =
+        serde_json::from_str(&shoal_at(&a, &["fed", "exports", "--json"]).unwrap()).unwrap();
+    assert_eq!(exports.len(), 1, "{exports:?}");
+    assert_eq!(exports[0]["service"], "db");
+    assert_eq!(exports[0]["to"], "beta");
+    assert_eq!(exports[0]["port"], 5432);
+
+    shoal_at(&a, &["fed", "untrust", "beta"]).expect("untrust");
+    let gone = wait_for(LINK_DEADLINE, POLL, || {
+        link_state(&a, "beta").is_none().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "alpha still lists beta; log:\n{}",
+        a.log_tail()
+    );
+    // beta still trusts alpha and keeps dialling, but alpha refuses it now.
+    wait_link(&b, "alpha", false);
+    let counted = wait_for(LINK_DEADLINE, POLL, || {
+        (refused(&a, "unknown_party") >= 1.0).then_some(())
+    });
+    assert!(counted.is_some(), "alpha never refused beta after untrust");
+}

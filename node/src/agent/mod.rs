@@ -89,7 +89,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         &metrics,
     )?;
     let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
-    let fed = start_federation(&config, &material, &metrics, &mesh)?;
+    let fed = start_federation(&config, &material, &metrics, &mesh, &tasks)?;
     let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
     let (drain, mut drain_watch) = drain::channel(load.clone());
     tokio::spawn(state::publish_state(
@@ -106,6 +106,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         token: config.api_token.clone().filter(|t| !t.is_empty()),
         single_node: config.join.is_empty(),
         party: material.party.clone(),
+        me: material.node_id,
         started: std::time::Instant::now(),
         fed,
         drain,
@@ -300,6 +301,7 @@ fn start_federation(
     material: &TlsMaterial,
     metrics: &Arc<Metrics>,
     mesh: &Mesh,
+    tasks: &crate::tasks::TasksHandle,
 ) -> anyhow::Result<Option<crate::federation::FedHandle>> {
     let Some(listen) = config.gateway else {
         if !config.fed_trust.is_empty() {
@@ -317,7 +319,7 @@ fn start_federation(
             tls_dir.display()
         )
     })?;
-    let cards = config
+    let flag_cards = config
         .fed_trust
         .iter()
         .map(|path| crate::federation::Card::load(path))
@@ -327,7 +329,8 @@ fn start_federation(
             listen,
             party: material.party.clone(),
             identity,
-            cards,
+            flag_cards,
+            records: crate::federation::records::watch_records(tasks.clone()),
             me: material.node_id,
             link_holders: config.fed_link_holders,
             gateways: crate::federation::view::watch_gateways(

@@ -4,6 +4,7 @@
 //! but `/healthz`, `/readyz` and the web view's files needs
 //! `Authorization: Bearer TOKEN`.
 
+pub mod fed;
 pub mod tasks;
 pub mod view;
 
@@ -43,6 +44,8 @@ pub struct ApiState {
     pub single_node: bool,
     /// The party our certificate names.
     pub party: String,
+    /// This node's id.
+    pub me: shoal_protocol::NodeId,
     /// When the agent started.
     pub started: std::time::Instant,
     /// The federation link table, on a gateway.
@@ -63,7 +66,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get_task))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/logs", get(tasks::logs))
-        .route("/v1/fed/links", get(fed_links))
+        .route("/v1/fed/links", get(fed::links))
+        .route("/v1/fed/trust", get(fed::trusted).post(fed::trust))
+        .route("/v1/fed/trust/{party}", axum::routing::delete(fed::untrust))
+        .route("/v1/fed/exports", get(fed::exports).post(fed::export))
+        .route(
+            "/v1/fed/exports/{party}/{service}",
+            axum::routing::delete(fed::unexport),
+        )
         .route("/v1/drain", post(drain))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -418,10 +428,6 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
 }
 
 /// The federation links of this node; empty on a node that is no gateway.
-async fn fed_links(State(state): State<ApiState>) -> Json<Vec<crate::federation::LinkView>> {
-    Json(state.fed.as_ref().map(|f| f.links()).unwrap_or_default())
-}
-
 async fn readyz(State(state): State<ApiState>) -> Response {
     match snapshot(&state).await {
         Ok(s) => match not_ready_reason(&state, &s) {

@@ -1,4 +1,5 @@
-//! `shoal fed init | card | links`.
+//! `shoal fed init | card | links | trust | untrust | trusted | export |
+//! unexport | exports`.
 
 use crate::cli::FedLinksArgs;
 use crate::federation::keys::{load_keypair, public_key_bytes, FEDERATION_KEY_FILE};
@@ -65,6 +66,162 @@ pub fn card(dir: &Path, party: Option<&str>, gateways: &[String]) -> Result<Card
     }
     let key = public_key_bytes(&load_keypair(&key_path)?)?;
     Ok(Card::new(&ca_party, &key, gateways)?)
+}
+
+/// What a request carries.
+pub enum Body {
+    /// Nothing.
+    Empty,
+    /// Text (a card's TOML).
+    Text(String),
+    /// A JSON document.
+    Json(serde_json::Value),
+}
+
+/// One request to a node's API; the answer's JSON, or the API's error.
+pub async fn call<T: serde::de::DeserializeOwned>(
+    api: &crate::cli::tasks::ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Body,
+) -> Result<T, FedCliError> {
+    let url = format!("{}{path}", api.api.trim_end_matches('/'));
+    let fail = |reason: String| FedCliError::Api {
+        url: url.clone(),
+        reason,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(crate::tasks::REQUEST_TIMEOUT + REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut request = client.request(method, &url);
+    if let Some(token) = &api.api_token {
+        request = request.bearer_auth(token);
+    }
+    request = match body {
+        Body::Empty => request,
+        Body::Text(text) => request
+            .header(reqwest::header::CONTENT_TYPE, "text/plain")
+            .body(text),
+        Body::Json(json) => request.json(&json),
+    };
+    let response = request.send().await.map_err(|e| fail(e.to_string()))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| fail(e.to_string()))?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        return Err(fail(format!("HTTP {status}: {}", message.escape_debug())));
+    }
+    serde_json::from_str(&text).map_err(|e| fail(format!("unexpected answer: {e}")))
+}
+
+/// `shoal fed trust`: stores the card; the stored card.
+pub async fn trust(api: &crate::cli::tasks::ApiArgs, card: &Path) -> Result<Card, FedCliError> {
+    // Checked here too, so that a bad file is named as the file.
+    let parsed = Card::load(card)?;
+    call(
+        api,
+        reqwest::Method::POST,
+        "/v1/fed/trust",
+        Body::Text(parsed.to_toml()),
+    )
+    .await
+}
+
+/// `shoal fed untrust`.
+pub async fn untrust(api: &crate::cli::tasks::ApiArgs, party: &str) -> Result<bool, FedCliError> {
+    let removed: crate::api::fed::Removed = call(
+        api,
+        reqwest::Method::DELETE,
+        &format!("/v1/fed/trust/{}", path_segment(party)),
+        Body::Empty,
+    )
+    .await?;
+    Ok(removed.removed)
+}
+
+/// `shoal fed export`.
+pub async fn export(
+    api: &crate::cli::tasks::ApiArgs,
+    service: &str,
+    port: u16,
+    to: &str,
+) -> Result<crate::api::fed::ExportView, FedCliError> {
+    let body = serde_json::json!({ "service": service, "port": port, "to": to });
+    call(
+        api,
+        reqwest::Method::POST,
+        "/v1/fed/exports",
+        Body::Json(body),
+    )
+    .await
+}
+
+/// `shoal fed unexport`.
+pub async fn unexport(
+    api: &crate::cli::tasks::ApiArgs,
+    service: &str,
+    to: &str,
+) -> Result<bool, FedCliError> {
+    let removed: crate::api::fed::Removed = call(
+        api,
+        reqwest::Method::DELETE,
+        &format!(
+            "/v1/fed/exports/{}/{}",
+            path_segment(to),
+            path_segment(service)
+        ),
+        Body::Empty,
+    )
+    .await?;
+    Ok(removed.removed)
+}
+
+/// Percent-encodes everything but unreserved characters, for a URL path.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// The trusted cards as a table, names escaped.
+pub fn trusted_table(cards: &[Card]) -> String {
+    let mut out = format!("{:<16} {:<66} {}\n", "PARTY", "PUBLIC_KEY", "GATEWAYS");
+    for card in cards {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<66} {}",
+            escaped(&card.party),
+            escaped(&card.public_key),
+            escaped(&card.gateways.join(","))
+        );
+    }
+    out
+}
+
+/// The exports as a table, names escaped.
+pub fn exports_table(exports: &[crate::api::fed::ExportView]) -> String {
+    let mut out = format!("{:<16} {:<24} {:>6} {}\n", "TO", "SERVICE", "PORT", "NODE");
+    for e in exports {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:>6} {}",
+            escaped(&e.to),
+            escaped(&e.service),
+            e.port,
+            escaped(&e.node)
+        );
+    }
+    out
 }
 
 /// `GET /v1/fed/links`.
@@ -139,6 +296,8 @@ mod tests {
             rtt_ms: Some(0.5),
             holding: true,
             holders: vec!["00".into()],
+            slot: Some(0),
+            holder: Some("00".into()),
         }];
         let table = links_table(&links);
         let row = table.lines().nth(1).unwrap();

@@ -144,6 +144,69 @@ pub enum FedCommand {
     },
     /// List a node's federation links.
     Links(FedLinksArgs),
+    /// Trust another party: store its card in the party's replicated
+    /// records (every gateway learns it and dials the party).
+    Trust {
+        /// Which node to ask.
+        #[command(flatten)]
+        api: tasks::ApiArgs,
+        /// The party's card (from its `shoal fed card`).
+        card: PathBuf,
+    },
+    /// Trust a party no more: remove its card; the gateways drop its links.
+    Untrust {
+        /// Which node to ask.
+        #[command(flatten)]
+        api: tasks::ApiArgs,
+        /// The party's name.
+        party: String,
+    },
+    /// List the trusted parties' cards.
+    Trusted {
+        /// Which node to ask.
+        #[command(flatten)]
+        api: tasks::ApiArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export the TCP service at 127.0.0.1:PORT on the node behind --api to
+    /// one trusted party, which reaches it with `shoal tunnel`.
+    Export {
+        /// The node the service runs on.
+        #[command(flatten)]
+        api: tasks::ApiArgs,
+        /// The service's name (1 to 64 of A-Z a-z 0-9 . _ -).
+        #[arg(long)]
+        service: String,
+        /// Its TCP port on that node's loopback.
+        #[arg(long)]
+        port: u16,
+        /// The trusted party it is exported to.
+        #[arg(long)]
+        to: String,
+    },
+    /// Remove an export; tunnels opened to it afterwards are refused.
+    Unexport {
+        /// Which node to ask.
+        #[command(flatten)]
+        api: tasks::ApiArgs,
+        /// The service's name.
+        #[arg(long)]
+        service: String,
+        /// The party it was exported to.
+        #[arg(long)]
+        to: String,
+    },
+    /// List the party's exported services.
+    Exports {
+        /// Which node to ask.
+        #[command(flatten)]
+        api: tasks::ApiArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `shoal fed links` flags.

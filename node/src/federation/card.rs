@@ -97,14 +97,17 @@ impl Card {
             path: path.to_path_buf(),
             source,
         })?;
-        let card: Card = toml::from_str(&text).map_err(|e| CardError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        crate::tls::ca::check_name(&card.party).map_err(|e| CardError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        Card::parse(&text, path)
+    }
+
+    /// Parses and checks a card's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Card, CardError> {
+        let parse_error = |message: String| CardError::Parse {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let card: Card = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        crate::tls::ca::check_name(&card.party).map_err(|e| parse_error(e.to_string()))?;
         card.trusted()?;
         card.dial_addrs()?;
         Ok(card)

@@ -7,6 +7,7 @@ use super::card::{quic_multiaddr, Card};
 use super::codec::{FedCodec, FED_PROTOCOL};
 use super::keys::GatewayIdentity;
 use super::metrics::FedMetrics;
+use super::records::FedRecords;
 use super::table::{FedHandle, LinkState};
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};
@@ -54,8 +55,11 @@ pub struct FedConfig {
     pub party: String,
     /// Our gateway key and voucher.
     pub identity: GatewayIdentity,
-    /// Trusted parties.
-    pub cards: Vec<Card>,
+    /// Parties trusted by flag (`--fed-trust`); the replicated records
+    /// add to them and, for the same party, replace them.
+    pub flag_cards: Vec<Card>,
+    /// The party's replicated federation records.
+    pub records: watch::Receiver<FedRecords>,
     /// This node's id in its party.
     pub me: NodeId,
     /// How many of the party's gateways hold each link.
@@ -106,6 +110,8 @@ struct LinkTask {
     /// Connections this gateway dialed, closed when it stops holding the
     /// link they serve (inbound ones stay: the peer party chose them).
     dialed: HashMap<ConnectionId, PeerId>,
+    flag_cards: Vec<Card>,
+    records: watch::Receiver<FedRecords>,
 }
 
 /// Binds the gateway and spawns its link task; returns the link table.
@@ -140,26 +146,10 @@ pub fn start(config: FedConfig, metrics: Arc<FedMetrics>) -> anyhow::Result<FedH
     swarm.listen_on(quic_multiaddr(config.listen))?;
 
     let table = FedHandle::default();
-    let now = Instant::now();
-    let mut trusted = Vec::new();
-    let mut parties = BTreeMap::new();
-    for card in &config.cards {
-        trusted.push(card.trusted()?);
-        parties.insert(
-            card.party.clone(),
-            PartyLink {
-                addrs: card.dial_addrs()?,
-                dialing: HashSet::new(),
-                failures: 0,
-                next_dial: now,
-            },
-        );
-        table.set(&card.party, LinkState::Down, None, None);
-        metrics.set_links_up(&card.party, false);
-    }
     tracing::info!(
         gateway = %config.listen, peer = %local_peer,
-        trusted = ?parties.keys().collect::<Vec<_>>(), "federation gateway listening"
+        trusted_by_flag = ?config.flag_cards.iter().map(|c| &c.party).collect::<Vec<_>>(),
+        "federation gateway listening"
     );
     let task = LinkTask {
         swarm,
@@ -170,8 +160,8 @@ pub fn start(config: FedConfig, metrics: Arc<FedMetrics>) -> anyhow::Result<FedH
             voucher: config.identity.voucher.clone(),
         },
         own_party: config.party,
-        trusted,
-        parties,
+        trusted: Vec::new(),
+        parties: BTreeMap::new(),
         peers: HashMap::new(),
         refusing: HashSet::new(),
         table: table.clone(),
@@ -180,7 +170,11 @@ pub fn start(config: FedConfig, metrics: Arc<FedMetrics>) -> anyhow::Result<FedH
         link_holders: config.link_holders,
         gateways: config.gateways,
         dialed: HashMap::new(),
+        flag_cards: config.flag_cards,
+        records: config.records,
     };
+    let mut task = task;
+    task.apply_trust(Instant::now());
     tokio::spawn(task.run());
     Ok(table)
 }
@@ -197,7 +191,90 @@ impl LinkTask {
         }
     }
 
+    /// The trusted cards: the flags', then the records', a record card
+    /// replacing a flag card of the same party.
+    fn trusted_cards(&self) -> BTreeMap<String, Card> {
+        let records = self.records.borrow();
+        self.flag_cards
+            .iter()
+            .chain(records.cards.iter())
+            .map(|c| (c.party.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Brings the dial table in line with the trusted cards: new parties
+    /// are dialled, changed cards take effect, and the links of a party no
+    /// longer trusted are dropped.
+    fn apply_trust(&mut self, now: Instant) {
+        let mut trusted = Vec::new();
+        let mut wanted = BTreeMap::new();
+        for (party, card) in self.trusted_cards() {
+            if party == self.own_party {
+                continue;
+            }
+            match (card.trusted(), card.dial_addrs()) {
+                (Ok(t), Ok(addrs)) => {
+                    trusted.push(t);
+                    wanted.insert(party, addrs);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(party = ?party, error = %e, "an unusable trusted card is skipped");
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .parties
+            .keys()
+            .filter(|p| !wanted.contains_key(*p))
+            .cloned()
+            .collect();
+        for party in gone {
+            tracing::info!(party = ?party, "party trusted no more; dropping its links");
+            self.parties.remove(&party);
+            self.table.remove(&party);
+            self.metrics.forget(&party);
+            let peers: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.party.as_deref() == Some(party.as_str()))
+                .map(|(id, _)| *id)
+                .collect();
+            for peer in peers {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.party = None;
+                }
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+        for (party, addrs) in wanted {
+            match self.parties.get_mut(&party) {
+                Some(link) => link.addrs = addrs,
+                None => {
+                    tracing::info!(party = ?party, "party trusted; its links will be dialled");
+                    self.table.set(&party, LinkState::Down, None, None);
+                    self.metrics.set_links_up(&party, false);
+                    self.parties.insert(
+                        party,
+                        PartyLink {
+                            addrs,
+                            dialing: HashSet::new(),
+                            failures: 0,
+                            next_dial: now,
+                        },
+                    );
+                }
+            }
+        }
+        // A changed key takes effect for the next hello; a peer accepted
+        // under the old key keeps its link until it drops.
+        self.trusted = trusted;
+    }
+
     fn on_tick(&mut self, now: Instant) {
+        if self.records.has_changed().unwrap_or(false) {
+            self.records.mark_unchanged();
+            self.apply_trust(now);
+        }
         let silent: Vec<PeerId> = self
             .peers
             .iter()
@@ -254,10 +331,11 @@ impl LinkTask {
         let mut holding = HashSet::new();
         for party in self.parties.keys() {
             let chosen = holders(party, &view, self.link_holders);
-            let mine = chosen.contains(&self.me);
+            let slot = chosen.iter().position(|id| *id == self.me);
+            let mine = slot.is_some();
             self.metrics.set_link_holders(party, chosen.len());
             self.table
-                .set_holders(party, mine, chosen.iter().map(NodeId::to_hex).collect());
+                .set_holders(party, slot, chosen.iter().map(NodeId::to_hex).collect());
             if mine {
                 holding.insert(party.clone());
             }

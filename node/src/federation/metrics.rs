@@ -84,4 +84,13 @@ impl FedMetrics {
             })
             .set(i64::from(up));
     }
+
+    /// Drops the gauges of a party no longer trusted.
+    pub fn forget(&self, party: &str) {
+        let label = PartyLabel {
+            party: party.to_string(),
+        };
+        self.links_up.remove(&label);
+        self.link_holders.remove(&label);
+    }
 }

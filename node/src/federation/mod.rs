@@ -8,6 +8,7 @@ pub mod codec;
 pub mod keys;
 pub mod link;
 pub mod metrics;
+pub mod records;
 pub mod table;
 pub mod view;
 

@@ -37,9 +37,17 @@ pub struct LinkView {
     #[serde(default)]
     pub holding: bool,
     /// The ids of the party's gateways that hold the link, as this node's
-    /// membership view sees them.
+    /// membership view sees them, slot 0 first.
     #[serde(default)]
     pub holders: Vec<String>,
+    /// The link slot this node holds (its place among `holders`), or
+    /// `None` when it holds none of the party's slots.
+    #[serde(default)]
+    pub slot: Option<usize>,
+    /// The holder of that slot (this node), or, on a node holding no slot,
+    /// the holder of slot 0.
+    #[serde(default)]
+    pub holder: Option<String>,
 }
 
 /// Unix time now, in ms.
@@ -85,6 +93,8 @@ impl FedHandle {
             rtt_ms: None,
             holding: false,
             holders: Vec::new(),
+            slot: None,
+            holder: None,
         });
         if row.state != state {
             row.since_ms = unix_ms();
@@ -95,11 +105,21 @@ impl FedHandle {
         row.remote = remote;
     }
 
+    /// Drops the row of a party no longer trusted.
+    pub(crate) fn remove(&self, party: &str) {
+        self.links
+            .lock()
+            .expect("link table lock poisoned")
+            .remove(party);
+    }
+
     /// Records who holds a party's link.
-    pub(crate) fn set_holders(&self, party: &str, holding: bool, holders: Vec<String>) {
+    pub(crate) fn set_holders(&self, party: &str, slot: Option<usize>, holders: Vec<String>) {
         let mut links = self.links.lock().expect("link table lock poisoned");
         if let Some(row) = links.get_mut(party) {
-            row.holding = holding;
+            row.holding = slot.is_some();
+            row.slot = slot;
+            row.holder = holders.get(slot.unwrap_or(0)).cloned();
             row.holders = holders;
         }
     }

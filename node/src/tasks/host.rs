@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 use shoal_protocol::coordinator::{
     Bootstrap, Config, Coordinator, Effect, KillReason, OpError, RequestId,
 };
+use shoal_protocol::federation::records::RecordSet;
 use shoal_protocol::gossip::NodeState;
 use shoal_protocol::membership::MemberState;
 use shoal_protocol::paxos::{GroupStatus, StoreKey, StoreValue, StoreWrite, Value};
@@ -92,6 +93,7 @@ enum Pending {
     Submit(oneshot::Sender<Result<TaskId, TaskError>>),
     Get(oneshot::Sender<Result<TaskRead, TaskError>>),
     Cancel(oneshot::Sender<Result<(), TaskError>>),
+    Records(oneshot::Sender<Result<RecordSet, TaskError>>),
     Logs {
         query: LogQuery,
         reply: oneshot::Sender<Result<LogPiece, TaskError>>,
@@ -495,6 +497,24 @@ impl Host {
                     let _ = reply.send(Err(request_error(e)));
                 }
             },
+            Request::Records {
+                register,
+                edit,
+                reply,
+            } => {
+                let started = match edit {
+                    None => self.coord.read_job(now, register),
+                    Some(edit) => self.coord.edit_records(now, register, edit),
+                };
+                match started {
+                    Ok(r) => {
+                        self.pending.insert(r, Pending::Records(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(request_error(e)));
+                    }
+                }
+            }
             Request::List {
                 state,
                 limit,
@@ -611,6 +631,7 @@ impl Host {
             Pending::Submit(tx) => !tx.is_closed(),
             Pending::Get(tx) => !tx.is_closed(),
             Pending::Cancel(tx) => !tx.is_closed(),
+            Pending::Records(tx) => !tx.is_closed(),
             Pending::Logs { reply, .. } => !reply.is_closed(),
         });
     }
@@ -755,6 +776,11 @@ impl Host {
                 },
                 _ => {}
             },
+            Effect::JobDone { request, result } => {
+                if let Some(Pending::Records(tx)) = self.pending.remove(&request) {
+                    let _ = tx.send(records_result(result));
+                }
+            }
             Effect::AttemptCommitted {
                 task,
                 attempt,
@@ -783,7 +809,6 @@ impl Host {
                 );
             }
             Effect::Warning { message } => tracing::warn!("{message}"),
-            _ => {}
         }
     }
 
@@ -1009,6 +1034,18 @@ fn request_error(e: shoal_protocol::coordinator::RequestError) -> TaskError {
         E::Members => TaskError::Invalid(e.to_string()),
         E::Overloaded | E::UnknownShard(_) => TaskError::Unavailable(format!(
             "{e} (the node may still be joining the mesh; retry)"
+        )),
+    }
+}
+
+fn records_result(result: Result<Option<Vec<u8>>, OpError>) -> Result<RecordSet, TaskError> {
+    match result {
+        Ok(bytes) => RecordSet::decode(bytes.as_deref())
+            .map_err(|e| TaskError::Unavailable(format!("the record register: {e}"))),
+        Err(OpError::Refused(Refusal::Record(e))) => Err(TaskError::Invalid(e.to_string())),
+        Err(OpError::Refused(r)) => Err(TaskError::Conflict(r.to_string())),
+        Err(OpError::NoQuorum) => Err(TaskError::Unavailable(
+            "no majority of the records' shard group answered; retry".into(),
         )),
     }
 }

@@ -15,6 +15,7 @@ pub mod preflight;
 pub mod view;
 
 use crate::exec::LogStream;
+use shoal_protocol::federation::records::{RecordEdit, RecordSet};
 use shoal_protocol::tasks::fit::Unfit;
 use shoal_protocol::tasks::{TaskId, TaskRecord, TaskSpec};
 use std::time::Duration;
@@ -105,6 +106,16 @@ pub enum Request {
     Drain(bool, oneshot::Sender<Result<(), TaskError>>),
     /// Cancel a non-final task.
     Cancel(TaskId, oneshot::Sender<Result<(), TaskError>>),
+    /// Read a record set (`register` one of
+    /// `shoal_protocol::federation::records`'s) linearizably, or edit it.
+    Records {
+        /// The register holding the set.
+        register: u64,
+        /// `None` reads; an edit is applied in one round.
+        edit: Option<RecordEdit>,
+        /// The set after the operation.
+        reply: oneshot::Sender<Result<RecordSet, TaskError>>,
+    },
     /// Read a task's log from the node that ran the attempt.
     Logs {
         /// The task.
@@ -179,6 +190,30 @@ impl TasksHandle {
     /// Reads a piece of the task's log.
     pub async fn logs(&self, task: TaskId, query: LogQuery) -> Result<LogPiece, TaskError> {
         self.ask(|reply| Request::Logs { task, query, reply }).await
+    }
+
+    /// The record set in `register`, read linearizably.
+    pub async fn read_records(&self, register: u64) -> Result<RecordSet, TaskError> {
+        self.ask(|reply| Request::Records {
+            register,
+            edit: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies `edit` to the record set in `register`; the set after it.
+    pub async fn edit_records(
+        &self,
+        register: u64,
+        edit: RecordEdit,
+    ) -> Result<RecordSet, TaskError> {
+        self.ask(|reply| Request::Records {
+            register,
+            edit: Some(edit),
+            reply,
+        })
+        .await
     }
 
     /// Records this node knows, by state.

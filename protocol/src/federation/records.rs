@@ -125,6 +125,47 @@ pub fn export_name(to: &str, service: &str) -> String {
     format!("{to}/{service}")
 }
 
+/// Longest service name.
+pub const MAX_SERVICE_NAME: usize = 64;
+
+/// One exported service: the TCP service at `127.0.0.1:port` on `node`,
+/// open to party `to` through the party's links.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportRecord {
+    /// The service's name, unique per receiving party.
+    pub service: String,
+    /// The party it is exported to.
+    pub to: String,
+    /// The node the service runs on.
+    pub node: crate::NodeId,
+    /// Its TCP port on that node's loopback.
+    pub port: u16,
+}
+
+impl ExportRecord {
+    /// The record's name and value in the exports set.
+    pub fn to_edit(&self) -> RecordEdit {
+        RecordEdit::Put {
+            name: export_name(&self.to, &self.service),
+            value: wire::encode(self),
+        }
+    }
+
+    /// Decodes a value of the exports set.
+    pub fn decode(bytes: &[u8]) -> Result<ExportRecord, RecordError> {
+        wire::decode(bytes, MAX_VALUE_BYTES).map_err(|e| RecordError::Corrupt(e.to_string()))
+    }
+}
+
+/// Whether `name` is a usable service name: 1 to 64 of `A-Za-z0-9._-`.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Applies edit `id` to a register's current bytes, once: the new bytes,
 /// or why the edit is refused. The proposer of the round calls this on the
 /// value a majority holds.
