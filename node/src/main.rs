@@ -80,6 +80,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", fed::links_table(&links));
             }
         }
+        Command::Tunnel(args) => {
+            let out = runtime()?.block_on(fed::tunnel(&args))?;
+            if args.close.is_some() {
+                eprintln!("tunnel {out} closed");
+            } else if !out.is_empty() {
+                println!("{out}");
+            }
+        }
         Command::Fed {
             command: FedCommand::Trust { api, card },
         } => {

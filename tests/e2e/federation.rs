@@ -418,3 +418,132 @@ fn fed_trust_records_link_two_parties_and_untrust_drops_the_link() {
     });
     assert!(counted.is_some(), "alpha never refused beta after untrust");
 }
+
+/// A party of three agents on loopback: `gw1` holds the links, `n2` and
+/// `n3` are plain members. Each trusts `peer_card` through its records.
+fn three_node_site(site: &Site) -> Vec<Agent> {
+    let mut gateway = site.party.spec("gw1");
+    gateway.extra_args = vec!["--gateway".into(), site.gateway.clone()];
+    let first = gateway.start_fresh(&[]);
+    let seed = [first.spec.listen];
+    let mut agents = vec![first];
+    agents.extend((2..=3).map(|i| site.party.spec(&format!("n{i}")).start_fresh(&seed)));
+    agents
+}
+
+/// An echo service on a free loopback port, for a bounded number of
+/// connections; its port.
+fn echo_service(connections: usize) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(connections) {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = conn.try_clone().unwrap();
+                let mut writer = conn;
+                let _ = std::io::copy(&mut reader, &mut writer);
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// Sends `len` pseudo-random bytes through `addr` and reads the echo back;
+/// whether every byte came back in order, and how long it took.
+fn echo_through(addr: &str, len: usize) -> (bool, Duration) {
+    use std::io::{Read, Write};
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let started = Instant::now();
+    let conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let sent = data.clone();
+    let send = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::with_capacity(len);
+    let mut reader = conn;
+    let _ = reader.read_to_end(&mut back);
+    send.join().unwrap();
+    (back == data, started.elapsed())
+}
+
+#[test]
+fn fed_tunnel_carries_a_connection_across_both_meshes_and_refuses_what_is_not_exported() {
+    let alpha = Site::new("alpha");
+    let beta = Site::new("beta");
+    let a = three_node_site(&alpha);
+    let b = three_node_site(&beta);
+    for (agent, card) in [(&a[1], &beta.card), (&b[2], &alpha.card)] {
+        let card = card.display().to_string();
+        let trusted = wait_for(LINK_DEADLINE, POLL, || {
+            shoal_at(agent, &["fed", "trust", &card]).ok()
+        });
+        assert!(
+            trusted.is_some(),
+            "trust failed: {:?}",
+            shoal_at(agent, &["fed", "trust", &card])
+        );
+    }
+    wait_link(&a[0], "beta", true);
+    // The service runs on beta's n3, which is no gateway, and is exported
+    // from there; alpha opens the tunnel at n2, which is no gateway either.
+    let port = echo_service(8);
+    shoal_at(
+        &b[2],
+        &[
+            "fed",
+            "export",
+            "--service",
+            "echo",
+            "--port",
+            &port.to_string(),
+            "--to",
+            "alpha",
+        ],
+    )
+    .expect("export");
+    let local = wait_for(LINK_DEADLINE, POLL, || {
+        shoal_at(&a[1], &["tunnel", "beta/echo"]).ok()
+    })
+    .unwrap_or_else(|| panic!("no tunnel: {:?}", shoal_at(&a[1], &["tunnel", "beta/echo"])));
+    let local = local.trim().to_string();
+    assert!(
+        local.starts_with("127.0.0.1:") && local["127.0.0.1:".len()..].parse::<u16>().is_ok(),
+        "tunnel printed {local:?}, not only 127.0.0.1:PORT"
+    );
+    const LEN: usize = 32 << 20;
+    let (intact, took) = echo_through(&local, LEN);
+    assert!(
+        intact,
+        "the echo through the tunnel differs from what was sent"
+    );
+    println!(
+        "{} MiB each way through n2 -> gw1 -> link -> gw1 -> n3 in {took:?}",
+        LEN >> 20
+    );
+
+    // What is not exported to alpha is refused, with the reason.
+    let error = shoal_at(&a[1], &["tunnel", "beta/secret"]).expect_err("a tunnel to nothing");
+    assert!(error.contains("not exported"), "{error}");
+    assert!(error.contains("403"), "{error}");
+
+    shoal_at(&a[1], &["tunnel", "--close", &local]).expect("close");
+    let refused = std::net::TcpStream::connect(&local);
+    assert!(
+        refused.is_err(),
+        "the closed tunnel still accepts connections"
+    );
+}

@@ -89,7 +89,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         &metrics,
     )?;
     let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
-    let fed = start_federation(&config, &material, &metrics, &mesh, &tasks)?;
+    let (fed, gateway) = match start_federation(&config, &material, &metrics, &mesh, &tasks)? {
+        Some((handle, streams, records)) => (Some(handle), Some((streams, records))),
+        None => (None, None),
+    };
+    let relay = crate::federation::tunnel::Relay::new(
+        material.node_id,
+        net.transport.clone(),
+        mesh.commands.clone(),
+        config.fed_link_holders,
+        gateway,
+    );
+    relay.serve();
+    let tunnels = crate::federation::tunnel::Tunnels::new(relay);
     let health = health::spawn_checks(&config.data_dir, &config.builtin_health, &config.checks);
     let (drain, mut drain_watch) = drain::channel(load.clone());
     tokio::spawn(state::publish_state(
@@ -109,6 +121,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         me: material.node_id,
         started: std::time::Instant::now(),
         fed,
+        tunnels,
         drain,
         load,
     };
@@ -302,7 +315,13 @@ fn start_federation(
     metrics: &Arc<Metrics>,
     mesh: &Mesh,
     tasks: &crate::tasks::TasksHandle,
-) -> anyhow::Result<Option<crate::federation::FedHandle>> {
+) -> anyhow::Result<
+    Option<(
+        crate::federation::FedHandle,
+        crate::federation::LinkStreams,
+        tokio::sync::watch::Receiver<crate::federation::records::FedRecords>,
+    )>,
+> {
     let Some(listen) = config.gateway else {
         if !config.fed_trust.is_empty() {
             tracing::warn!("--fed-trust without --gateway: this node holds no federation links");
@@ -324,13 +343,14 @@ fn start_federation(
         .iter()
         .map(|path| crate::federation::Card::load(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let handle = crate::federation::start(
+    let records = crate::federation::records::watch_records(tasks.clone());
+    let (handle, streams) = crate::federation::start(
         crate::federation::FedConfig {
             listen,
             party: material.party.clone(),
             identity,
             flag_cards,
-            records: crate::federation::records::watch_records(tasks.clone()),
+            records: records.clone(),
             me: material.node_id,
             link_holders: config.fed_link_holders,
             gateways: crate::federation::view::watch_gateways(
@@ -345,7 +365,7 @@ fn start_federation(
         metrics.fed.clone(),
     )
     .context("starting the federation gateway")?;
-    Ok(Some(handle))
+    Ok(Some((handle, streams, records)))
 }
 
 /// Stage 6: the HTTP API.

@@ -2,6 +2,7 @@
 //! services (both replicated record sets, docs/federation.md).
 
 use super::{ApiError, ApiState};
+use crate::federation::tunnel::{TunnelError, TunnelView};
 use crate::federation::{Card, LinkView};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -211,4 +212,71 @@ pub async fn unexport(
     Ok(Json(Removed {
         removed: before.records.contains_key(&name),
     }))
+}
+
+impl From<TunnelError> for ApiError {
+    fn from(e: TunnelError) -> Self {
+        let status = match &e {
+            TunnelError::Refused(_) => StatusCode::FORBIDDEN,
+            TunnelError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TunnelError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// `POST /v1/tunnels` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelBody {
+    /// The peer party.
+    pub party: String,
+    /// Its exported service.
+    pub service: String,
+}
+
+/// `GET /v1/tunnels`.
+pub async fn tunnels(State(state): State<ApiState>) -> Json<Vec<TunnelView>> {
+    Json(state.tunnels.list())
+}
+
+/// `POST /v1/tunnels`: checks the path to the service and opens a local
+/// port that carries connections there.
+pub async fn open_tunnel(
+    State(state): State<ApiState>,
+    body: Result<Json<TunnelBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TunnelView>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if !valid_service_name(&body.service) {
+        return Err(bad_field(
+            "service",
+            format!(
+                "service {:?}: want 1 to {MAX_SERVICE_NAME} of A-Z a-z 0-9 . _ -",
+                body.service
+            ),
+        ));
+    }
+    if body.party == state.party {
+        return Err(bad_field(
+            "party",
+            format!(
+                "party {:?} is this party; a tunnel goes to another party",
+                body.party
+            ),
+        ));
+    }
+    Ok(Json(state.tunnels.open(&body.party, &body.service).await?))
+}
+
+/// `DELETE /v1/tunnels/{port}`.
+pub async fn close_tunnel(
+    State(state): State<ApiState>,
+    Path(port): Path<u16>,
+) -> Result<Json<TunnelView>, ApiError> {
+    state.tunnels.close(port).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no tunnel listens on 127.0.0.1:{port} at this agent"),
+        )
+    })
 }

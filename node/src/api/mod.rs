@@ -50,6 +50,8 @@ pub struct ApiState {
     pub started: std::time::Instant,
     /// The federation link table, on a gateway.
     pub fed: Option<crate::federation::FedHandle>,
+    /// This agent's tunnels to peer parties' services.
+    pub tunnels: crate::federation::tunnel::Tunnels,
     /// Starts and cancels a drain of this node.
     pub drain: crate::agent::drain::DrainControl,
     /// What runs on this node, for the metrics.
@@ -70,6 +72,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/fed/trust", get(fed::trusted).post(fed::trust))
         .route("/v1/fed/trust/{party}", axum::routing::delete(fed::untrust))
         .route("/v1/fed/exports", get(fed::exports).post(fed::export))
+        .route("/v1/tunnels", get(fed::tunnels).post(fed::open_tunnel))
+        .route(
+            "/v1/tunnels/{port}",
+            axum::routing::delete(fed::close_tunnel),
+        )
         .route(
             "/v1/fed/exports/{party}/{service}",
             axum::routing::delete(fed::unexport),

@@ -33,6 +33,9 @@ pub enum FedCliError {
     /// The CA has no federation key.
     #[error("{0} has no federation key; make one with `shoal fed init --dir DIR`")]
     NoFederationKey(String),
+    /// The command line is wrong.
+    #[error("{0}")]
+    Usage(String),
     /// The node could not be reached or answered badly.
     #[error("the shoal API at {url}: {reason}")]
     Api {
@@ -178,6 +181,57 @@ pub async fn unexport(
     )
     .await?;
     Ok(removed.removed)
+}
+
+/// `shoal tunnel PARTY/SERVICE`: the local address of the new tunnel.
+pub async fn tunnel(args: &crate::cli::TunnelArgs) -> Result<String, FedCliError> {
+    let usage = |m: String| FedCliError::Usage(m);
+    if let Some(close) = &args.close {
+        let port = close
+            .strip_prefix("127.0.0.1:")
+            .unwrap_or(close)
+            .parse::<u16>()
+            .map_err(|_| usage(format!("--close {close:?}: want 127.0.0.1:PORT")))?;
+        let closed: crate::federation::tunnel::TunnelView = call(
+            &args.api,
+            reqwest::Method::DELETE,
+            &format!("/v1/tunnels/{port}"),
+            Body::Empty,
+        )
+        .await?;
+        return Ok(closed.local);
+    }
+    if args.list {
+        let open: Vec<crate::federation::tunnel::TunnelView> =
+            call(&args.api, reqwest::Method::GET, "/v1/tunnels", Body::Empty).await?;
+        let mut out = String::new();
+        for t in open {
+            let _ = writeln!(
+                out,
+                "{} {}/{}",
+                t.local,
+                escaped(&t.party),
+                escaped(&t.service)
+            );
+        }
+        return Ok(out.trim_end().to_string());
+    }
+    let target = args.target.as_deref().unwrap_or_default();
+    let Some((party, service)) = target.split_once('/') else {
+        return Err(usage(format!(
+            "{:?}: want PARTY/SERVICE, e.g. beta/db",
+            escaped(target)
+        )));
+    };
+    let body = serde_json::json!({ "party": party, "service": service });
+    let open: crate::federation::tunnel::TunnelView = call(
+        &args.api,
+        reqwest::Method::POST,
+        "/v1/tunnels",
+        Body::Json(body),
+    )
+    .await?;
+    Ok(open.local)
 }
 
 /// Percent-encodes everything but unreserved characters, for a URL path.

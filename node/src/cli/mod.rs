@@ -54,6 +54,9 @@ pub enum Command {
         #[command(subcommand)]
         command: FedCommand,
     },
+    /// Open a tunnel to a peer party's exported service: prints only the
+    /// local address (127.0.0.1:PORT) that carries connections there.
+    Tunnel(TunnelArgs),
     /// List the members a node knows of.
     Members(MembersArgs),
     /// Exit 0 if an agent answers /healthz (or /readyz); for HEALTHCHECKs and probes.
@@ -207,6 +210,23 @@ pub enum FedCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `shoal tunnel` flags.
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["target", "close", "list"]))]
+pub struct TunnelArgs {
+    /// The agent that listens for the tunnel's connections.
+    #[command(flatten)]
+    pub api: tasks::ApiArgs,
+    /// PARTY/SERVICE: the peer party and the service it exported to us.
+    pub target: Option<String>,
+    /// Close the tunnel listening on this address (127.0.0.1:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub close: Option<String>,
+    /// List the agent's open tunnels.
+    #[arg(long)]
+    pub list: bool,
 }
 
 /// `shoal fed links` flags.

@@ -73,6 +73,38 @@ struct FedBehaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     hello: request_response::Behaviour<FedCodec>,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// What the tunnel relay needs of the links: raw streams to peer
+/// gateways, and which peers a hello proved, by party.
+#[derive(Clone)]
+pub struct LinkStreams {
+    /// Opens and accepts streams on the swarm's connections.
+    pub control: libp2p_stream::Control,
+    /// Peers whose hello was accepted, with the party each speaks for.
+    pub vouched: Arc<std::sync::Mutex<HashMap<PeerId, String>>>,
+}
+
+impl LinkStreams {
+    /// The party a linked peer speaks for.
+    pub fn party_of(&self, peer: &PeerId) -> Option<String> {
+        lock(&self.vouched).get(peer).cloned()
+    }
+
+    /// A linked peer gateway of `party`, if any link to it is up here.
+    pub fn peer_of(&self, party: &str) -> Option<PeerId> {
+        lock(&self.vouched)
+            .iter()
+            .find(|(_, p)| *p == party)
+            .map(|(id, _)| *id)
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Dial state of one trusted party.
@@ -112,10 +144,16 @@ struct LinkTask {
     dialed: HashMap<ConnectionId, PeerId>,
     flag_cards: Vec<Card>,
     records: watch::Receiver<FedRecords>,
+    /// Shared with the tunnel relay: accepted peers and their parties.
+    vouched: Arc<std::sync::Mutex<HashMap<PeerId, String>>>,
 }
 
-/// Binds the gateway and spawns its link task; returns the link table.
-pub fn start(config: FedConfig, metrics: Arc<FedMetrics>) -> anyhow::Result<FedHandle> {
+/// Binds the gateway and spawns its link task; returns the link table and
+/// the links' streams.
+pub fn start(
+    config: FedConfig,
+    metrics: Arc<FedMetrics>,
+) -> anyhow::Result<(FedHandle, LinkStreams)> {
     let keypair = config.identity.keypair.clone();
     let local_peer = keypair.public().to_peer_id();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -140,12 +178,17 @@ pub fn start(config: FedConfig, metrics: Arc<FedMetrics>) -> anyhow::Result<FedH
                 [(FED_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(HELLO_TIMEOUT),
             ),
+            stream: libp2p_stream::Behaviour::new(),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     swarm.listen_on(quic_multiaddr(config.listen))?;
 
     let table = FedHandle::default();
+    let streams = LinkStreams {
+        control: swarm.behaviour().stream.new_control(),
+        vouched: Arc::default(),
+    };
     tracing::info!(
         gateway = %config.listen, peer = %local_peer,
         trusted_by_flag = ?config.flag_cards.iter().map(|c| &c.party).collect::<Vec<_>>(),
@@ -172,11 +215,12 @@ pub fn start(config: FedConfig, metrics: Arc<FedMetrics>) -> anyhow::Result<FedH
         dialed: HashMap::new(),
         flag_cards: config.flag_cards,
         records: config.records,
+        vouched: streams.vouched.clone(),
     };
     let mut task = task;
     task.apply_trust(Instant::now());
     tokio::spawn(task.run());
-    Ok(table)
+    Ok((table, streams))
 }
 
 impl LinkTask {
@@ -240,6 +284,7 @@ impl LinkTask {
                 .map(|(id, _)| *id)
                 .collect();
             for peer in peers {
+                lock(&self.vouched).remove(&peer);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.party = None;
                 }
@@ -410,6 +455,7 @@ impl LinkTask {
                     return;
                 }
                 self.refusing.remove(&peer_id);
+                lock(&self.vouched).remove(&peer_id);
                 if let Some(party) = self.peers.remove(&peer_id).and_then(|p| p.party) {
                     self.link_lost(&party, &peer_id);
                 }
@@ -564,6 +610,7 @@ impl LinkTask {
             return;
         };
         peer.party = Some(party.to_string());
+        lock(&self.vouched).insert(*peer_id, party.to_string());
         let remote = peer.remote.to_string();
         if let Some(link) = self.parties.get_mut(party) {
             link.failures = 0;

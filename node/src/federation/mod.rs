@@ -10,8 +10,9 @@ pub mod link;
 pub mod metrics;
 pub mod records;
 pub mod table;
+pub mod tunnel;
 pub mod view;
 
 pub use card::Card;
-pub use link::{start, FedConfig};
+pub use link::{start, FedConfig, LinkStreams};
 pub use table::{FedHandle, LinkState, LinkView};

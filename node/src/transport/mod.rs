@@ -128,7 +128,23 @@ struct Shared {
     peers: Mutex<HashMap<SocketAddr, mpsc::Sender<Outbound>>>,
     /// Payloads queued or being sent, for a bounded flush at shutdown.
     in_flight: AtomicUsize,
+    /// Where bidirectional streams opened by peers go (tunnels), once a
+    /// server asked for them.
+    streams: Mutex<Option<mpsc::Sender<MeshStream>>>,
 }
+
+/// A bidirectional stream a party member opened to this node.
+pub struct MeshStream {
+    /// The authenticated member.
+    pub peer: NodeId,
+    /// Our sending half.
+    pub send: quinn::SendStream,
+    /// Our receiving half.
+    pub recv: quinn::RecvStream,
+}
+
+/// Bidirectional streams waiting for the tunnel server.
+const MESH_STREAM_QUEUE: usize = 64;
 
 /// The QUIC endpoint of one node.
 #[derive(Clone)]
@@ -210,10 +226,31 @@ impl Transport {
                 conns: Mutex::new(HashMap::new()),
                 peers: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
+                streams: Mutex::new(None),
             }),
         };
         tokio::spawn(accept_loop(transport.shared.clone()));
         Ok(transport)
+    }
+
+    /// Hands every bidirectional stream peers open from now on to the
+    /// receiver (a second call replaces the first receiver).
+    pub fn serve_streams(&self) -> mpsc::Receiver<MeshStream> {
+        let (tx, rx) = mpsc::channel(MESH_STREAM_QUEUE);
+        *lock(&self.shared.streams) = Some(tx);
+        rx
+    }
+
+    /// Opens a bidirectional stream to the member at `dst`, dialling it
+    /// when there is no live connection.
+    pub async fn open_stream(
+        &self,
+        dst: SocketAddr,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+        let conn = connection_to(&self.shared, dst)
+            .await
+            .ok_or_else(|| format!("cannot reach the member at {dst}"))?;
+        conn.open_bi().await.map_err(|e| e.to_string())
     }
 
     /// The bound address.
@@ -492,11 +529,23 @@ async fn read_connection(shared: Arc<Shared>, conn: Connection, peer_id: NodeId)
                 Err(_) => break,
             },
             stream = conn.accept_bi() => match stream {
-                Ok((mut send, recv)) => {
-                    // No request/response protocol yet: read the frame like
-                    // a uni stream and close our half.
-                    let _ = send.finish();
-                    tokio::spawn(read_stream(shared.clone(), src, peer_id, recv));
+                Ok((send, recv)) => {
+                    let server = lock(&shared.streams).clone();
+                    match server {
+                        Some(server) => {
+                            let stream = MeshStream { peer: peer_id, send, recv };
+                            if server.try_send(stream).is_err() {
+                                tracing::debug!(peer = %src, "stream queue full; stream dropped");
+                            }
+                        }
+                        None => {
+                            // Nobody serves streams here: read the frame
+                            // like a uni stream and close our half.
+                            let mut send = send;
+                            let _ = send.finish();
+                            tokio::spawn(read_stream(shared.clone(), src, peer_id, recv));
+                        }
+                    }
                 }
                 Err(_) => break,
             },

@@ -8,6 +8,7 @@
 
 pub mod holders;
 pub mod records;
+pub mod tunnel;
 
 use crate::wire::fed::{Hello, RefuseReason, FED_PROTOCOL_VERSION};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};

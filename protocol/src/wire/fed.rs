@@ -90,6 +90,52 @@ pub enum FedResponse {
     Refused(RefuseReason),
 }
 
+/// The largest tunnel header or reply.
+pub const MAX_TUNNEL_HEADER_BYTES: usize = 4 * 1024;
+
+/// The first message on a tunnel stream, on every hop of its path
+/// (`node -> link holder -> link -> peer gateway -> service node`). With
+/// `probe` the path is checked end to end and no service is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TunnelOpen {
+    /// Mesh hop to one of the party's link holders: carry this stream to
+    /// `service` of `party`.
+    ToParty {
+        /// The peer party.
+        party: String,
+        /// Its exported service.
+        service: String,
+        /// Check only.
+        probe: bool,
+    },
+    /// Link hop: the asking party is the one the link's hello proved.
+    ToService {
+        /// The exported service.
+        service: String,
+        /// Check only.
+        probe: bool,
+    },
+    /// Mesh hop to the node the service runs on.
+    ToPort {
+        /// The service's port on that node's loopback.
+        port: u16,
+        /// Check only.
+        probe: bool,
+    },
+}
+
+/// The answer to a [`TunnelOpen`], passed back along the path; after
+/// [`TunnelReply::Open`] the stream carries the connection's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TunnelReply {
+    /// The service is connected (or, for a probe, reachable).
+    Open,
+    /// The service is not exported to the asking party; nothing reached it.
+    Refused(String),
+    /// The path is broken now (no link, a dead node, the service down).
+    Unavailable(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
