@@ -480,6 +480,27 @@ fn echo_through(addr: &str, len: usize) -> (bool, Duration) {
     (back == data, started.elapsed())
 }
 
+const ROUND_TRIPS: usize = 200;
+
+/// The median 1-byte echo round trip through `addr` on one connection.
+fn round_trip(addr: &str) -> Duration {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_nodelay(true).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut times: Vec<Duration> = (0..ROUND_TRIPS)
+        .map(|_| {
+            let started = Instant::now();
+            conn.write_all(b"x").unwrap();
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte).unwrap();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
 #[test]
 fn fed_tunnel_carries_a_connection_across_both_meshes_and_refuses_what_is_not_exported() {
     let alpha = Site::new("alpha");
@@ -500,7 +521,7 @@ fn fed_tunnel_carries_a_connection_across_both_meshes_and_refuses_what_is_not_ex
     wait_link(&a[0], "beta", true);
     // The service runs on beta's n3, which is no gateway, and is exported
     // from there; alpha opens the tunnel at n2, which is no gateway either.
-    let port = echo_service(8);
+    let port = echo_service(16);
     shoal_at(
         &b[2],
         &[
@@ -530,9 +551,18 @@ fn fed_tunnel_carries_a_connection_across_both_meshes_and_refuses_what_is_not_ex
         intact,
         "the echo through the tunnel differs from what was sent"
     );
+    let direct_addr = format!("127.0.0.1:{port}");
+    let (direct_intact, direct) = echo_through(&direct_addr, LEN);
+    assert!(direct_intact, "the direct echo differs from what was sent");
     println!(
-        "{} MiB each way through n2 -> gw1 -> link -> gw1 -> n3 in {took:?}",
-        LEN >> 20
+        "{} MiB each way through n2 -> gw1 -> link -> gw1 -> n3 in {took:?}; direct {direct:?} \
+         (tunnel throughput {:.0}% of direct)",
+        LEN >> 20,
+        100.0 * direct.as_secs_f64() / took.as_secs_f64()
+    );
+    let (tunnel_rtt, direct_rtt) = (round_trip(&local), round_trip(&direct_addr));
+    println!(
+        "1-byte round trip: tunnel {tunnel_rtt:?}, direct {direct_rtt:?} (median of {ROUND_TRIPS})"
     );
 
     // What is not exported to alpha is refused, with the reason.
