@@ -317,6 +317,7 @@ impl Relay {
         {
             Ok(Ok(open)) => open,
             _ => {
+                self.transport.count_decode_error();
                 tracing::debug!(peer = %stream.peer.to_hex(), "a mesh stream without a tunnel header");
                 return;
             }

@@ -253,6 +253,12 @@ impl Transport {
         conn.open_bi().await.map_err(|e| e.to_string())
     }
 
+    /// Counts a malformed message that arrived on a stream this
+    /// transport handed out (`shoal_decode_errors_total`).
+    pub fn count_decode_error(&self) {
+        self.shared.counters.decode_errors.inc();
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.shared.endpoint.local_addr()
