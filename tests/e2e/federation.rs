@@ -326,6 +326,32 @@ fn shoal_at(agent: &Agent, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// `shoal fed trust CARD` at `agent`, retried while the party's shard
+/// groups form after start.
+fn trust(agent: &Agent, card: &std::path::Path) {
+    let card = card.display().to_string();
+    let trusted = wait_for(LINK_DEADLINE, POLL, || {
+        shoal_at(agent, &["fed", "trust", &card]).ok()
+    });
+    assert!(
+        trusted.is_some(),
+        "shoal fed trust never succeeded at {}: {:?}",
+        agent.name(),
+        shoal_at(agent, &["fed", "trust", &card])
+    );
+}
+
+const EXPORT_DB_TO_BETA: &[&str] = &[
+    "fed",
+    "export",
+    "--service",
+    "db",
+    "--port",
+    "5432",
+    "--to",
+    "beta",
+];
+
 #[test]
 fn fed_trust_records_link_two_parties_and_untrust_drops_the_link() {
     let alpha = Site::new("alpha");
@@ -333,34 +359,9 @@ fn fed_trust_records_link_two_parties_and_untrust_drops_the_link() {
     // No --fed-trust: the parties trust each other through their records.
     let a = alpha.start(&[]);
     let b = beta.start(&[]);
-    let trust = |agent: &Agent, card: &PathBuf| {
-        let card = card.display().to_string();
-        wait_for(LINK_DEADLINE, POLL, || {
-            shoal_at(agent, &["fed", "trust", &card]).ok()
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "shoal fed trust never succeeded at {}: {:?}",
-                agent.name(),
-                shoal_at(agent, &["fed", "trust", &card])
-            )
-        })
-    };
     // An export to a party not trusted is refused, naming the party.
-    let error = shoal_at(
-        &a,
-        &[
-            "fed",
-            "export",
-            "--service",
-            "db",
-            "--port",
-            "5432",
-            "--to",
-            "beta",
-        ],
-    )
-    .expect_err("an export to an untrusted party was taken");
+    let error =
+        shoal_at(&a, EXPORT_DB_TO_BETA).expect_err("an export to an untrusted party was taken");
     assert!(error.contains("not trusted"), "{error}");
 
     trust(&a, &beta.card);
@@ -381,20 +382,7 @@ fn fed_trust_records_link_two_parties_and_untrust_drops_the_link() {
     }
     assert_eq!(links[0]["slot"], 0);
 
-    shoal_at(
-        &a,
-        &[
-            "fed",
-            "export",
-            "--service",
-            "db",
-            "--port",
-            "5432",
-            "--to",
-            "beta",
-        ],
-    )
-    .expect("export");
+    shoal_at(&a, EXPORT_DB_TO_BETA).expect("export");
     let exports: Vec<Value> =
         serde_json::from_str(&shoal_at(&a, &["fed", "exports", "--json"]).unwrap()).unwrap();
     assert_eq!(exports.len(), 1, "{exports:?}");
@@ -507,17 +495,8 @@ fn fed_tunnel_carries_a_connection_across_both_meshes_and_refuses_what_is_not_ex
     let beta = Site::new("beta");
     let a = three_node_site(&alpha);
     let b = three_node_site(&beta);
-    for (agent, card) in [(&a[1], &beta.card), (&b[2], &alpha.card)] {
-        let card = card.display().to_string();
-        let trusted = wait_for(LINK_DEADLINE, POLL, || {
-            shoal_at(agent, &["fed", "trust", &card]).ok()
-        });
-        assert!(
-            trusted.is_some(),
-            "trust failed: {:?}",
-            shoal_at(agent, &["fed", "trust", &card])
-        );
-    }
+    trust(&a[1], &beta.card);
+    trust(&b[2], &alpha.card);
     wait_link(&a[0], "beta", true);
     // The service runs on beta's n3, which is no gateway, and is exported
     // from there; alpha opens the tunnel at n2, which is no gateway either.

@@ -155,6 +155,17 @@ fn bad_field(field: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
 }
 
+/// A 400 naming the `service` field unless `service` is a usable name.
+fn check_service(service: &str) -> Result<(), ApiError> {
+    if valid_service_name(service) {
+        return Ok(());
+    }
+    Err(bad_field(
+        "service",
+        format!("service {service:?}: want 1 to {MAX_SERVICE_NAME} of A-Z a-z 0-9 . _ -"),
+    ))
+}
+
 /// `POST /v1/fed/exports`: exports the service at `127.0.0.1:PORT` on this
 /// node to one trusted party.
 pub async fn export(
@@ -162,15 +173,7 @@ pub async fn export(
     body: Result<Json<ExportBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ExportView>, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    if !valid_service_name(&body.service) {
-        return Err(bad_field(
-            "service",
-            format!(
-                "service {:?}: want 1 to {MAX_SERVICE_NAME} of A-Z a-z 0-9 . _ -",
-                body.service
-            ),
-        ));
-    }
+    check_service(&body.service)?;
     if body.port == 0 {
         return Err(bad_field("port", "port 0: want 1 to 65535".into()));
     }
@@ -247,15 +250,7 @@ pub async fn open_tunnel(
     body: Result<Json<TunnelBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<TunnelView>, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    if !valid_service_name(&body.service) {
-        return Err(bad_field(
-            "service",
-            format!(
-                "service {:?}: want 1 to {MAX_SERVICE_NAME} of A-Z a-z 0-9 . _ -",
-                body.service
-            ),
-        ));
-    }
+    check_service(&body.service)?;
     if body.party == state.party {
         return Err(bad_field(
             "party",
