@@ -174,15 +174,27 @@ fn restarted_agent_rejoins_alive_with_a_higher_incarnation() {
     let spec = agents[4].spec.clone();
     agents[4] = spec.start(&[seed]);
     converge(&agents, &NAMES);
-    for agent in &agents {
-        let (state, incarnation) = agent.state_of("n5").unwrap();
-        assert_eq!(state, "alive");
-        assert!(
-            incarnation > before,
-            "{} sees n5 at {incarnation}, was {before}",
-            agent.name()
-        );
-    }
+    // State and incarnation are judged from one reading per agent, polled:
+    // on a loaded machine a fresh process may miss one probe after it has
+    // converged and be suspected until it refutes, which SWIM allows.
+    let rejoined = wait_for(CONVERGE, POLL, || {
+        agents
+            .iter()
+            .all(|a| {
+                a.state_of("n5")
+                    .is_some_and(|(state, inc)| state == "alive" && inc > before)
+            })
+            .then_some(())
+    });
+    let seen: Vec<String> = agents
+        .iter()
+        .map(|a| format!("{}: {:?}", a.name(), a.state_of("n5")))
+        .collect();
+    assert!(
+        rejoined.is_some(),
+        "n5 not alive above incarnation {before} everywhere: {seen:?}\n{}",
+        logs(&agents)
+    );
 }
 
 #[test]
