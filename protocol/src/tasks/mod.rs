@@ -507,9 +507,20 @@ pub fn apply(
         // the same operation was chosen; a repeated change must then report
         // success, not a refusal.
         Mutation::Cancel { .. } if rec.state == TaskState::Cancelled => {}
-        Mutation::Claim { from, holder, .. }
-            if rec.attempt == from.saturating_add(1)
-                && rec.state.holder() == Some((from.saturating_add(1), *holder)) => {}
+        // Only the same claim retried: its wall-clock stamp is the one the
+        // record kept. A later claim by the same node from a stale view (a
+        // restarted process, or one fenced and claiming again) must not be
+        // told it won an attempt that already ran.
+        Mutation::Claim {
+            from,
+            holder,
+            at_ms,
+            ..
+        } if rec.attempt == from.saturating_add(1)
+            && rec.state.holder() == Some((from.saturating_add(1), *holder))
+            && rec
+                .attempt_info(from.saturating_add(1))
+                .is_some_and(|a| a.started_at_ms == *at_ms) => {}
         Mutation::Finish { attempt, .. }
             if rec.state.is_final() && rec.final_attempt == Some(*attempt) => {}
         Mutation::Cancel { at_ms } => {
@@ -762,6 +773,29 @@ mod tests {
         assert_eq!(
             apply(Some(&rec), &Mutation::Delete, &Bugs::none()),
             Err(Refusal::NotFinal)
+        );
+    }
+
+    #[test]
+    fn a_retried_claim_wins_again_but_a_later_claim_from_a_stale_view_is_refused() {
+        let none = Bugs::none();
+        let claim = |at_ms| Mutation::Claim {
+            from: 0,
+            holder: NodeId::from_u64(1),
+            holder_name: "n1".into(),
+            at_ms,
+        };
+        let rec = TaskRecord::new(TaskId(9), TaskSpec::mock(10, 0), 1_000);
+        let won = apply(Some(&rec), &claim(1_100), &none).unwrap().unwrap();
+        assert_eq!(
+            apply(Some(&won), &claim(1_100), &none),
+            Ok(Some(won.clone())),
+            "the same round retried reports the win it had"
+        );
+        assert_eq!(
+            apply(Some(&won), &claim(4_000), &none),
+            Err(Refusal::StaleAttempt { asked: 0, have: 1 }),
+            "a new claim from attempt 0 must not start attempt 1 a second time"
         );
     }
 
