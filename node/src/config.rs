@@ -5,6 +5,7 @@
 use crate::health::{BuiltinHealth, CheckSpec};
 use serde::Deserialize;
 use shoal_protocol::membership::Config as MembershipConfig;
+use shoal_protocol::resources::{self, Resources};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,85 @@ impl Preset {
     }
 }
 
+/// What the machine has: every CPU this process may use (std reads the
+/// cgroup CPU quota), and its memory, or the cgroup's limit if lower.
+pub fn machine_resources() -> Resources {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_milli = u32::try_from(cores.saturating_mul(1000)).unwrap_or(resources::MAX_CPU_MILLI);
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| meminfo_total_mib(&t));
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .find_map(|t| t.trim().parse::<u64>().ok())
+    .map(|bytes| bytes / (1024 * 1024));
+    let mib = match (total, limit) {
+        (Some(t), Some(l)) => t.min(l),
+        (Some(t), None) => t,
+        (None, Some(l)) => l,
+        (None, None) => 0,
+    };
+    Resources::new(
+        cpu_milli.min(resources::MAX_CPU_MILLI),
+        u32::try_from(mib)
+            .unwrap_or(u32::MAX)
+            .min(resources::MAX_MEMORY_MIB),
+    )
+}
+
+/// `MemTotal` of `/proc/meminfo`, MiB.
+fn meminfo_total_mib(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The amounts a node offers: `cpu` and `memory` if given, else the
+/// machine's, less what is reserved for the system; plus the custom kinds.
+pub fn offered_resources(
+    machine: &Resources,
+    cpu: Option<&str>,
+    memory: Option<&str>,
+    reserve_cpu: Option<&str>,
+    reserve_memory: Option<&str>,
+    custom: BTreeMap<String, u32>,
+) -> Result<Resources, ConfigError> {
+    let bad =
+        |flag: &str, e: resources::ResourceError| ConfigError::Invalid(format!("--{flag}: {e}"));
+    let amount = |text: Option<&str>,
+                  flag: &str,
+                  parse: fn(&str) -> Result<u32, resources::ResourceError>| {
+        text.map(parse).transpose().map_err(|e| bad(flag, e))
+    };
+    let cpu = amount(cpu, "cpu", resources::parse_cpu)?.unwrap_or(machine.cpu_milli);
+    let memory = amount(memory, "memory", resources::parse_memory)?.unwrap_or(machine.memory_mib);
+    let reserve_cpu = amount(reserve_cpu, "reserve-cpu", resources::parse_cpu)?.unwrap_or(0);
+    let reserve_memory =
+        amount(reserve_memory, "reserve-memory", resources::parse_memory)?.unwrap_or(0);
+    if reserve_cpu > cpu || reserve_memory > memory {
+        return Err(ConfigError::Invalid(format!(
+            "--reserve-cpu {} / --reserve-memory {} leave nothing of cpu {} / memory {}",
+            resources::cpu_text(reserve_cpu),
+            resources::memory_text(reserve_memory),
+            resources::cpu_text(cpu),
+            resources::memory_text(memory),
+        )));
+    }
+    let offered = Resources {
+        cpu_milli: cpu - reserve_cpu,
+        memory_mib: memory - reserve_memory,
+        custom,
+    };
+    offered
+        .validate()
+        .map_err(|e| ConfigError::Invalid(format!("resources: {e}")))?;
+    Ok(offered)
+}
+
 /// The TOML configuration file. Every field is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +143,17 @@ pub struct FileConfig {
     pub membership_preset: Option<Preset>,
     /// Task slots offered.
     pub slots: Option<u32>,
+    /// CPU offered to tasks (`4`, `3500m`); default: every CPU.
+    pub cpu: Option<String>,
+    /// Memory offered to tasks (`8Gi`, `512Mi`); default: the machine's.
+    pub memory: Option<String>,
+    /// CPU kept for the system, taken off `cpu`.
+    pub reserve_cpu: Option<String>,
+    /// Memory kept for the system, taken off `memory`.
+    pub reserve_memory: Option<String>,
+    /// Custom resources offered, such as `gpu = 2`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, u32>,
     /// Placement labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -143,6 +234,8 @@ pub struct AgentConfig {
     pub preset: Preset,
     /// Task slots offered.
     pub slots: u32,
+    /// CPU, memory and custom amounts offered to tasks.
+    pub capacity: Resources,
     /// Placement labels.
     pub labels: BTreeMap<String, String>,
     /// Built-in health thresholds.
@@ -192,6 +285,9 @@ impl AgentConfig {
                 self.listen
             )));
         }
+        self.capacity
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("resources: {e}")))?;
         if self.fed_link_holders == 0 {
             return Err(ConfigError::Invalid(
                 "--fed-link-holders 0: at least one gateway must hold each link".to_string(),
@@ -255,5 +351,47 @@ mod tests {
         assert_eq!(config.checks.len(), 1);
         assert_eq!(config.labels.get("gpu").map(String::as_str), Some("1"));
         assert!(toml::from_str::<FileConfig>("nmae = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn offered_resources_are_the_machine_or_the_flags_less_the_reserve() {
+        let machine = Resources::new(4000, 8192);
+        let none = BTreeMap::new();
+        let all = offered_resources(&machine, None, None, None, None, none.clone()).unwrap();
+        assert_eq!(all, machine);
+        let reserved = offered_resources(
+            &machine,
+            None,
+            None,
+            Some("500m"),
+            Some("1Gi"),
+            none.clone(),
+        )
+        .unwrap();
+        assert_eq!(reserved, Resources::new(3500, 7168));
+        let gpus: BTreeMap<String, u32> = [("gpu".to_string(), 2)].into();
+        let given =
+            offered_resources(&machine, Some("2"), Some("512Mi"), None, None, gpus).unwrap();
+        assert_eq!(given.cpu_milli, 2000);
+        assert_eq!(given.memory_mib, 512);
+        assert_eq!(given.custom.get("gpu"), Some(&2));
+        let err = offered_resources(&machine, Some("lots"), None, None, None, none.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--cpu: "), "{err}");
+        let err = offered_resources(&machine, None, Some("1Gi"), None, Some("2Gi"), none.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("leave nothing"), "{err}");
+        let bad_name: BTreeMap<String, u32> = [("GPU".to_string(), 1)].into();
+        assert!(offered_resources(&machine, None, None, None, None, bad_name).is_err());
+    }
+
+    #[test]
+    fn the_machine_memory_is_read_from_meminfo() {
+        let text = "MemTotal:        8048640 kB\nMemFree:  1 kB\n";
+        assert_eq!(meminfo_total_mib(text), Some(7860));
+        assert_eq!(meminfo_total_mib("MemFree: 1 kB"), None);
+        assert!(machine_resources().cpu_milli >= 1000);
     }
 }

@@ -29,11 +29,14 @@ pub enum Bug {
     JobNoFence,
     /// A node whose own health is critical still pulls and claims work.
     CriticalTakesWork,
+    /// A node takes a task whose resource request its free amounts do not
+    /// cover (it counts only slots).
+    OverCommit,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::LeaseOverwrite,
         Bug::NoQuarantine,
         Bug::NoSelfFence,
@@ -41,6 +44,7 @@ impl Bug {
         Bug::NoDriftMargin,
         Bug::JobNoFence,
         Bug::CriticalTakesWork,
+        Bug::OverCommit,
     ];
 
     /// The name used by `--bug NAME`.
@@ -53,6 +57,7 @@ impl Bug {
             Bug::NoDriftMargin => "no-drift-margin",
             Bug::JobNoFence => "job-no-fence",
             Bug::CriticalTakesWork => "critical-takes-work",
+            Bug::OverCommit => "over-commit",
         }
     }
 }

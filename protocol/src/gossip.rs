@@ -2,6 +2,7 @@
 //! load and health. It rides on the membership piggyback channel and on
 //! push-pull. Schedulers read it; nothing trusts it for safety.
 
+use crate::resources::Resources;
 use crate::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,6 +36,10 @@ pub struct NodeState {
     pub slots_total: u32,
     /// Task slots free right now.
     pub slots_free: u32,
+    /// CPU, memory and custom amounts this node offers to tasks in total.
+    pub capacity: Resources,
+    /// The part of `capacity` that running attempts do not reserve.
+    pub free: Resources,
     /// Attempts running on this node.
     pub running_attempts: u32,
     /// CPU load, per mille of all cores (0..=1000 and beyond when overloaded).

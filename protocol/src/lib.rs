@@ -17,6 +17,7 @@ pub mod gossip;
 pub mod id;
 pub mod membership;
 pub mod paxos;
+pub mod resources;
 pub mod sched;
 pub mod shard;
 pub mod stats;

@@ -17,14 +17,16 @@ pub const MAX_CHOICES: usize = 8;
 /// Whether `state` can take `spec` now.
 pub fn fits(spec: &TaskSpec, state: &NodeState) -> bool {
     state.slots_free >= spec.slots
+        && state.free.covers(&spec.resources)
         && spec.fits_labels(&state.labels)
         && !matches!(state.health, Health::Critical { .. })
         && !state.draining
 }
 
-/// Picks the best of `d` random eligible candidates: most free slots, then
-/// fewest running attempts, then lowest id. `None` when no live node fits
-/// (the task then waits for a pull).
+/// Picks the best of `d` random eligible candidates: most headroom left
+/// after taking `spec` (see [`headroom_permille`]), then fewest running
+/// attempts, then lowest id. `None` when no live node fits (the task then
+/// waits for a pull).
 pub fn choose<R: Rng>(
     spec: &TaskSpec,
     view: &BTreeMap<NodeId, NodeState>,
@@ -36,12 +38,31 @@ pub fn choose<R: Rng>(
     eligible
         .choose_multiple(rng, d)
         .max_by(|(ia, a), (ib, b)| {
-            a.slots_free
-                .cmp(&b.slots_free)
+            headroom_permille(spec, a)
+                .cmp(&headroom_permille(spec, b))
                 .then(b.running_attempts.cmp(&a.running_attempts))
                 .then(ib.cmp(ia))
         })
         .map(|(id, _)| **id)
+}
+
+/// What `state` would have left of its tightest kind after taking `spec`,
+/// per mille of that kind's total: slots, and each resource kind the task
+/// asks for. The least loaded node in what the task needs wins, so a
+/// memory-hungry task goes where memory is free even if CPU is not.
+pub fn headroom_permille(spec: &TaskSpec, state: &NodeState) -> u64 {
+    let left = |free: u32, ask: u32, total: u32| -> u64 {
+        if total == 0 {
+            return 0;
+        }
+        u64::from(free.saturating_sub(ask)) * 1000 / u64::from(total)
+    };
+    let slots = left(state.slots_free, spec.slots, state.slots_total);
+    spec.resources
+        .asked()
+        .into_iter()
+        .map(|(kind, ask)| left(state.free.amount(&kind), ask, state.capacity.amount(&kind)))
+        .fold(slots, u64::min)
 }
 
 #[cfg(test)]
@@ -88,6 +109,27 @@ mod tests {
         assert_eq!(choose(&spec, &view, 8, &mut rng), None);
         view.insert(NodeId::from_u64(2), state(1, &[]));
         assert_eq!(choose(&spec, &view, 8, &mut rng), Some(NodeId::from_u64(2)));
+    }
+
+    #[test]
+    fn a_task_that_asks_for_memory_goes_where_memory_is_free() {
+        let mut view = BTreeMap::new();
+        // Node 1 has more free slots; node 2 more free memory.
+        let mut slots_free = state(8, &[]);
+        slots_free.capacity = crate::resources::Resources::new(4000, 8192);
+        slots_free.free = crate::resources::Resources::new(4000, 1024);
+        let mut memory_free = state(4, &[]);
+        memory_free.capacity = slots_free.capacity.clone();
+        memory_free.free = crate::resources::Resources::new(4000, 8192);
+        view.insert(NodeId::from_u64(1), slots_free);
+        view.insert(NodeId::from_u64(2), memory_free);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut spec = TaskSpec::mock(1, 0);
+        assert_eq!(choose(&spec, &view, 2, &mut rng), Some(NodeId::from_u64(1)));
+        spec.resources = crate::resources::Resources::new(0, 512);
+        assert_eq!(choose(&spec, &view, 2, &mut rng), Some(NodeId::from_u64(2)));
+        spec.resources = crate::resources::Resources::new(0, 2048);
+        assert_eq!(choose(&spec, &view, 2, &mut rng), Some(NodeId::from_u64(2)));
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn record(id: u64, name: String, slots: u32) -> TaskRecord {
     let mut spec = TaskSpec::mock(id % 10_000, (id % 3) as i32);
     spec.name = name;
     spec.slots = slots;
+    spec.resources = shoal_protocol::resources::Resources::new((id % 4000) as u32, slots * 64);
     TaskRecord::new(TaskId(id), spec, 0)
 }
 
@@ -155,6 +156,11 @@ fn message(kind: u8, a: u64, b: u64, s: String) -> PaxosMessage {
         13 => PaxosMessage::Pull {
             hdr,
             slots_free: (a % 100) as u32,
+            resources_free: shoal_protocol::resources::Resources {
+                cpu_milli: (a % 4000) as u32,
+                memory_mib: (b % 8192) as u32,
+                custom: [(s.clone(), (b % 8) as u32)].into_iter().collect(),
+            },
             labels: [(s.clone(), s.clone())].into_iter().collect(),
             max: (b % 100) as u32,
         },

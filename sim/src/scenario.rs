@@ -544,9 +544,20 @@ pub struct TasksModel {
     /// Task durations, uniform in this range, ms.
     #[serde(default = "default_duration")]
     pub duration_ms: [u64; 2],
-    /// Probability that a task needs 2 slots instead of 1.
+    /// Probability that a task needs 2 slots instead of 1 (when `shapes`
+    /// is empty).
     #[serde(default)]
     pub two_slot_probability: f64,
+    /// CPU each node offers, millicores (0: tasks ask for none).
+    #[serde(default)]
+    pub cpu_per_node_milli: u32,
+    /// Memory each node offers, MiB (0: tasks ask for none).
+    #[serde(default)]
+    pub memory_per_node_mib: u32,
+    /// Task shapes drawn by weight; empty: one slot (or two, see
+    /// `two_slot_probability`) and no resources.
+    #[serde(default)]
+    pub shapes: Vec<TaskShape>,
     /// Probability that a task carries a label (`pool=a`) that half of the
     /// nodes offer.
     #[serde(default)]
@@ -589,6 +600,9 @@ impl TasksModel {
             arrivals_per_s: 0.0,
             duration_ms: default_duration(),
             two_slot_probability: 0.0,
+            cpu_per_node_milli: 0,
+            memory_per_node_mib: 0,
+            shapes: Vec::new(),
             label_probability: 0.0,
             fail_probability: 0.0,
             retries: default_retries(),
@@ -599,6 +613,27 @@ impl TasksModel {
             join_ms: default_join_ms(),
         }
     }
+}
+
+/// One kind of task in the workload: what it holds while it runs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskShape {
+    /// Relative weight among the shapes.
+    pub weight: f64,
+    /// Slots.
+    #[serde(default = "one")]
+    pub slots: u32,
+    /// CPU, millicores.
+    #[serde(default)]
+    pub cpu_milli: u32,
+    /// Memory, MiB.
+    #[serde(default)]
+    pub memory_mib: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_shards() -> u32 {

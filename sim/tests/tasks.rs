@@ -58,6 +58,25 @@ fn critical_nodes_start_no_attempt_and_lose_nothing() {
     }
 }
 
+/// Tasks of three resource shapes under chaos: no node's attempts ever
+/// hold more slots, CPU or memory than it offers, and nothing is lost.
+#[test]
+fn resource_shapes_never_over_commit_a_node_and_lose_nothing() {
+    let s = load("tasks-shapes.toml");
+    for seed in 1..=5 {
+        let o = tasks::run(&s, seed, shoal_protocol::Bugs::none());
+        assert!(
+            o.report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            &o.report.violations[..o.report.violations.len().min(3)]
+        );
+        assert_eq!(field(&o, "over_commits"), 0, "seed {seed}");
+        assert_eq!(field(&o, "lost"), 0, "seed {seed}");
+        let acked = field(&o, "acknowledged").as_u64().expect("count");
+        assert!(acked > 300, "seed {seed}: only {acked} acknowledged");
+    }
+}
+
 #[test]
 fn the_report_has_every_contract_field() {
     let o = tasks::run(&load("tasks-smoke.toml"), 4, shoal_protocol::Bugs::none());

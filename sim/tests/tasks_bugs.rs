@@ -12,12 +12,13 @@ const MAX_SEEDS: u64 = 150;
 
 /// Invariants that show a broken safety guarantee (a lost task alone does
 /// not count: a bug must be caught by what it breaks).
-const SAFETY: [&str; 5] = [
+const SAFETY: [&str; 6] = [
     "lease_overlaps",
     "double_runs",
     "stale_commits",
     "linearizability",
     "critical_starts",
+    "over_commits",
 ];
 
 fn scenario() -> Scenario {
@@ -81,6 +82,11 @@ fn no_drift_margin_is_caught() {
 #[test]
 fn critical_takes_work_is_caught() {
     caught_in(&load("tasks-critical.toml"), Bug::CriticalTakesWork);
+}
+
+#[test]
+fn over_commit_is_caught() {
+    caught_in(&load("tasks-shapes.toml"), Bug::OverCommit);
 }
 
 #[test]

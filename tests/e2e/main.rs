@@ -13,6 +13,7 @@ mod health_cli;
 mod mesh;
 mod metrics_names;
 mod partition;
+mod resources;
 mod security;
 mod tasks_api;
 mod tasks_failover;

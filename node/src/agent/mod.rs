@@ -294,6 +294,7 @@ async fn start_tasks(
             party: material.party.clone(),
             data_dir: config.data_dir.clone(),
             slots: config.slots,
+            capacity: config.capacity.clone(),
             labels: config.labels.clone(),
             founder: mesh.seeds.is_empty(),
         },

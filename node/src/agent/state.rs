@@ -79,6 +79,8 @@ fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> 
         version: 0,
         slots_total: config.slots,
         slots_free: load.slots_free.load(Ordering::Relaxed),
+        capacity: config.capacity.clone(),
+        free: load.resources_free(),
         running_attempts: load.running.load(Ordering::Relaxed),
         cpu_load_permille: sample.cpu_load_permille,
         mem_used_permille: sample.mem_used_permille,
@@ -96,6 +98,8 @@ fn urgent_change(prev: &NodeState, next: &NodeState) -> bool {
         || prev.draining != next.draining
         || prev.slots_total != next.slots_total
         || prev.slots_free != next.slots_free
+        || prev.capacity != next.capacity
+        || prev.free != next.free
         || prev.running_attempts != next.running_attempts
         || prev.labels != next.labels
 }

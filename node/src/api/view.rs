@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_protocol::gossip::{Health, NodeState};
 use shoal_protocol::membership::{Member, MemberState};
+use shoal_protocol::resources::Resources;
 use std::collections::BTreeMap;
 
 /// One element of `GET /v1/members` and `shoal members --json`.
@@ -25,6 +26,12 @@ pub struct MemberView {
     pub slots_free: Option<u32>,
     /// Total task slots.
     pub slots_total: Option<u32>,
+    /// CPU (millicores), memory (MiB) and custom amounts it offers to tasks.
+    #[serde(default)]
+    pub capacity: Option<Resources>,
+    /// The part of `capacity` its attempts do not reserve.
+    #[serde(default)]
+    pub free: Option<Resources>,
     /// CPU load per mille of all cores.
     pub cpu_load_permille: Option<u32>,
     /// Memory in use per mille.
@@ -101,6 +108,8 @@ impl MemberView {
             is_self: false,
             slots_free: node_state.map(|s| s.slots_free),
             slots_total: node_state.map(|s| s.slots_total),
+            capacity: node_state.map(|s| s.capacity.clone()),
+            free: node_state.map(|s| s.free.clone()),
             cpu_load_permille: node_state.map(|s| s.cpu_load_permille),
             mem_used_permille: node_state.map(|s| s.mem_used_permille),
             disk_free_mib: node_state.map(|s| s.disk_free_mib),

@@ -4,6 +4,7 @@ use crate::api::view::MemberView;
 use crate::cli::terminal::terminal_safe;
 use crate::cli::MembersArgs;
 use shoal_protocol::gossip::labels_text;
+use shoal_protocol::resources::{cpu_text, memory_text, Resources};
 use std::fmt::Write;
 use std::time::Duration;
 use thiserror::Error;
@@ -94,6 +95,14 @@ fn heard(ms: Option<u64>) -> String {
     }
 }
 
+/// `free/capacity` of one kind, `-` before the node's state arrived.
+fn free_of(m: &MemberView, text: impl Fn(&Resources) -> String) -> String {
+    match (&m.free, &m.capacity) {
+        (Some(free), Some(capacity)) => format!("{}/{}", text(free), text(capacity)),
+        _ => "-".into(),
+    }
+}
+
 /// The member table.
 pub fn table(members: &[MemberView]) -> String {
     let header = [
@@ -103,12 +112,14 @@ pub fn table(members: &[MemberView]) -> String {
         "STATE",
         "INC",
         "SLOTS",
+        "CPU",
+        "MEMORY",
         "LOAD",
         "LABELS",
         "HEALTH",
         "LAST HEARD",
     ];
-    let rows: Vec<[String; 10]> = members
+    let rows: Vec<[String; 12]> = members
         .iter()
         .map(|m| {
             let health = match &m.health_reason {
@@ -131,6 +142,8 @@ pub fn table(members: &[MemberView]) -> String {
                 },
                 m.incarnation.to_string(),
                 format!("{}/{}", opt(m.slots_free), opt(m.slots_total)),
+                free_of(m, |r| cpu_text(r.cpu_milli)),
+                free_of(m, |r| memory_text(r.memory_mib)),
                 m.cpu_load_permille
                     .map(|l| format!("{:.2}", f64::from(l) / 1000.0))
                     .unwrap_or_else(|| "-".into()),
@@ -187,6 +200,8 @@ mod tests {
         );
         m.slots_free = Some(2);
         m.slots_total = Some(4);
+        m.capacity = Some(Resources::new(4000, 8192));
+        m.free = Some(Resources::new(3500, 7936));
         m.health = "critical".into();
         m.health_reason = Some("disk: 1 MiB free".into());
         m.labels = [
@@ -198,6 +213,8 @@ mod tests {
         assert!(text.contains("gpu=1,zone=a"), "{text}");
         assert!(text.contains("suspect"), "{text}");
         assert!(text.contains("2/4"), "{text}");
+        assert!(text.contains("3500m/4"), "{text}");
+        assert!(text.contains("7936Mi/8Gi"), "{text}");
         assert!(text.contains("critical (disk: 1 MiB free)"), "{text}");
         assert!(text.lines().count() == 2);
     }

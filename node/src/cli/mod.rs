@@ -281,6 +281,30 @@ pub struct AgentArgs {
     /// Task slots this node offers [default: number of CPUs].
     #[arg(long, env = "SHOAL_SLOTS")]
     pub slots: Option<u32>,
+    /// CPU offered to tasks, as cores (4, 0.5) or millicores (3500m)
+    /// [default: every CPU this process may use].
+    #[arg(long, env = "SHOAL_CPU", value_name = "AMOUNT")]
+    pub cpu: Option<String>,
+    /// Memory offered to tasks, such as 8Gi or 512Mi [default: the
+    /// machine's, or its cgroup limit].
+    #[arg(long, env = "SHOAL_MEMORY", value_name = "AMOUNT")]
+    pub memory: Option<String>,
+    /// CPU kept for the system: taken off --cpu [default: 0].
+    #[arg(long, env = "SHOAL_RESERVE_CPU", value_name = "AMOUNT")]
+    pub reserve_cpu: Option<String>,
+    /// Memory kept for the system: taken off --memory [default: 0].
+    #[arg(long, env = "SHOAL_RESERVE_MEMORY", value_name = "AMOUNT")]
+    pub reserve_memory: Option<String>,
+    /// A custom resource this node offers, NAME=COUNT such as gpu=2
+    /// (repeatable; replaces the config file's [resources]).
+    #[arg(
+        long = "resource",
+        value_name = "NAME=COUNT",
+        env = "SHOAL_RESOURCES",
+        value_delimiter = ',',
+        value_parser = parse_resource
+    )]
+    pub resources: Vec<(String, u32)>,
     /// UDP address of this node's federation gateway (libp2p QUIC); makes
     /// this node hold links to the trusted parties.
     #[arg(long, env = "SHOAL_GATEWAY", value_parser = resolve_addr)]
@@ -376,6 +400,11 @@ where
     s.parse().expect("built-in defaults parse")
 }
 
+/// `NAME=COUNT` of a custom resource.
+pub(crate) fn parse_resource(text: &str) -> Result<(String, u32), String> {
+    shoal_protocol::resources::parse_custom(text).map_err(|e| e.to_string())
+}
+
 impl AgentArgs {
     /// Flags and environment over the config file over defaults.
     pub fn resolve(self) -> Result<AgentConfig, ConfigError> {
@@ -410,6 +439,20 @@ impl AgentArgs {
                 .or(file.membership_preset)
                 .unwrap_or_default(),
             slots: self.slots.or(file.slots).unwrap_or(slots_default),
+            capacity: crate::config::offered_resources(
+                &crate::config::machine_resources(),
+                self.cpu.as_deref().or(file.cpu.as_deref()),
+                self.memory.as_deref().or(file.memory.as_deref()),
+                self.reserve_cpu.as_deref().or(file.reserve_cpu.as_deref()),
+                self.reserve_memory
+                    .as_deref()
+                    .or(file.reserve_memory.as_deref()),
+                if self.resources.is_empty() {
+                    file.resources
+                } else {
+                    self.resources.into_iter().collect()
+                },
+            )?,
             labels: file.labels,
             builtin_health: file.health,
             checks: file.checks,

@@ -56,6 +56,16 @@ pub struct SubmitArgs {
     /// A label a node must carry, KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = parse_pair)]
     pub labels: Vec<(String, String)>,
+    /// CPU reserved while it runs: millicores (500m) or cores (2, 0.5).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_cpu_arg)]
+    pub cpu: Option<String>,
+    /// Memory reserved while it runs: 256Mi, 4Gi (a plain number is MiB).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_memory_arg)]
+    pub memory: Option<String>,
+    /// A custom resource reserved while it runs, NAME=COUNT such as gpu=1
+    /// (repeatable).
+    #[arg(long = "resource", value_name = "NAME=COUNT", value_parser = crate::cli::parse_resource)]
+    pub resources: Vec<(String, u32)>,
     /// An environment variable for the command, KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = parse_pair)]
     pub env: Vec<(String, String)>,
@@ -274,6 +284,19 @@ impl Client {
     }
 }
 
+/// Checked here for a clear error at the flag; sent as written.
+fn parse_cpu_arg(text: &str) -> Result<String, String> {
+    shoal_protocol::resources::parse_cpu(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_memory_arg(text: &str) -> Result<String, String> {
+    shoal_protocol::resources::parse_memory(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn check_id(id: &str) -> Result<(), TaskCliError> {
     crate::tasks::parse_task_id(id)
         .map(|_| ())
@@ -285,6 +308,9 @@ pub async fn submit(args: SubmitArgs) -> Result<i32, TaskCliError> {
     let mut body = SubmitBody {
         slots: args.slots,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        cpu: args.cpu,
+        memory: args.memory,
+        resources: args.resources.into_iter().collect::<BTreeMap<_, _>>(),
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
         cwd: args.cwd,
         retries: args.retries,
@@ -361,6 +387,15 @@ pub fn table(tasks: &[TaskView]) -> String {
     out
 }
 
+/// `slots=1` and the resources it reserves: `slots=1,cpu=500m,memory=256Mi`.
+fn reserves_text(t: &TaskView) -> String {
+    if t.resources.is_empty() {
+        format!("slots={}", t.slots)
+    } else {
+        format!("slots={},{}", t.slots, t.resources)
+    }
+}
+
 /// One task in full: its fields, then one line per remembered attempt.
 pub fn detail(t: &TaskView) -> String {
     let mut state = t.state.clone();
@@ -374,6 +409,7 @@ pub fn detail(t: &TaskView) -> String {
         ("ATTEMPT", t.attempt.to_string()),
         ("RETRIES", t.retries_used.to_string()),
         ("SUBMITTED", t.submitted_at.clone()),
+        ("RESERVES", reserves_text(t)),
     ];
     if let Some(node) = &t.node {
         rows.push(("NODE", node.clone()));
@@ -651,6 +687,8 @@ mod tests {
             exit_code: None,
             retries_used: 0,
             driver: "mock".into(),
+            slots: 1,
+            resources: Default::default(),
             command: String::new(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),
@@ -675,6 +713,8 @@ mod tests {
             exit_code: Some(127),
             retries_used: 1,
             driver: "command".into(),
+            slots: 1,
+            resources: Default::default(),
             command: "nope".into(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),
@@ -732,6 +772,8 @@ mod tests {
             exit_code: None,
             retries_used: 0,
             driver: "mock".into(),
+            slots: 1,
+            resources: Default::default(),
             command: String::new(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),

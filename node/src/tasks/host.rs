@@ -21,6 +21,7 @@ use shoal_protocol::federation::records::RecordSet;
 use shoal_protocol::gossip::NodeState;
 use shoal_protocol::membership::MemberState;
 use shoal_protocol::paxos::{GroupStatus, StoreKey, StoreValue, StoreWrite, Value};
+use shoal_protocol::resources::Resources;
 use shoal_protocol::tasks::fit::{self, Candidate, Unfit};
 use shoal_protocol::tasks::{Driver, Refusal, TaskId, TaskRecord, TaskSpec, TaskState};
 use shoal_protocol::wire::{self, Channel};
@@ -55,10 +56,30 @@ const FAILOVER_WINDOW: Duration = Duration::from_secs(30);
 pub struct TaskLoad {
     /// Slots not used by attempts.
     pub slots_free: AtomicU32,
+    /// CPU, memory and custom amounts not reserved by attempts.
+    pub resources_free: std::sync::Mutex<Resources>,
     /// Attempts running.
     pub running: AtomicU32,
     /// The node is draining (gossiped so that offers skip it).
     pub draining: std::sync::atomic::AtomicBool,
+}
+
+impl TaskLoad {
+    /// What attempts leave free now.
+    pub fn resources_free(&self) -> Resources {
+        self.resources_free
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn set_resources_free(&self, free: Resources) {
+        let mut slot = self
+            .resources_free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = free;
+    }
 }
 
 /// What the host needs to start.
@@ -74,6 +95,8 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     /// Slots offered.
     pub slots: u32,
+    /// CPU, memory and custom amounts offered.
+    pub capacity: Resources,
     /// Placement labels.
     pub labels: BTreeMap<String, String>,
     /// No seeds were given: with an empty store this node founds the party.
@@ -132,6 +155,7 @@ pub async fn start(
     let cfg = Config {
         name: config.name.clone(),
         slots_total: config.slots,
+        capacity: config.capacity.clone(),
         labels: config.labels.clone(),
         wall_origin_ms: clock.wall_origin_ms(),
         ..Config::default()
@@ -188,6 +212,7 @@ pub async fn start(
 
     let load = Arc::new(TaskLoad::default());
     load.slots_free.store(config.slots, Ordering::Relaxed);
+    load.set_resources_free(config.capacity.clone());
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
     let (members_tx, members) = mpsc::channel(4);
     let (persisted_tx, persisted) = mpsc::unbounded_channel();
@@ -666,6 +691,7 @@ impl Host {
         self.load
             .slots_free
             .store(self.exec.slots_free(), Ordering::Relaxed);
+        self.load.set_resources_free(self.coord.resources_free());
         self.load.running.store(
             u32::try_from(self.exec.running().len()).unwrap_or(u32::MAX),
             Ordering::Relaxed,

@@ -1,6 +1,7 @@
 //! The JSON shapes of the task API, shared by the API and the CLI.
 
 use serde::{Deserialize, Serialize};
+use shoal_protocol::resources::{self, ResourceError, Resources};
 use shoal_protocol::tasks::{AttemptInfo, Driver, Outcome, TaskRecord, TaskSpec, TaskState};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,6 +47,12 @@ pub struct TaskView {
     pub retries_used: u32,
     /// `command` or `mock`.
     pub driver: String,
+    /// Slots it holds while it runs.
+    #[serde(default)]
+    pub slots: u32,
+    /// CPU, memory and custom amounts it reserves while it runs.
+    #[serde(default)]
+    pub resources: Resources,
     /// Program (empty for mock tasks).
     pub command: String,
     /// Its arguments.
@@ -139,6 +146,8 @@ impl TaskView {
                 Driver::Command => "command".into(),
                 Driver::Mock { .. } => "mock".into(),
             },
+            slots: r.spec.slots,
+            resources: r.spec.resources.clone(),
             command: r.spec.command.clone(),
             args: r.spec.args.clone(),
             submitted_at: rfc3339_ms(r.submitted_at_ms),
@@ -283,6 +292,15 @@ pub struct SubmitBody {
     /// Labels a node must carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// CPU reserved while it runs: `"500m"`, `"2"`, `"0.5"` (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory reserved while it runs: `"256Mi"`, `"4Gi"` (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Custom resources reserved while it runs, such as `{"gpu": 1}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, u32>,
     /// Per-attempt time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationField>,
@@ -315,6 +333,28 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl SubmitBody {
+    /// The resource request, or the field that is wrong and why.
+    fn resources(&self) -> Result<Resources, FieldError> {
+        let amount = |field: &'static str,
+                      text: &Option<String>,
+                      parse: fn(&str) -> Result<u32, ResourceError>| {
+            text.as_deref()
+                .map(parse)
+                .transpose()
+                .map_err(|e| FieldError::new(field, e.to_string()))
+        };
+        let mut asked = Resources::new(
+            amount("cpu", &self.cpu, resources::parse_cpu)?.unwrap_or(0),
+            amount("memory", &self.memory, resources::parse_memory)?.unwrap_or(0),
+        );
+        for (name, count) in &self.resources {
+            let (name, count) = resources::parse_custom(&format!("{name}={count}"))
+                .map_err(|e| FieldError::new("resources", e.to_string()))?;
+            asked.custom.insert(name, count);
+        }
+        Ok(asked)
+    }
+
     /// The spec, or the field that is wrong and why.
     pub fn into_spec(self) -> Result<TaskSpec, FieldError> {
         use shoal_protocol::tasks::{MAX_RETRIES, MAX_SLOTS};
@@ -344,6 +384,7 @@ impl SubmitBody {
                 ))
             }
         };
+        let resources = self.resources()?;
         let command = self.command.unwrap_or_default();
         if driver == Driver::Command && command.trim().is_empty() {
             return Err(FieldError::new(
@@ -390,6 +431,7 @@ impl SubmitBody {
             env: self.env,
             cwd: self.cwd,
             slots,
+            resources,
             labels: self.labels,
             timeout_ms,
             retries,

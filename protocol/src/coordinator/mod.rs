@@ -39,6 +39,7 @@ use crate::gossip::NodeState;
 use crate::paxos::acceptor::{Acceptor, AcceptorParams};
 use crate::paxos::lease::{acceptor_lease_ms, lease_timing_error};
 use crate::paxos::{Ballot, RegisterKey, StoreKey, StoreValue, StoreWrite, Value};
+use crate::resources::Resources;
 use crate::shard::{self, ShardConfig, ShardId};
 use crate::tasks::{Mutation, SpecError, TaskId, TaskRecord, TaskSpec, TaskState};
 use crate::time::Instant;
@@ -112,6 +113,8 @@ pub struct Config {
     pub gc_interval_ms: u64,
     /// Slots this node offers.
     pub slots_total: u32,
+    /// CPU, memory and custom amounts this node offers to tasks.
+    pub capacity: Resources,
     /// Labels of this node.
     pub labels: BTreeMap<String, String>,
     /// The wall clock (Unix ms) at the host clock's origin: the times
@@ -149,6 +152,7 @@ impl Default for Config {
             retention_ms: 10 * 60 * 1_000,
             gc_interval_ms: 1_000,
             slots_total: 4,
+            capacity: Resources::default(),
             labels: BTreeMap::new(),
             wall_origin_ms: 0,
             bugs: Bugs::none(),
@@ -468,11 +472,12 @@ pub struct Coordinator {
     stats: Stats,
 }
 
-/// A shard worth pulling from once `slots` are free, until `until`.
-#[derive(Debug, Clone, Copy)]
+/// A shard worth pulling from once `slots` and `ask` are free, until `until`.
+#[derive(Debug, Clone)]
 struct PullHint {
     shard: ShardId,
     slots: u32,
+    ask: Resources,
     until: Instant,
 }
 
@@ -914,6 +919,14 @@ impl Coordinator {
     /// Slots not used by this node's attempts.
     pub fn slots_free(&self) -> u32 {
         self.cfg.slots_total.saturating_sub(self.slots_used())
+    }
+
+    /// The part of the configured capacity that this node's attempts do
+    /// not reserve.
+    pub fn resources_free(&self) -> Resources {
+        let mut free = self.cfg.capacity.clone();
+        free.take(&self.resources_used());
+        free
     }
 
     /// Counters.

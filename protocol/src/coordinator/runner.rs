@@ -12,6 +12,7 @@ use super::cas::{Change, Purpose};
 use super::{Coordinator, Effect, InFlight, KillReason, OpError, MAX_ATTEMPTS};
 use crate::gossip::Health;
 use crate::paxos::{Ballot, RegisterKey};
+use crate::resources::Resources;
 use crate::sched;
 use crate::shard::{ShardConfig, ShardId};
 use crate::tasks::{Mutation, Outcome, TaskId, TaskRecord, TaskSpec, TaskState};
@@ -156,6 +157,19 @@ impl Coordinator {
             .sum()
     }
 
+    /// What this node's attempts reserve, from their claim until they end.
+    pub(super) fn resources_used(&self) -> Resources {
+        let mut used = Resources::default();
+        for a in self.attempts.values().filter(|a| a.uses_slots()) {
+            used.add(&a.spec.resources);
+        }
+        used
+    }
+
+    fn resources_cover(&self, spec: &TaskSpec) -> bool {
+        self.cfg.bugs.has(Bug::OverCommit) || self.resources_free().covers(&spec.resources)
+    }
+
     /// This node's own checks fail (its own gossiped record says critical):
     /// it takes no new work, however the work reaches it (docs/protocol.md §7).
     fn is_critical(&self) -> bool {
@@ -171,6 +185,7 @@ impl Coordinator {
             && !self.draining
             && self.attempts.len() < MAX_ATTEMPTS
             && self.slots_free() >= spec.slots
+            && self.resources_cover(spec)
             && spec.fits_labels(&self.cfg.labels)
     }
 
@@ -875,6 +890,8 @@ impl Coordinator {
         if !exclude_me && !self.draining {
             mine.slots_free = self.slots_free();
             mine.slots_total = self.cfg.slots_total;
+            mine.capacity = self.cfg.capacity.clone();
+            mine.free = self.resources_free();
             mine.labels = self.cfg.labels.clone();
             view.insert(self.me, mine);
         }
@@ -886,6 +903,7 @@ impl Coordinator {
         // burst of submits does not herd onto one node.
         if let Some(s) = self.view.get_mut(&to) {
             s.slots_free = s.slots_free.saturating_sub(spec.slots);
+            s.free.take(&spec.resources);
         }
         if to == self.me {
             self.try_claim(now, shard, task, from, spec);
@@ -933,6 +951,7 @@ impl Coordinator {
             self.pull_hints.push_back(super::PullHint {
                 shard,
                 slots: spec.slots,
+                ask: spec.resources.clone(),
                 until: now + Duration::from_millis(PULL_HINT_MS),
             });
         }
@@ -947,15 +966,17 @@ impl Coordinator {
     /// Late binding: ask one group what can be claimed.
     pub(super) fn pull(&mut self, now: Instant) {
         let free = self.slots_free();
+        let resources_free = self.resources_free();
         if self.draining || free == 0 || self.directory.is_empty() || self.is_critical() {
             return;
         }
         let shards = self.cfg.shards.max(1);
         self.pull_hints.retain(|h| h.until > now);
-        let hinted = self
-            .pull_hints
-            .iter()
-            .position(|h| h.slots <= free && self.directory.contains_key(&h.shard));
+        let hinted = self.pull_hints.iter().position(|h| {
+            h.slots <= free
+                && resources_free.covers(&h.ask)
+                && self.directory.contains_key(&h.shard)
+        });
         let mut chosen = hinted
             .and_then(|i| self.pull_hints.remove(i))
             .and_then(|h| self.directory.get(&h.shard).cloned());
@@ -995,6 +1016,7 @@ impl Coordinator {
                 req: id,
             },
             slots_free: free,
+            resources_free,
             labels: self.cfg.labels.clone(),
             max: free.min(crate::wire::paxos::MAX_PULL_RECORDS),
         };
@@ -1254,6 +1276,43 @@ mod tests {
         // Followed once; then the cursor goes on.
         c.pull(now);
         assert_eq!(pulled(&mut c), vec![ShardId(2)]);
+    }
+
+    #[test]
+    fn offers_beyond_the_free_resources_are_not_claimed_and_a_pull_says_what_is_free() {
+        let (mut c, now) = founder(8);
+        c.cfg.capacity = Resources::new(2000, 1024);
+        let claims = |c: &Coordinator| {
+            c.ops
+                .values()
+                .filter(|op| matches!(op, InFlight::Lease(_)))
+                .count()
+        };
+        let ask = |memory_mib| {
+            let mut spec = TaskSpec::mock(100, 0);
+            spec.resources = Resources::new(500, memory_mib);
+            spec
+        };
+        c.offer_received(now, ShardId(0), TaskId(1), 0, ask(600));
+        assert_eq!(claims(&c), 1);
+        assert_eq!(c.resources_free(), Resources::new(1500, 424));
+        // 600 MiB more would over-commit the node's memory: not claimed,
+        // although slots and CPU are free.
+        c.offer_received(now, ShardId(0), TaskId(2), 0, ask(600));
+        assert_eq!(claims(&c), 1, "over-committed memory");
+        c.offer_received(now, ShardId(0), TaskId(3), 0, ask(400));
+        assert_eq!(claims(&c), 2);
+        while c.poll_transmit().is_some() {}
+        c.pull(now);
+        let mut sent = None;
+        while let Some((_, bytes)) = c.poll_transmit() {
+            if let Ok(PaxosMessage::Pull { resources_free, .. }) =
+                crate::wire::decode(&bytes, crate::wire::MAX_STREAM_MESSAGE_BYTES)
+            {
+                sent = Some(resources_free);
+            }
+        }
+        assert_eq!(sent, Some(Resources::new(1000, 24)));
     }
 
     #[test]

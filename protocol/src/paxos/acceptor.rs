@@ -9,6 +9,7 @@
 use super::lease::LeaseTable;
 use super::{GroupStatus, RegisterKey, ShardMeta, Slot, StoreKey, StoreValue, StoreWrite, Value};
 use crate::bugs::Bugs;
+use crate::resources::Resources;
 use crate::shard::{ShardConfig, ShardId};
 use crate::tasks::{TaskId, TaskRecord, TaskState};
 use crate::time::Instant;
@@ -355,11 +356,17 @@ impl Acceptor {
             PaxosMessage::Pull {
                 hdr,
                 slots_free,
+                resources_free,
                 labels,
                 max,
             } => match self.serving(hdr) {
                 Ok(s) => {
-                    let records = pullable(s, now, from, *slots_free, labels, *max, p, hdr.req);
+                    let room = Room {
+                        slots: *slots_free,
+                        resources: resources_free,
+                        labels,
+                    };
+                    let records = pullable(s, now, from, &room, *max, p, hdr.req);
                     s.note_handed_out(now, &records, p);
                     AcceptorOutput::reply(PaxosMessage::PullReply { hdr: *hdr, records })
                 }
@@ -700,13 +707,18 @@ fn stretch(ms: u64, rho: f64) -> u64 {
     ((ms as f64) * (1.0 + rho) / (1.0 - rho)).ceil() as u64
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a puller has room for.
+struct Room<'a> {
+    slots: u32,
+    resources: &'a Resources,
+    labels: &'a BTreeMap<String, String>,
+}
+
 fn pullable(
     s: &ShardAcceptor,
     now: Instant,
     from: NodeId,
-    slots_free: u32,
-    labels: &BTreeMap<String, String>,
+    room: &Room<'_>,
     max: u32,
     p: &AcceptorParams,
     req: u64,
@@ -714,7 +726,10 @@ fn pullable(
     let max = max.min(crate::wire::paxos::MAX_PULL_RECORDS) as usize;
     let quarantined = s.leases.in_quarantine(now);
     let claimable = |r: &TaskRecord| -> bool {
-        if r.spec.slots > slots_free || !r.spec.fits_labels(labels) {
+        if r.spec.slots > room.slots
+            || !room.resources.covers(&r.spec.resources)
+            || !r.spec.fits_labels(room.labels)
+        {
             return false;
         }
         let changed = s.changed_at.get(&r.id).copied().unwrap_or(Instant::ZERO);
@@ -840,16 +855,12 @@ mod tests {
 
     fn pull(s: &mut ShardAcceptor, now: Instant, from: u64, max: u32) -> Vec<TaskId> {
         let p = params();
-        let out = pullable(
-            s,
-            now,
-            NodeId::from_u64(from),
-            4,
-            &BTreeMap::new(),
-            max,
-            &p,
-            from,
-        );
+        let room = Room {
+            slots: 4,
+            resources: &Resources::default(),
+            labels: &BTreeMap::new(),
+        };
+        let out = pullable(s, now, NodeId::from_u64(from), &room, max, &p, from);
         s.note_handed_out(now, &out, &p);
         out.iter().map(|r| r.id).collect()
     }

@@ -6,6 +6,7 @@
 
 use super::{TaskRecord, TaskSpec, TaskState};
 use crate::gossip::{labels_text, Health, NodeState};
+use crate::resources::Shortfall;
 use crate::sched;
 use std::fmt;
 
@@ -35,6 +36,16 @@ pub enum Unfit {
         /// The most slots any member with its labels offers.
         most: u32,
     },
+    /// Members with its labels and slots exist, but none offers that much
+    /// of one kind of resource (with the kinds before it in the request).
+    Resource {
+        /// `cpu`, `memory` or the custom name.
+        kind: String,
+        /// Asked, written in the kind's unit.
+        asked: String,
+        /// The most any such member offers, in the kind's unit.
+        most: String,
+    },
 }
 
 impl Unfit {
@@ -43,6 +54,11 @@ impl Unfit {
         match self {
             Unfit::Labels { .. } => "labels",
             Unfit::Slots { .. } => "slots",
+            Unfit::Resource { kind, .. } => match kind.as_str() {
+                "cpu" => "cpu",
+                "memory" => "memory",
+                _ => "resources",
+            },
         }
     }
 }
@@ -57,6 +73,10 @@ impl fmt::Display for Unfit {
             Unfit::Slots { asked, most } => write!(
                 f,
                 "asks for {asked} slots; the most any member with its labels offers is {most}"
+            ),
+            Unfit::Resource { kind, asked, most } => write!(
+                f,
+                "asks for {kind} {asked}; the most any member with its labels and slots offers is {most}"
             ),
         }
     }
@@ -77,10 +97,44 @@ pub fn never_fits(spec: &TaskSpec, members: &[Candidate<'_>]) -> Option<Unfit> {
         });
     }
     let most = labelled.iter().map(|s| s.slots_total).max().unwrap_or(0);
-    (most < spec.slots).then_some(Unfit::Slots {
-        asked: spec.slots,
-        most,
-    })
+    if most < spec.slots {
+        return Some(Unfit::Slots {
+            asked: spec.slots,
+            most,
+        });
+    }
+    // Kind by kind, among the members that passed the kinds before: the
+    // message names the first kind no remaining member has enough of.
+    let mut remaining: Vec<&NodeState> = labelled
+        .into_iter()
+        .filter(|s| s.slots_total >= spec.slots)
+        .collect();
+    for (kind, asked) in spec.resources.asked() {
+        let most = remaining
+            .iter()
+            .map(|s| s.capacity.amount(&kind))
+            .max()
+            .unwrap_or(0);
+        remaining.retain(|s| s.capacity.amount(&kind) >= asked);
+        if remaining.is_empty() {
+            let (asked, most) = Shortfall {
+                kind: kind.clone(),
+                asked,
+                have: most,
+            }
+            .amounts();
+            return Some(Unfit::Resource { kind, asked, most });
+        }
+    }
+    None
+}
+
+/// Whether `state`'s totals could ever hold `spec` (labels, slots, every
+/// resource kind), whatever runs there now.
+fn could_ever_hold(spec: &TaskSpec, state: &NodeState) -> bool {
+    spec.fits_labels(&state.labels)
+        && state.slots_total >= spec.slots
+        && state.capacity.covers(&spec.resources)
 }
 
 /// Why the pending task `record` is not running, as `members` show the
@@ -96,7 +150,7 @@ pub fn why_waiting(record: &TaskRecord, members: &[Candidate<'_>]) -> Option<Str
     let spec = &record.spec;
     let fitting: Vec<&Candidate<'_>> = members
         .iter()
-        .filter(|c| spec.fits_labels(&c.state.labels) && c.state.slots_total >= spec.slots)
+        .filter(|c| could_ever_hold(spec, c.state))
         .collect();
     let unusable: Vec<String> = fitting.iter().filter_map(|c| takes_no_work(c)).collect();
     if unusable.len() == fitting.len() {
@@ -107,8 +161,13 @@ pub fn why_waiting(record: &TaskRecord, members: &[Candidate<'_>]) -> Option<Str
     }
     // The offers' own rule, so this line never disagrees with placement.
     if !fitting.iter().any(|c| sched::fits(spec, c.state)) {
+        let resources = if spec.resources.is_empty() {
+            String::new()
+        } else {
+            format!(" and {}", spec.resources)
+        };
         return Some(format!(
-            "waiting for {} free slot(s) on a member that fits it ({} fit, all busy)",
+            "waiting for {} free slot(s){resources} on a member that fits it ({} fit, all busy)",
             spec.slots,
             fitting.len() - unusable.len()
         ));
@@ -160,6 +219,68 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         s
+    }
+
+    fn sized(cpu_milli: u32, memory_mib: u32, gpus: u32) -> NodeState {
+        let mut n = node(4, 4, &[]);
+        n.capacity = crate::resources::Resources::new(cpu_milli, memory_mib);
+        if gpus > 0 {
+            n.capacity.custom.insert("gpu".into(), gpus);
+        }
+        n.free = n.capacity.clone();
+        n
+    }
+
+    #[test]
+    fn a_request_no_member_has_room_for_names_the_kind_and_the_most_offered() {
+        let (big_cpu, big_memory) = (sized(8000, 1024, 0), sized(1000, 8192, 1));
+        let members = [
+            Candidate {
+                name: "a",
+                state: &big_cpu,
+            },
+            Candidate {
+                name: "b",
+                state: &big_memory,
+            },
+        ];
+        let ask = |cpu, memory, gpu| {
+            let mut s = spec(1, &[]);
+            s.resources = crate::resources::Resources::new(cpu, memory);
+            if gpu > 0 {
+                s.resources.custom.insert("gpu".into(), gpu);
+            }
+            s
+        };
+        assert_eq!(never_fits(&ask(8000, 0, 0), &members), None);
+        assert_eq!(never_fits(&ask(1000, 8192, 1), &members), None);
+        // Each kind alone fits somewhere; together on no one member.
+        let both = never_fits(&ask(2000, 2048, 0), &members).unwrap();
+        assert_eq!(
+            both,
+            Unfit::Resource {
+                kind: "memory".into(),
+                asked: "2Gi".into(),
+                most: "1Gi".into()
+            }
+        );
+        assert_eq!(both.field(), "memory");
+        let cpu = never_fits(&ask(9000, 0, 0), &members).unwrap();
+        assert_eq!(cpu.field(), "cpu");
+        assert!(cpu.to_string().contains("cpu 9; the most"), "{cpu}");
+        let gpu = never_fits(&ask(0, 0, 2), &members).unwrap();
+        assert_eq!(gpu.field(), "resources");
+        assert!(gpu.to_string().contains("gpu 2"), "{gpu}");
+        // A fitting task whose member is busy waits and says for what.
+        let mut busy = sized(1000, 8192, 1);
+        busy.free = crate::resources::Resources::new(0, 8192);
+        let members = [Candidate {
+            name: "b",
+            state: &busy,
+        }];
+        let record = TaskRecord::new(TaskId(1), ask(500, 0, 0), 0);
+        let why = why_waiting(&record, &members).unwrap();
+        assert!(why.contains("cpu=500m"), "{why}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod fit;
 
+use crate::resources::{ResourceError, Resources};
 use crate::Bugs;
 use crate::NodeId;
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,8 @@ pub struct TaskSpec {
     pub cwd: Option<String>,
     /// Slots the task occupies while it runs.
     pub slots: u32,
+    /// CPU, memory and custom amounts reserved while it runs.
+    pub resources: Resources,
     /// Labels a node must carry (`key=value`) to run it.
     pub labels: BTreeMap<String, String>,
     /// Per-attempt time limit; `None` for no limit.
@@ -132,6 +135,9 @@ pub enum SpecError {
         /// The bound.
         limit_ms: u64,
     },
+    /// A bad resource request.
+    #[error("{0}")]
+    Resources(ResourceError),
 }
 
 impl SpecError {
@@ -142,6 +148,7 @@ impl SpecError {
             SpecError::Slots(_) => "slots",
             SpecError::Retries(_) => "retries",
             SpecError::EnvKey(_) => "env",
+            SpecError::Resources(e) => resource_field(e),
             SpecError::TooLong { field }
             | SpecError::TooMany { field }
             | SpecError::Nul { field }
@@ -157,8 +164,22 @@ impl SpecError {
             SpecError::TooLong { .. } => Some(MAX_FIELD_BYTES as u64),
             SpecError::TooMany { .. } => Some(MAX_LIST_ITEMS as u64),
             SpecError::TooLate { limit_ms, .. } => Some(*limit_ms),
-            SpecError::EmptyCommand | SpecError::Nul { .. } | SpecError::EnvKey(_) => None,
+            SpecError::EmptyCommand
+            | SpecError::Nul { .. }
+            | SpecError::EnvKey(_)
+            | SpecError::Resources(_) => None,
         }
+    }
+}
+
+/// The submit field a resource error is about.
+fn resource_field(e: &ResourceError) -> &'static str {
+    match e {
+        ResourceError::Cpu(_) => "cpu",
+        ResourceError::Memory(_) => "memory",
+        ResourceError::TooLarge { kind, .. } if kind == "cpu" => "cpu",
+        ResourceError::TooLarge { kind, .. } if kind == "memory" => "memory",
+        _ => "resources",
     }
 }
 
@@ -223,6 +244,7 @@ impl TaskSpec {
             return Err(SpecError::EnvKey(key.clone()));
         }
         check_map("labels", &self.labels)?;
+        self.resources.validate().map_err(SpecError::Resources)?;
         let bounded = |field, got_ms: u64, limit_ms| {
             if got_ms > limit_ms {
                 return Err(SpecError::TooLate {

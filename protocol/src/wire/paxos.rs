@@ -5,6 +5,7 @@
 //! local to one host's clock (docs/protocol.md §5).
 
 use crate::paxos::{Ballot, RegisterKey, Slot};
+use crate::resources::Resources;
 use crate::shard::{ShardConfig, ShardId};
 use crate::tasks::{TaskId, TaskRecord, TaskSpec};
 use serde::{Deserialize, Serialize};
@@ -232,6 +233,8 @@ pub enum PaxosMessage {
         hdr: Header,
         /// Slots free at the puller.
         slots_free: u32,
+        /// CPU, memory and custom amounts free at the puller.
+        resources_free: Resources,
         /// The puller's labels.
         labels: BTreeMap<String, String>,
         /// Most records wanted.

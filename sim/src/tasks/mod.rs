@@ -11,10 +11,11 @@ use crate::engine::Outcome;
 use crate::faults::{schedule, FaultAction};
 use crate::report::{Derived, MembershipReport, Quantiles3, Report, Violation};
 use crate::scenario::Scenario;
-pub use crate::scenario::TasksModel;
+pub use crate::scenario::{TaskShape, TasksModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_protocol::coordinator::Config;
+use shoal_protocol::resources::Resources;
 use shoal_protocol::tasks::TaskSpec;
 use shoal_protocol::Bugs;
 use world::World;
@@ -27,6 +28,7 @@ pub const BUG_NAMES: &[&str] = &[
     "stale-commit",
     "no-drift-margin",
     "critical-takes-work",
+    "over-commit",
 ];
 
 /// Turns a `--bug` name into the coordinator's bug set. Without the
@@ -109,6 +111,23 @@ pub fn sweep_summary<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Optio
     ))
 }
 
+/// A shape drawn by weight; `None` when the model has none.
+fn pick_shape<'a>(shapes: &'a [TaskShape], rng: &mut ChaCha8Rng) -> Option<&'a TaskShape> {
+    let total: f64 = shapes.iter().map(|s| s.weight.max(0.0)).sum();
+    if shapes.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let mut x = rng.gen_range(0.0..total);
+    for shape in shapes {
+        let w = shape.weight.max(0.0);
+        if x < w {
+            return Some(shape);
+        }
+        x -= w;
+    }
+    shapes.last()
+}
+
 /// Runs the task world of `scenario` (which must have `[tasks]`).
 pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
     let started = std::time::Instant::now();
@@ -127,6 +146,7 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
         renew_ms: model.lease_ms / 3,
         rho,
         slots_total: model.slots_per_node,
+        capacity: Resources::new(model.cpu_per_node_milli, model.memory_per_node_mib),
         retention_ms: 3_600_000,
         bugs,
         // Every node offers the workload's label, so labelled tasks are
@@ -211,13 +231,20 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
             let [lo, hi] = model.duration_ms;
             let dur = if hi > lo { rng.gen_range(lo..=hi) } else { lo };
             let code = i32::from(rng.gen_bool(model.fail_probability.clamp(0.0, 1.0)));
-            let slots = if rng.gen_bool(model.two_slot_probability.clamp(0.0, 1.0)) {
-                2
-            } else {
-                1
+            let (slots, resources) = match pick_shape(&model.shapes, &mut rng) {
+                Some(shape) => (
+                    shape.slots,
+                    Resources::new(shape.cpu_milli, shape.memory_mib),
+                ),
+                None if rng.gen_bool(model.two_slot_probability.clamp(0.0, 1.0)) => {
+                    (2, Resources::default())
+                }
+                None => (1, Resources::default()),
             };
+            let need = [slots, resources.cpu_milli, resources.memory_mib];
             let mut spec = TaskSpec::mock(dur, code);
             spec.slots = slots;
+            spec.resources = resources;
             spec.retries = model.retries;
             spec.retry_backoff_ms = 200;
             if rng.gen_bool(model.label_probability.clamp(0.0, 1.0)) {
@@ -236,7 +263,7 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
                 workload.push(ideal::Job {
                     submit_ms: now,
                     duration_ms: busy,
-                    slots,
+                    need,
                 });
             }
         }
@@ -278,7 +305,12 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
     } else {
         real.iter().sum::<f64>() / real.len() as f64
     };
-    let mean_ideal = ideal::mean_response_ms(&workload, n, model.slots_per_node, &downs);
+    let capacity = [
+        model.slots_per_node,
+        model.cpu_per_node_milli,
+        model.memory_per_node_mib,
+    ];
+    let mean_ideal = ideal::mean_response_ms(&workload, n, capacity, &downs);
     let placement_vs_ideal = if mean_ideal > 0.0 {
         mean_real / mean_ideal
     } else {
@@ -294,6 +326,7 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
         "stale_commits": w.stale_commits,
         "lease_overlaps": w.lease_overlaps,
         "critical_starts": w.critical_starts,
+        "over_commits": w.over_commits,
         "failover_ms": Quantiles3::of(&w.failovers_ms),
         "failover_samples_ms": &w.failovers_ms,
         "failover_one_fault_ms": Quantiles3::of(&w.failovers_one_fault_ms),

@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use shoal_protocol::coordinator::{Bootstrap, Config, Coordinator, Effect, OpError, RequestId};
 use shoal_protocol::gossip::{Health, NodeState};
 use shoal_protocol::paxos::{RegisterKey, StoreKey, StoreValue, StoreWrite, Value};
+use shoal_protocol::resources::Resources;
 use shoal_protocol::shard::{shard_of, ShardConfig, ShardId};
 use shoal_protocol::tasks::{Driver, TaskId, TaskRecord, TaskSpec, TaskState};
 use shoal_protocol::{Instant, NodeId};
@@ -32,6 +33,10 @@ pub struct SimAttempt {
     pub ends_at: u64,
     /// Its exit code when it does.
     pub exit_code: i32,
+    /// Slots it holds.
+    pub slots: u32,
+    /// The resources it reserved.
+    pub resources: Resources,
     /// Local-clock deadline of the host supervisor's watchdog: it kills the
     /// attempt then even while the node's agent is paused.
     pub watchdog: Instant,
@@ -138,6 +143,8 @@ fn gossiped_state(c: &Coordinator, node: &TaskNode, now: u64) -> NodeState {
         version: now,
         slots_total: c.config().slots_total,
         slots_free: c.slots_free(),
+        capacity: c.config().capacity.clone(),
+        free: c.resources_free(),
         running_attempts: node.running.len() as u32,
         labels: c.config().labels.clone(),
         health,
@@ -187,6 +194,9 @@ pub struct World {
     pub stale_commits: u64,
     /// Attempts started on a node that knew its own health was critical.
     pub critical_starts: u64,
+    /// Attempts started on a node whose running attempts then held more
+    /// slots, CPU, memory or custom amounts than it offers.
+    pub over_commits: u64,
     /// Global ms of the last membership (and health) feed.
     last_feed: u64,
     orphans: BTreeMap<TaskId, Orphan>,
@@ -280,6 +290,7 @@ impl World {
             double_runs: 0,
             stale_commits: 0,
             critical_starts: 0,
+            over_commits: 0,
             last_feed: 0,
             orphans: BTreeMap::new(),
             failovers_ms: Vec::new(),
@@ -460,6 +471,27 @@ impl World {
                         format!("task {task} attempt {attempt} started on n{i} while attempt {a} runs on n{j}"),
                     );
                 }
+                if let Some(c) = &self.nodes[i].coord {
+                    let capacity = &c.config().capacity;
+                    let mut held = spec.resources.clone();
+                    let mut slots = spec.slots;
+                    for a in self.nodes[i].running.values() {
+                        held.add(&a.resources);
+                        slots += a.slots;
+                    }
+                    let short = capacity.shortfall(&held);
+                    if slots > c.config().slots_total || short.is_some() {
+                        self.over_commits += 1;
+                        let what = short.map_or_else(
+                            || format!("{slots} slots of {}", c.config().slots_total),
+                            |s| format!("{} {} of {}", s.kind, s.asked, s.have),
+                        );
+                        self.violation(
+                            "over_commits",
+                            format!("task {task} attempt {attempt} started on n{i}, whose attempts then held {what}"),
+                        );
+                    }
+                }
                 let (duration, code) = match spec.driver {
                     Driver::Mock {
                         duration_ms,
@@ -483,6 +515,8 @@ impl World {
                         attempt,
                         ends_at: self.now + duration,
                         exit_code: code,
+                        slots: spec.slots,
+                        resources: spec.resources.clone(),
                         watchdog: lease_valid_until
                             .saturating_sub(std::time::Duration::from_millis(margin / 2)),
                     },
