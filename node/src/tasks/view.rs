@@ -60,8 +60,9 @@ pub struct TaskView {
     /// When it was submitted (RFC 3339, the submitting node's clock).
     pub submitted_at: String,
     /// Why the last attempt failed, while it waits for a retry or after it
-    /// failed for good.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// failed for good; `null` otherwise (always present, so scripts can
+    /// read it without checking for the key).
+    #[serde(default)]
     pub reason: Option<String>,
     /// Why a pending task is not running yet, as the answering node sees
     /// the party now.
@@ -446,6 +447,33 @@ impl SubmitBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_fields_become_the_request_or_name_the_field() {
+        let body: SubmitBody = serde_json::from_str(
+            r#"{"command":"x","cpu":"1.5","memory":"2Gi","resources":{"gpu":1}}"#,
+        )
+        .unwrap();
+        let spec = body.into_spec().unwrap();
+        assert_eq!(spec.resources.cpu_milli, 1500);
+        assert_eq!(spec.resources.memory_mib, 2048);
+        assert_eq!(spec.resources.custom.get("gpu"), Some(&1));
+        for (json, field) in [
+            (r#"{"command":"x","cpu":"fast"}"#, "cpu"),
+            (r#"{"command":"x","memory":"2GB"}"#, "memory"),
+            (r#"{"command":"x","resources":{"GPU":1}}"#, "resources"),
+        ] {
+            let body: SubmitBody = serde_json::from_str(json).unwrap();
+            assert_eq!(body.into_spec().unwrap_err().field, field, "{json}");
+        }
+        let record = TaskRecord::new(shoal_protocol::tasks::TaskId(1), spec, 0);
+        let json = serde_json::to_value(TaskView::of(&record)).unwrap();
+        assert!(
+            json["reason"].is_null() && json.get("reason").is_some(),
+            "{json}"
+        );
+        assert_eq!(json["resources"]["memory_mib"], 2048, "{json}");
+    }
 
     #[test]
     fn submit_bodies_become_specs_or_name_the_wrong_field() {
