@@ -195,7 +195,7 @@ impl fmt::Display for Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ResourceError {
     /// Not a CPU amount.
-    #[error("cpu {0:?}: want millicores such as 500m, or cores such as 2 or 0.5")]
+    #[error("cpu {0:?}: want millicores such as 500m, or cores such as 0.5")]
     Cpu(String),
     /// Not a memory amount.
     #[error("memory {0:?}: want an amount such as 256Mi, 4Gi or 1Ti (a plain number is MiB)")]
@@ -276,6 +276,17 @@ pub fn parse_cpu(text: &str) -> Result<u32, ResourceError> {
     Ok(milli)
 }
 
+/// Parses a task's CPU request: a plain integer is millicores (`250`, as
+/// `--cpu MILLI|Nm` promises), else as [`parse_cpu`] (`500m`, `0.5`).
+pub fn parse_cpu_request(text: &str) -> Result<u32, ResourceError> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        parse_cpu(&format!("{t}m"))
+    } else {
+        parse_cpu(t)
+    }
+}
+
 /// Parses `256Mi`, `4Gi`, `1Ti` or a plain number of MiB.
 pub fn parse_memory(text: &str) -> Result<u32, ResourceError> {
     let bad = || ResourceError::Memory(text.to_string());
@@ -347,6 +358,10 @@ mod tests {
             parse_cpu("5000"),
             Err(ResourceError::TooLarge { .. })
         ));
+        assert_eq!(parse_cpu_request("250"), Ok(250));
+        assert_eq!(parse_cpu_request("500m"), Ok(500));
+        assert_eq!(parse_cpu_request("0.5"), Ok(500));
+        assert!(parse_cpu_request("two").is_err());
     }
 
     #[test]

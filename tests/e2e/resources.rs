@@ -56,7 +56,8 @@ fn tasks_reserve_cpu_memory_and_custom_resources_and_never_over_commit_a_node() 
     .expect("a task asking for 2Gi was never refused");
     for (body, field) in [
         (r#"{"command":"true","memory":"2Gi"}"#, "memory"),
-        (r#"{"command":"true","cpu":"3"}"#, "cpu"),
+        (r#"{"command":"true","cpu":"3000"}"#, "cpu"),
+        (r#"{"command":"true","cpu":"3.0"}"#, "cpu"),
         (r#"{"command":"true","resources":{"gpu":2}}"#, "resources"),
         (r#"{"command":"true","resources":{"tpu":1}}"#, "resources"),
         (r#"{"command":"true","cpu":"lots"}"#, "cpu"),

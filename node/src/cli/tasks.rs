@@ -56,7 +56,8 @@ pub struct SubmitArgs {
     /// A label a node must carry, KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = parse_pair)]
     pub labels: Vec<(String, String)>,
-    /// CPU reserved while it runs: millicores (500m) or cores (2, 0.5).
+    /// CPU reserved while it runs: millicores (500m, or a plain 500) or
+    /// cores with a decimal point (0.5, 2.0).
     #[arg(long, value_name = "AMOUNT", value_parser = parse_cpu_arg)]
     pub cpu: Option<String>,
     /// Memory reserved while it runs: 256Mi, 4Gi (a plain number is MiB).
@@ -286,7 +287,7 @@ impl Client {
 
 /// Checked here for a clear error at the flag; sent as written.
 fn parse_cpu_arg(text: &str) -> Result<String, String> {
-    shoal_protocol::resources::parse_cpu(text)
+    shoal_protocol::resources::parse_cpu_request(text)
         .map(|_| text.to_string())
         .map_err(|e| e.to_string())
 }

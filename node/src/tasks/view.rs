@@ -293,7 +293,8 @@ pub struct SubmitBody {
     /// Labels a node must carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// CPU reserved while it runs: `"500m"`, `"2"`, `"0.5"` (default none).
+    /// CPU reserved while it runs: `"500m"` or `"500"` (millicores), `"0.5"`
+    /// (cores); default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     /// Memory reserved while it runs: `"256Mi"`, `"4Gi"` (default none).
@@ -345,7 +346,7 @@ impl SubmitBody {
                 .map_err(|e| FieldError::new(field, e.to_string()))
         };
         let mut asked = Resources::new(
-            amount("cpu", &self.cpu, resources::parse_cpu)?.unwrap_or(0),
+            amount("cpu", &self.cpu, resources::parse_cpu_request)?.unwrap_or(0),
             amount("memory", &self.memory, resources::parse_memory)?.unwrap_or(0),
         );
         for (name, count) in &self.resources {
