@@ -966,10 +966,10 @@ impl Coordinator {
     /// Late binding: ask one group what can be claimed.
     pub(super) fn pull(&mut self, now: Instant) {
         let free = self.slots_free();
-        let resources_free = self.resources_free();
         if self.draining || free == 0 || self.directory.is_empty() || self.is_critical() {
             return;
         }
+        let resources_free = self.resources_free();
         let shards = self.cfg.shards.max(1);
         self.pull_hints.retain(|h| h.until > now);
         let hinted = self.pull_hints.iter().position(|h| {
