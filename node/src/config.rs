@@ -42,6 +42,17 @@ impl Preset {
     }
 }
 
+/// Whether attempts run in cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// In cgroups where a controller is writable (v2, else v1), else none.
+    #[default]
+    Auto,
+    /// Never: attempts run as plain process groups.
+    None,
+}
+
 /// What the machine has: every CPU this process may use (std reads the
 /// cgroup CPU quota), and its memory, or the cgroup's limit if lower.
 pub fn machine_resources() -> Resources {
@@ -141,6 +152,8 @@ pub struct FileConfig {
     pub api_token: Option<String>,
     /// Membership timing preset.
     pub membership_preset: Option<Preset>,
+    /// Attempts in cgroups (`auto`) or not (`none`).
+    pub isolation: Option<IsolationMode>,
     /// Task slots offered.
     pub slots: Option<u32>,
     /// CPU offered to tasks (`4`, `3500m`); default: every CPU.
@@ -232,6 +245,8 @@ pub struct AgentConfig {
     pub api_token: Option<String>,
     /// Membership preset.
     pub preset: Preset,
+    /// Whether attempts run in cgroups.
+    pub isolation: IsolationMode,
     /// Task slots offered.
     pub slots: u32,
     /// CPU, memory and custom amounts offered to tasks.

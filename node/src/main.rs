@@ -267,6 +267,9 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(shoal_node::exec::supervisor::SUPERVISE_ARG) {
         std::process::exit(shoal_node::exec::supervisor::main());
     }
+    if std::env::args().nth(1).as_deref() == Some(shoal_node::exec::cgroup::ENTER_ARG) {
+        std::process::exit(shoal_node::exec::cgroup::enter_main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => exit_on_usage_error(error),

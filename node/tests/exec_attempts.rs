@@ -175,6 +175,7 @@ fn mock(task: &str, attempt: u64, duration: Duration, exit_code: i32) -> Attempt
         cwd: None,
         slots: 1,
         timeout: None,
+        limits: Default::default(),
     }
 }
 

@@ -107,6 +107,7 @@ fn closing_the_agent_pipe_kills_at_once() {
         attempt_dir: data.path().join("attempt"),
         lease_deadline_boot_ms: clock::boot_deadline_ms(Duration::from_secs(100)),
         timeout_ms: None,
+        cgroup: None,
     };
     let mut sup = Command::new(SHOAL_BIN)
         .arg("__supervise")

@@ -58,6 +58,9 @@ pub struct NodeState {
     /// running attempts and takes no new work.
     #[serde(default)]
     pub draining: bool,
+    /// How the node isolates attempts: `cgroup-v1`, `cgroup-v2` or `none`.
+    #[serde(default)]
+    pub isolation: String,
 }
 
 /// Labels as people write them: `k=v,k=v`, in key order.

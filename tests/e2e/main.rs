@@ -10,6 +10,7 @@ mod docs;
 mod drain;
 mod federation;
 mod health_cli;
+mod isolation;
 mod mesh;
 mod metrics_names;
 mod partition;

@@ -88,7 +88,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         inbound,
         &metrics,
     )?;
-    let (tasks, load) = start_tasks(&config, &material, clock, &net, &metrics, &mut mesh).await?;
+    let (tasks, load) = start_tasks(
+        &config,
+        binding.store,
+        &material,
+        clock,
+        &net,
+        &metrics,
+        &mut mesh,
+    )
+    .await?;
     let (fed, gateway) = match start_federation(&config, &material, &metrics, &mesh, &tasks)? {
         Some((handle, streams, records)) => (Some(handle), Some((streams, records))),
         None => (None, None),
@@ -275,8 +284,31 @@ fn start_membership(
 
 /// Stage 4: the task host (store, coordinator, executor, recovery of the
 /// attempts a previous run left); its API handle and the load it reports.
+/// The cgroups this agent's attempts run in, said once at start.
+fn isolation(config: &AgentConfig, store: StoreId) -> crate::exec::cgroup::Isolation {
+    use crate::exec::cgroup::Isolation;
+    let isolation = match config.isolation {
+        crate::config::IsolationMode::None => Isolation::None {
+            why: "--isolation none".into(),
+        },
+        crate::config::IsolationMode::Auto => Isolation::detect(&store.to_hex()),
+    };
+    match &isolation {
+        Isolation::None { why } => tracing::warn!(
+            %why,
+            "isolation: none: attempts run without memory or CPU limits and may disturb each other"
+        ),
+        _ => tracing::info!(
+            isolation = isolation.kind(),
+            "attempts run in their own cgroups"
+        ),
+    }
+    isolation
+}
+
 async fn start_tasks(
     config: &AgentConfig,
+    store: StoreId,
     material: &TlsMaterial,
     clock: Clock,
     net: &Net,
@@ -297,6 +329,7 @@ async fn start_tasks(
             capacity: config.capacity.clone(),
             labels: config.labels.clone(),
             founder: mesh.seeds.is_empty(),
+            isolation: isolation(config, store),
         },
         clock,
         net.transport.clone(),

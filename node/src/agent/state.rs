@@ -89,6 +89,7 @@ fn local_state(config: &AgentConfig, health: &HealthHandle, load: &TaskLoad) -> 
         labels: labels(config),
         build_version: build_version(),
         draining: load.draining.load(Ordering::Relaxed),
+        isolation: load.isolation.to_string(),
     }
 }
 

@@ -54,6 +54,9 @@ pub struct MemberView {
     /// The member said it is draining (takes no new work).
     #[serde(default)]
     pub draining: bool,
+    /// How it isolates attempts: `cgroup-v1`, `cgroup-v2` or `none`.
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 /// `(status, reason)` of a gossiped health.
@@ -120,6 +123,7 @@ impl MemberView {
             build_version: node_state.map(|s| s.build_version.clone()),
             labels: node_state.map(|s| s.labels.clone()).unwrap_or_default(),
             draining: node_state.is_some_and(|s| s.draining),
+            isolation: node_state.map(|s| s.isolation.clone()),
         }
     }
 }

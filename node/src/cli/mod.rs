@@ -278,6 +278,11 @@ pub struct AgentArgs {
     /// Membership timing preset [default: lan].
     #[arg(long, env = "SHOAL_MEMBERSHIP_PRESET", value_enum)]
     pub membership_preset: Option<Preset>,
+    /// Run each attempt in its own cgroup with its memory, CPU and pids
+    /// limits (auto: where a cgroup controller is writable) or never (none)
+    /// [default: auto].
+    #[arg(long, env = "SHOAL_ISOLATION", value_enum)]
+    pub isolation: Option<crate::config::IsolationMode>,
     /// Task slots this node offers [default: number of CPUs].
     #[arg(long, env = "SHOAL_SLOTS")]
     pub slots: Option<u32>,
@@ -438,6 +443,7 @@ impl AgentArgs {
                 .membership_preset
                 .or(file.membership_preset)
                 .unwrap_or_default(),
+            isolation: self.isolation.or(file.isolation).unwrap_or_default(),
             slots: self.slots.or(file.slots).unwrap_or(slots_default),
             capacity: crate::config::offered_resources(
                 &crate::config::machine_resources(),

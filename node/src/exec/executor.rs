@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use super::cgroup::Isolation;
 use super::clock::{boot_deadline_ms, boot_now_ms};
 use super::recover::{finish_abandoned, recover_dir, RecoveredAttempt};
 use super::status::{attempt_dir, read_status, AttemptState, REPORTED_FILE};
@@ -36,6 +37,8 @@ pub struct ExecutorConfig {
     pub supervisor_program: PathBuf,
     /// Arguments that select supervisor mode.
     pub supervisor_args: Vec<String>,
+    /// The cgroups attempts run in (none by default).
+    pub isolation: Isolation,
 }
 
 impl ExecutorConfig {
@@ -54,6 +57,9 @@ impl ExecutorConfig {
             supervisor_program: std::env::current_exe()
                 .map_err(io_err("cannot find the shoal binary"))?,
             supervisor_args: vec![SUPERVISE_ARG.to_string()],
+            isolation: Isolation::None {
+                why: "not configured".into(),
+            },
         })
     }
 }
@@ -198,6 +204,11 @@ impl Executor {
                     timeout_ms: spec
                         .timeout
                         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    cgroup: self.inner.config.isolation.attempt(
+                        &spec.task_id,
+                        spec.attempt,
+                        spec.limits,
+                    ),
                 };
                 // Spawned outside the lock so that starts do not serialise on fork.
                 let child = match self.spawn_supervisor(&dir) {

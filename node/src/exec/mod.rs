@@ -24,6 +24,7 @@
 //! (`stdout`, `stderr`, `status.json`, `supervisor.log`), read with
 //! [`read_log`].
 
+pub mod cgroup;
 pub mod clock;
 mod executor;
 pub mod logs;
@@ -39,5 +40,5 @@ pub use logs::{read_log, LogChunk, LogStream, LOG_CHUNK_MAX_BYTES};
 pub use recover::{recover, RecoveredAttempt};
 pub use types::{
     validate_task_id, AttemptExit, AttemptOutcome, AttemptSpec, Driver, ExecError, KillReason,
-    TASK_ID_LEN_MAX,
+    Limits, TASK_ID_LEN_MAX,
 };

@@ -11,6 +11,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{getppid, Pid};
 
+use super::cgroup::{self, AttemptCgroup};
 use super::clock::boot_now_ms;
 use super::procs::{children_of, kill_group, kill_pid};
 use super::status::{boot_id, write_status, AttemptState, AttemptStatus};
@@ -95,6 +97,13 @@ fn run() -> Result<(), String> {
     write_status(&spec.attempt_dir, &status).map_err(|e| format!("cannot write status: {e}"))?;
 
     let mut report = std::io::stdout();
+    if let Some(cgroup) = &spec.cgroup {
+        if let Err(e) = cgroup.create() {
+            // The limits are a promise to the neighbours: no cgroup, no run.
+            let _ = cgroup.remove();
+            return Err(format!("cannot set up the attempt's cgroup: {e}"));
+        }
+    }
     let outcome = match spawn(&spec) {
         Err(reason) => AttemptOutcome::SpawnFailed { reason },
         Ok(pid) => {
@@ -108,6 +117,10 @@ fn run() -> Result<(), String> {
             let _ = send(&mut report, &FromSupervisor::Started { pid: pid as u32 });
             supervise(&spec, pid, stdin, (signals, parent))
         }
+    };
+    let outcome = match &spec.cgroup {
+        Some(cgroup) => settle_cgroup(&spec, cgroup, outcome),
+        None => outcome,
     };
     status.state = AttemptState::Finished {
         outcome: outcome.clone(),
@@ -138,9 +151,31 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
             )
         })
     };
-    let mut command = Command::new(&spec.program);
+    let mut command = match &spec.cgroup {
+        None => {
+            let mut c = Command::new(&spec.program);
+            c.args(&spec.args);
+            c
+        }
+        Some(cgroup) => {
+            // The trampoline's exec failure would only show as an exit
+            // code: find the program here, to report it as before.
+            let path = spec
+                .env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok());
+            find_program(&spec.program, spec.cwd.as_deref(), path.as_deref())?;
+            let mut c = Command::new("/proc/self/exe");
+            c.args(cgroup::enter_args(
+                &cgroup.procs_files(),
+                &spec.program,
+                &spec.args,
+            ));
+            c
+        }
+    };
     command
-        .args(&spec.args)
         .envs(&spec.env)
         .env("SHOAL_TASK_ID", &spec.task_id)
         .env("SHOAL_ATTEMPT", spec.attempt.to_string())
@@ -159,11 +194,39 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
         }
         command.current_dir(cwd);
     }
+
     let child = command
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", spec.program))?;
     // Reaped by the waiter thread through waitpid(-1), not through `child`.
     i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())
+}
+
+/// Checks that `program` names an executable file, as exec would find it.
+fn find_program(program: &str, cwd: Option<&Path>, path: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.contains('/') {
+        let p = Path::new(program);
+        executable(&match cwd {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        })
+    } else {
+        path.unwrap_or("/usr/local/bin:/usr/bin:/bin")
+            .split(':')
+            .any(|dir| executable(&Path::new(dir).join(program)))
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot start {program:?}: no such executable file (PATH={})",
+            path.unwrap_or("")
+        ))
+    }
 }
 
 fn supervise(
@@ -249,6 +312,38 @@ fn supervise(
             Ok(Event::AllReaped) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             _ => {}
         }
+    }
+    outcome
+}
+
+/// An OOM kill inside the cgroup turns a death by signal (or a shell's
+/// 137) into `OutOfMemory`, noted at the end of the attempt's stderr; then
+/// whatever is left in the cgroup is killed and the cgroup removed.
+fn settle_cgroup(
+    spec: &SupervisorSpec,
+    cgroup: &AttemptCgroup,
+    outcome: AttemptOutcome,
+) -> AttemptOutcome {
+    let died_by_itself = matches!(
+        outcome,
+        AttemptOutcome::Signaled { .. } | AttemptOutcome::Exited { code: 1.. }
+    );
+    let outcome = match (died_by_itself, cgroup.limits.memory_bytes) {
+        (true, Some(limit_bytes)) if cgroup.oom_kills() > 0 => {
+            let note = format!(
+                "\nshoal: the OOM killer killed this attempt at its memory limit of {} MiB\n",
+                limit_bytes >> 20
+            );
+            let _ = std::fs::OpenOptions::new()
+                .append(true)
+                .open(spec.attempt_dir.join("stderr"))
+                .and_then(|mut f| f.write_all(note.as_bytes()));
+            AttemptOutcome::OutOfMemory { limit_bytes }
+        }
+        _ => outcome,
+    };
+    if let Err(e) = cgroup.remove() {
+        eprintln!("shoal supervisor: {e}");
     }
     outcome
 }

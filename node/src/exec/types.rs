@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::cgroup::Limits;
+
 /// Longest accepted task id (it names a directory).
 pub const TASK_ID_LEN_MAX: usize = 128;
 
@@ -46,6 +48,8 @@ pub struct AttemptSpec {
     pub slots: u32,
     /// Kill the attempt after this long (its own timeout, not the lease).
     pub timeout: Option<Duration>,
+    /// Memory and CPU limits of its cgroup (where the node isolates).
+    pub limits: Limits,
 }
 
 /// Why the agent asks to kill an attempt.
@@ -84,6 +88,12 @@ pub enum AttemptOutcome {
     SpawnFailed {
         /// The operating system's reason.
         reason: String,
+    },
+    /// The kernel's OOM killer killed the command at its cgroup's memory
+    /// limit.
+    OutOfMemory {
+        /// The limit, in bytes.
+        limit_bytes: u64,
     },
     /// The supervisor died without reporting; the process group was killed
     /// by the agent.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::AttemptCgroup;
 use super::types::{AttemptOutcome, KillReason};
 
 /// Longest line either side accepts.
@@ -39,6 +40,9 @@ pub struct SupervisorSpec {
     pub lease_deadline_boot_ms: u64,
     /// Task timeout from the start of the command, ms.
     pub timeout_ms: Option<u64>,
+    /// The attempt's cgroup, where the node isolates attempts.
+    #[serde(default)]
+    pub cgroup: Option<AttemptCgroup>,
 }
 
 /// Agent -> supervisor.

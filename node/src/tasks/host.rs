@@ -62,6 +62,8 @@ pub struct TaskLoad {
     pub running: AtomicU32,
     /// The node is draining (gossiped so that offers skip it).
     pub draining: std::sync::atomic::AtomicBool,
+    /// How attempts are isolated (`Isolation::kind`).
+    pub isolation: &'static str,
 }
 
 impl TaskLoad {
@@ -101,6 +103,8 @@ pub struct HostConfig {
     pub labels: BTreeMap<String, String>,
     /// No seeds were given: with an empty store this node founds the party.
     pub founder: bool,
+    /// The cgroups attempts run in.
+    pub isolation: exec::cgroup::Isolation,
 }
 
 /// One member as the host needs it.
@@ -186,12 +190,13 @@ pub async fn start(
     // follows from the membership driver within one poll.
     coord.handle_membership(now, &[(config.me, None)]);
 
-    let exec_config = exec::ExecutorConfig::new(
+    let mut exec_config = exec::ExecutorConfig::new(
         config.data_dir.clone(),
         config.slots,
         config.name.clone(),
         config.party.clone(),
     )?;
+    exec_config.isolation = config.isolation.clone();
     let (executor, exits) = Executor::new(exec_config);
     let recovering = executor.clone();
     let recovered = tokio::task::spawn_blocking(move || recovering.recover())
@@ -210,7 +215,16 @@ pub async fn start(
         }
     }
 
-    let load = Arc::new(TaskLoad::default());
+    // A restarted agent owns no attempt yet: every cgroup it left is stale
+    // (the recovery above has already fenced their supervisors).
+    let stale = config.isolation.remove_stale();
+    if stale > 0 {
+        tracing::info!(stale, "removed attempt cgroups of an earlier run");
+    }
+    let load = Arc::new(TaskLoad {
+        isolation: config.isolation.kind(),
+        ..TaskLoad::default()
+    });
     load.slots_free.store(config.slots, Ordering::Relaxed);
     load.set_resources_free(config.capacity.clone());
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
@@ -847,6 +861,12 @@ impl Host {
         lease_valid_until: Instant,
     ) {
         let remaining = lease_valid_until.saturating_duration_since(now);
+        let limits = exec::Limits {
+            memory_bytes: (spec.resources.memory_mib > 0)
+                .then(|| u64::from(spec.resources.memory_mib) << 20),
+            cpu_milli: (spec.resources.cpu_milli > 0)
+                .then_some(u64::from(spec.resources.cpu_milli)),
+        };
         let driver = match spec.driver {
             Driver::Command => exec::Driver::Command {
                 program: spec.command,
@@ -870,6 +890,7 @@ impl Host {
             // The coordinator owns the task's timeout (it kills with
             // reason Timeout); the supervisor owns the lease deadline.
             timeout: None,
+            limits,
         };
         self.metrics.tasks.attempts_started.inc();
         if attempt > 1 {
@@ -999,12 +1020,16 @@ impl Host {
 /// start an attempt (as a shell reports a command it cannot run).
 const SPAWN_FAILED_CODE: i32 = 127;
 
+/// The reason of an attempt the OOM killer ended.
+pub const OOM_REASON: &str = "oom";
+
 /// The exit code the coordinator is told for an outcome. For kills it asked
 /// for, the coordinator ignores the code (it knows the reason).
 fn exit_code(outcome: &AttemptOutcome) -> i32 {
     match outcome {
         AttemptOutcome::Exited { code } => *code,
         AttemptOutcome::Signaled { signal } => 128 + signal,
+        AttemptOutcome::OutOfMemory { .. } => 128 + Signal::SIGKILL as i32,
         AttemptOutcome::TimedOut => 124,
         AttemptOutcome::Cancelled => 130,
         AttemptOutcome::SpawnFailed { .. } => SPAWN_FAILED_CODE,
@@ -1024,6 +1049,8 @@ fn exit_reason(outcome: &AttemptOutcome) -> Option<String> {
             Err(_) => format!("killed by signal {signal}"),
         }),
         AttemptOutcome::SpawnFailed { reason } => Some(reason.clone()),
+        // Exactly "oom": scripts match on it (`status --json`'s reason).
+        AttemptOutcome::OutOfMemory { .. } => Some(OOM_REASON.into()),
         AttemptOutcome::AgentLost => Some("the agent stopped while it ran".into()),
         AttemptOutcome::SupervisorLost => Some("its supervisor died without a report".into()),
     }

@@ -29,6 +29,7 @@ pub fn sh(task: &str, attempt: u64, script: &str, cwd: &Path) -> AttemptSpec {
         cwd: Some(cwd.to_path_buf()),
         slots: 1,
         timeout: None,
+        limits: Default::default(),
     }
 }
 
