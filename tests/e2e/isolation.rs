@@ -122,6 +122,14 @@ fn a_memory_hog_is_oom_killed_at_its_limit_and_its_neighbour_runs_on() {
     let ok = status(&agent, &neighbour).unwrap();
     assert!(ok["reason"].is_null(), "{ok}");
 
+    // A command's signals are its own: the supervisor's blocked SIGTERM
+    // must not leak into it (then `timeout` could not stop what it runs).
+    let timed = submit(&agent, &[], &["sh", "-c", "timeout 1 sleep 30; echo $?"]);
+    let done = cli(&agent, &["wait", &timed, "--timeout", "20s"]);
+    assert!(done.status.success(), "{}", agent.log_tail());
+    let out = cli(&agent, &["logs", &timed]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "124\n");
+
     // A cgroup left by an earlier run (its supervisor was killed with the
     // agent) is removed when the agent starts again.
     let stale = root.join("stale-task.1");

@@ -10,7 +10,7 @@
 //! `<agent's cgroup>/shoal-<store>/<task>.<attempt>` in v2.
 //!
 //! The supervisor creates the attempt's cgroup, starts the command through
-//! a trampoline that joins it before exec (so nothing the command forks can
+//! a trampoline ([`ENTER_ARG`]) that joins it before exec (so nothing the command forks can
 //! escape), reads
 //! the OOM-kill count when the command ends and removes the cgroup. The
 //! supervisor itself stays outside: its own memory never counts against the
@@ -374,12 +374,14 @@ fn counter(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// First argument of the trampoline that joins an attempt's cgroups and
-/// then becomes the command: `shoal __enter-cgroup N PROCS_FILE... PROGRAM
-/// ARGS...`. The supervisor starts it in place of the command, so the
-/// command is in its cgroups before its first instruction and nothing it
-/// forks can escape, without unsafe code between fork and exec.
-pub const ENTER_ARG: &str = "__enter-cgroup";
+/// First argument of the trampoline every command starts through:
+/// `shoal __exec-attempt N PROCS_FILE... PROGRAM ARGS...`. It joins the
+/// attempt's `N` cgroups, so the command is in them before its first
+/// instruction and nothing it forks can escape, and clears the signal mask
+/// the supervisor keeps (fork and exec inherit it; a command with SIGTERM
+/// blocked outlives `timeout` and `kill`), then execs the command. Both in
+/// safe code, which the supervisor cannot do between its own fork and exec.
+pub const ENTER_ARG: &str = "__exec-attempt";
 /// Exit code of the trampoline when it cannot join or exec (as `env` does).
 const ENTER_FAILED: i32 = 125;
 
@@ -392,7 +394,7 @@ pub fn enter_args(procs: &[PathBuf], program: &str, args: &[String]) -> Vec<std:
     out
 }
 
-/// Entry point of `shoal __enter-cgroup`; returns only on failure.
+/// Entry point of `shoal __exec-attempt`; returns only on failure.
 pub fn enter_main() -> i32 {
     use std::os::unix::process::CommandExt;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
@@ -410,6 +412,15 @@ pub fn enter_main() -> i32 {
             eprintln!("shoal: cannot join the attempt's cgroup {procs:?}: {e}");
             return ENTER_FAILED;
         }
+    }
+    let everything = nix::sys::signal::SigSet::empty();
+    if let Err(e) = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&everything),
+        None,
+    ) {
+        eprintln!("shoal: cannot clear the signal mask: {e}");
+        return ENTER_FAILED;
     }
     let program = &args[count + 1];
     let e = std::process::Command::new(program)

@@ -69,8 +69,9 @@ pub fn main() -> i32 {
 fn run() -> Result<(), String> {
     // Signals that would otherwise kill the supervisor and orphan the group
     // (Ctrl-C to the agent's terminal, the parent-death signal) are blocked
-    // here and read by a thread. The command gets a clean mask: std resets
-    // the signal mask in the child before exec.
+    // here and read by a thread. The command gets a clean mask from the
+    // trampoline it starts through (`cgroup::ENTER_ARG`): fork and exec
+    // would pass this one on.
     let parent = getppid();
     let mut signals = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -151,30 +152,21 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
             )
         })
     };
-    let mut command = match &spec.cgroup {
-        None => {
-            let mut c = Command::new(&spec.program);
-            c.args(&spec.args);
-            c
-        }
-        Some(cgroup) => {
-            // The trampoline's exec failure would only show as an exit
-            // code: find the program here, to report it as before.
-            let path = spec
-                .env
-                .get("PATH")
-                .cloned()
-                .or_else(|| std::env::var("PATH").ok());
-            find_program(&spec.program, spec.cwd.as_deref(), path.as_deref())?;
-            let mut c = Command::new("/proc/self/exe");
-            c.args(cgroup::enter_args(
-                &cgroup.procs_files(),
-                &spec.program,
-                &spec.args,
-            ));
-            c
-        }
-    };
+    // The trampoline's exec failure would only show as an exit code: find
+    // the program here, to report it as a failed start.
+    let path = spec
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok());
+    find_program(&spec.program, spec.cwd.as_deref(), path.as_deref())?;
+    let procs = spec
+        .cgroup
+        .as_ref()
+        .map(|c| c.procs_files())
+        .unwrap_or_default();
+    let mut command = Command::new("/proc/self/exe");
+    command.args(cgroup::enter_args(&procs, &spec.program, &spec.args));
     command
         .envs(&spec.env)
         .env("SHOAL_TASK_ID", &spec.task_id)
