@@ -77,7 +77,14 @@ fn a_memory_hog_is_oom_killed_at_its_limit_and_its_neighbour_runs_on() {
     );
     let neighbour = submit(
         &agent,
-        &["--memory", "64Mi", "--cpu", "250m"],
+        &[
+            "--memory",
+            "32Mi",
+            "--memory-limit",
+            "64Mi",
+            "--cpu",
+            "250m",
+        ],
         &["sh", "-c", &wait_for_stop],
     );
     // `tail` keeps its whole input while it looks for the last line: with
@@ -103,7 +110,8 @@ fn a_memory_hog_is_oom_killed_at_its_limit_and_its_neighbour_runs_on() {
         "the hog's cgroup outlived it"
     );
 
-    // The neighbour, in its own cgroup with the same limit, is untouched.
+    // The neighbour, in its own cgroup with the same limit (reserving only
+    // half of it), is untouched.
     let running = status(&agent, &neighbour).unwrap();
     assert_eq!(running["state"], "running", "{running}");
     let limit_file = if isolation == "cgroup-v2" {

@@ -97,14 +97,19 @@ fn tasks_reserve_cpu_memory_and_custom_resources_and_never_over_commit_a_node() 
     })
     .expect("the free memory never showed the first reservation");
     assert_eq!(free["cpu_milli"], 1500, "{free}");
-    let waiting = status(&agent, &second).unwrap();
-    assert_eq!(waiting["state"], "pending", "{waiting}");
-    assert!(
-        waiting["waiting"]
+    // The waiting reason is written by the node that last looked for room,
+    // a moment after the submit: poll for it, while the task stays pending.
+    let says_memory = |s: &serde_json::Value| {
+        s["waiting"]
             .as_str()
-            .is_some_and(|w| w.contains("memory=600Mi")),
-        "{waiting}"
-    );
+            .is_some_and(|w| w.contains("memory=600Mi"))
+    };
+    let waiting = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        let s = status(&agent, &second)?;
+        assert_eq!(s["state"], "pending", "{s}");
+        says_memory(&s).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("{:?}", status(&agent, &second)));
     assert_eq!(waiting["resources"]["memory_mib"], 600, "{waiting}");
     let shown = String::from_utf8_lossy(&cli(&agent, &["status", &second]).stdout).to_string();
     assert!(shown.contains("slots=1,cpu=500m,memory=600Mi"), "{shown}");

@@ -63,6 +63,9 @@ pub struct SubmitArgs {
     /// Memory reserved while it runs: 256Mi, 4Gi (a plain number is MiB).
     #[arg(long, value_name = "AMOUNT", value_parser = parse_memory_arg)]
     pub memory: Option<String>,
+    /// Memory limit of an isolated attempt, if not --memory (at least it).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_memory_arg)]
+    pub memory_limit: Option<String>,
     /// A custom resource reserved while it runs, NAME=COUNT such as gpu=1
     /// (repeatable).
     #[arg(long = "resource", value_name = "NAME=COUNT", value_parser = crate::cli::parse_resource)]
@@ -311,6 +314,7 @@ pub async fn submit(args: SubmitArgs) -> Result<i32, TaskCliError> {
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         cpu: args.cpu,
         memory: args.memory,
+        memory_limit: args.memory_limit,
         resources: args.resources.into_iter().collect::<BTreeMap<_, _>>(),
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
         cwd: args.cwd,
@@ -690,6 +694,7 @@ mod tests {
             driver: "mock".into(),
             slots: 1,
             resources: Default::default(),
+            memory_limit_mib: None,
             command: String::new(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),
@@ -716,6 +721,7 @@ mod tests {
             driver: "command".into(),
             slots: 1,
             resources: Default::default(),
+            memory_limit_mib: None,
             command: "nope".into(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),
@@ -775,6 +781,7 @@ mod tests {
             driver: "mock".into(),
             slots: 1,
             resources: Default::default(),
+            memory_limit_mib: None,
             command: String::new(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),

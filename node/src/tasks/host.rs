@@ -861,9 +861,12 @@ impl Host {
         lease_valid_until: Instant,
     ) {
         let remaining = lease_valid_until.saturating_duration_since(now);
+        let memory_limit_mib = match spec.memory_limit_mib {
+            0 => spec.resources.memory_mib,
+            limit => limit,
+        };
         let limits = exec::Limits {
-            memory_bytes: (spec.resources.memory_mib > 0)
-                .then(|| u64::from(spec.resources.memory_mib) << 20),
+            memory_bytes: (memory_limit_mib > 0).then(|| u64::from(memory_limit_mib) << 20),
             cpu_milli: (spec.resources.cpu_milli > 0)
                 .then_some(u64::from(spec.resources.cpu_milli)),
         };

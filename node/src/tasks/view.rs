@@ -53,6 +53,10 @@ pub struct TaskView {
     /// CPU, memory and custom amounts it reserves while it runs.
     #[serde(default)]
     pub resources: Resources,
+    /// Memory limit of an isolated attempt, MiB, where it is not the
+    /// reserved memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mib: Option<u32>,
     /// Program (empty for mock tasks).
     pub command: String,
     /// Its arguments.
@@ -149,6 +153,7 @@ impl TaskView {
             },
             slots: r.spec.slots,
             resources: r.spec.resources.clone(),
+            memory_limit_mib: (r.spec.memory_limit_mib > 0).then_some(r.spec.memory_limit_mib),
             command: r.spec.command.clone(),
             args: r.spec.args.clone(),
             submitted_at: rfc3339_ms(r.submitted_at_ms),
@@ -303,6 +308,10 @@ pub struct SubmitBody {
     /// Custom resources reserved while it runs, such as `{"gpu": 1}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, u32>,
+    /// Memory limit of an isolated attempt when it is not `memory`:
+    /// `"512Mi"`; at least the reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
     /// Per-attempt time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationField>,
@@ -387,6 +396,24 @@ impl SubmitBody {
             }
         };
         let resources = self.resources()?;
+        let memory_limit_mib = match self.memory_limit.as_deref() {
+            None => 0,
+            Some(text) => {
+                let mib = resources::parse_memory(text)
+                    .map_err(|e| FieldError::new("memory_limit", e.to_string()))?;
+                if mib == 0 || mib < resources.memory_mib {
+                    return Err(FieldError::new(
+                        "memory_limit",
+                        format!(
+                            "{} is below the memory reserved ({})",
+                            resources::memory_text(mib),
+                            resources::memory_text(resources.memory_mib)
+                        ),
+                    ));
+                }
+                mib
+            }
+        };
         let command = self.command.unwrap_or_default();
         if driver == Driver::Command && command.trim().is_empty() {
             return Err(FieldError::new(
@@ -434,6 +461,7 @@ impl SubmitBody {
             cwd: self.cwd,
             slots,
             resources,
+            memory_limit_mib,
             labels: self.labels,
             timeout_ms,
             retries,
@@ -448,6 +476,36 @@ impl SubmitBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memory_limit_below_the_reservation_is_refused_naming_its_field() {
+        let body = |json: &str| serde_json::from_str::<SubmitBody>(json).unwrap();
+        let spec = body(r#"{"command":"x","memory":"256Mi","memory_limit":"1Gi"}"#)
+            .into_spec()
+            .unwrap();
+        assert_eq!(
+            (spec.resources.memory_mib, spec.memory_limit_mib),
+            (256, 1024)
+        );
+        let spec = body(r#"{"command":"x","memory":"256Mi"}"#)
+            .into_spec()
+            .unwrap();
+        assert_eq!(
+            spec.memory_limit_mib, 0,
+            "no limit given: the request is it"
+        );
+        for bad in [
+            r#"{"command":"x","memory":"256Mi","memory_limit":"128Mi"}"#,
+            r#"{"command":"x","memory_limit":"lots"}"#,
+            r#"{"command":"x","memory_limit":"0"}"#,
+        ] {
+            assert_eq!(
+                body(bad).into_spec().unwrap_err().field,
+                "memory_limit",
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn resource_fields_become_the_request_or_name_the_field() {

@@ -79,6 +79,10 @@ pub struct TaskSpec {
     pub slots: u32,
     /// CPU, memory and custom amounts reserved while it runs.
     pub resources: Resources,
+    /// Memory limit of an isolated attempt, MiB, when it is not the
+    /// reserved memory (0: the reservation is the limit).
+    #[serde(default)]
+    pub memory_limit_mib: u32,
     /// Labels a node must carry (`key=value`) to run it.
     pub labels: BTreeMap<String, String>,
     /// Per-attempt time limit; `None` for no limit.
