@@ -282,8 +282,6 @@ fn start_membership(
     })
 }
 
-/// Stage 4: the task host (store, coordinator, executor, recovery of the
-/// attempts a previous run left); its API handle and the load it reports.
 /// The cgroups this agent's attempts run in, said once at start.
 fn isolation(config: &AgentConfig, store: StoreId) -> crate::exec::cgroup::Isolation {
     use crate::exec::cgroup::Isolation;
@@ -306,6 +304,8 @@ fn isolation(config: &AgentConfig, store: StoreId) -> crate::exec::cgroup::Isola
     isolation
 }
 
+/// Stage 4: the task host (store, coordinator, executor, recovery of the
+/// attempts a previous run left); its API handle and the load it reports.
 async fn start_tasks(
     config: &AgentConfig,
     store: StoreId,

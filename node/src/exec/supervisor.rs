@@ -186,7 +186,6 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
         }
         command.current_dir(cwd);
     }
-
     let child = command
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", spec.program))?;
