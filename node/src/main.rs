@@ -196,6 +196,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => exit_with(runtime()?.block_on(tasks::status(args))?),
         Command::Logs(args) => exit_with(runtime()?.block_on(tasks::logs(args))?),
         Command::Cancel(args) => exit_with(runtime()?.block_on(tasks::cancel(args))?),
+        Command::Checkpoint { command } => {
+            exit_with(runtime()?.block_on(shoal_node::cli::checkpoint::run(command))?)
+        }
         Command::Wait(args) => exit_with(runtime()?.block_on(tasks::wait(args))?),
         Command::Members(args) => {
             let list = runtime()?.block_on(members::fetch(&args))?;

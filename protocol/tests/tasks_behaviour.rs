@@ -867,3 +867,74 @@ fn record_edits_from_two_nodes_at_once_both_survive_a_crash() {
         )))
     );
 }
+
+#[test]
+fn a_checkpoint_reaches_the_next_attempt_and_a_fenced_attempts_late_save_is_refused() {
+    use shoal_protocol::coordinator::OpError;
+    use shoal_protocol::tasks::checkpoint::{digest, CheckpointMeta};
+    use shoal_protocol::tasks::Refusal;
+    let mut sim = Sim::new(3, test_config(), 21, 0.0);
+    sim.run_for(50);
+    sim.log_effects = true;
+    let task = acked_one(&mut sim, 0, TaskSpec::mock(30_000, 0));
+    let (holder, attempt) = wait_running(&mut sim, task, 3_000);
+    let meta = |attempt, generation| CheckpointMeta {
+        attempt,
+        generation,
+        size: 5,
+        digest: digest(b"state"),
+        saved_at_ms: 0,
+        holders: vec![tasks_harness::node_id(0)],
+    };
+    let saved = |sim: &Sim, req| {
+        sim.effects.iter().find_map(|(_, n, e)| match e {
+            Effect::CheckpointSaved {
+                request, result, ..
+            } if *n == holder && *request == req => Some(result.clone()),
+            _ => None,
+        })
+    };
+    let req = sim
+        .with(holder, |c, now| {
+            c.save_checkpoint(now, task, meta(attempt, 1))
+        })
+        .expect("up")
+        .expect("accepted");
+    assert!(sim.run_until(2_000, |s| saved(s, req).is_some()));
+    assert_eq!(saved(&sim, req), Some(Ok(())));
+    assert_eq!(sim.record(task).unwrap().checkpoint, Some(meta(attempt, 1)));
+
+    // The holder stalls past its lease; the next attempt starts elsewhere
+    // with the checkpoint, and the stalled attempt's save is refused.
+    sim.pause(holder, 3_500);
+    assert!(sim.run_until(6_000, |s| s
+        .running_anywhere(task)
+        .is_some_and(|(n, a)| n != holder && a > attempt)));
+    let handed = sim.effects.iter().find_map(|(_, _, e)| match e {
+        Effect::StartAttempt {
+            task: t,
+            attempt: a,
+            checkpoint,
+            ..
+        } if *t == task && *a == attempt + 1 => Some(checkpoint.clone()),
+        _ => None,
+    });
+    assert_eq!(handed, Some(Some(meta(attempt, 1))));
+    sim.run_for(1_000);
+    let late = sim
+        .with(holder, |c, now| {
+            c.save_checkpoint(now, task, meta(attempt, 2))
+        })
+        .expect("up")
+        .expect("accepted");
+    assert!(sim.run_until(3_000, |s| saved(s, late).is_some()));
+    assert!(
+        matches!(
+            saved(&sim, late),
+            Some(Err(OpError::Refused(Refusal::StaleAttempt { .. })))
+        ),
+        "{:?}",
+        saved(&sim, late)
+    );
+    assert_eq!(sim.record(task).unwrap().checkpoint, Some(meta(attempt, 1)));
+}

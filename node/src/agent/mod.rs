@@ -304,6 +304,17 @@ fn isolation(config: &AgentConfig, store: StoreId) -> crate::exec::cgroup::Isola
     isolation
 }
 
+/// The agent's API as a process on this machine reaches it: an API bound
+/// to every address is reached on loopback.
+fn attempt_api_url(api: std::net::SocketAddr) -> String {
+    let ip = match api.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, api.port()))
+}
+
 /// Stage 4: the task host (store, coordinator, executor, recovery of the
 /// attempts a previous run left); its API handle and the load it reports.
 async fn start_tasks(
@@ -330,6 +341,8 @@ async fn start_tasks(
             labels: config.labels.clone(),
             founder: mesh.seeds.is_empty(),
             isolation: isolation(config, store),
+            api_url: attempt_api_url(config.api),
+            api_token: config.api_token.clone().filter(|t| !t.is_empty()),
         },
         clock,
         net.transport.clone(),

@@ -4,6 +4,7 @@
 //! but `/healthz`, `/readyz` and the web view's files needs
 //! `Authorization: Bearer TOKEN`.
 
+pub mod checkpoint;
 pub mod fed;
 pub mod tasks;
 pub mod view;
@@ -68,6 +69,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get_task))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/logs", get(tasks::logs))
+        .route(
+            "/v1/tasks/{id}/checkpoint",
+            get(checkpoint::show).post(checkpoint::save),
+        )
         .route("/v1/fed/links", get(fed::links))
         .route("/v1/fed/trust", get(fed::trusted).post(fed::trust))
         .route("/v1/fed/trust/{party}", axum::routing::delete(fed::untrust))

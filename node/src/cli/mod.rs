@@ -1,6 +1,7 @@
 //! The `shoal` command line (clap). Agent settings come from flags, then
 //! `SHOAL_*` environment variables, then the config file, then defaults.
 
+pub mod checkpoint;
 pub mod drain;
 pub mod env_errors;
 pub mod fed;
@@ -73,6 +74,12 @@ pub enum Command {
     Cancel(tasks::CancelArgs),
     /// Wait for tasks to be final; exit 0 only if all succeeded.
     Wait(tasks::WaitArgs),
+    /// Save an attempt's checkpoint for the next attempt, or show a task's.
+    Checkpoint {
+        /// Checkpoint operation.
+        #[command(subcommand)]
+        command: checkpoint::CheckpointCommand,
+    },
     /// Start a local 5-node mesh, run tasks, kill the busiest node, and
     /// show the tasks restarting elsewhere with every guarantee checked.
     Demo(crate::demo::DemoArgs),

@@ -199,20 +199,20 @@ pub enum TaskCliError {
 }
 
 #[derive(Clone)]
-struct Client {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+pub(super) struct Client {
+    pub(super) base: String,
+    pub(super) token: Option<String>,
+    pub(super) http: reqwest::Client,
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) headers: reqwest::header::HeaderMap,
+    pub(super) body: Vec<u8>,
 }
 
 impl Client {
-    fn new(api: &ApiArgs) -> Result<Client, TaskCliError> {
+    pub(super) fn new(api: &ApiArgs) -> Result<Client, TaskCliError> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -269,7 +269,7 @@ impl Client {
         })
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
+    pub(super) async fn json<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -301,7 +301,7 @@ fn parse_memory_arg(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn check_id(id: &str) -> Result<(), TaskCliError> {
+pub(super) fn check_id(id: &str) -> Result<(), TaskCliError> {
     crate::tasks::parse_task_id(id)
         .map(|_| ())
         .map_err(|e| TaskCliError::Usage(e.to_string()))
@@ -701,6 +701,7 @@ mod tests {
             reason: None,
             waiting: None,
             attempts: Vec::new(),
+            checkpoint: None,
         };
         let text = table(&[t]);
         assert!(text.lines().nth(1).unwrap().contains("pending"));
@@ -747,6 +748,7 @@ mod tests {
                     reason: None,
                 },
             ],
+            checkpoint: None,
         };
         let text = detail(&t);
         assert!(text.contains("STATE      failed (exit 127)"), "{text}");
@@ -788,6 +790,7 @@ mod tests {
             reason: None,
             waiting: None,
             attempts: Vec::new(),
+            checkpoint: None,
         };
         let text = table(&[t]);
         assert_eq!(text.lines().count(), 2, "{text:?}");

@@ -4,6 +4,8 @@
 //! (persist through the store's group commit, start/extend/kill through
 //! the executor, answer the API). It makes no protocol decision.
 
+use super::checkpoint::CheckpointDir;
+use super::checkpoint_flow::{Checkpoints, ChunkAnswer, LocalDone, Net, RestoreStep, Resume};
 use super::mesh::{RemoteChunk, TaskMessage, REMOTE_LOG_CHUNK_BYTES};
 use super::{LogPiece, LogQuery, Request, TaskError, TaskRead, TasksHandle, REQUEST_TIMEOUT};
 use crate::agent::clock::Clock;
@@ -105,6 +107,10 @@ pub struct HostConfig {
     pub founder: bool,
     /// The cgroups attempts run in.
     pub isolation: exec::cgroup::Isolation,
+    /// This agent's API as an attempt reaches it (`SHOAL_API_URL`).
+    pub api_url: String,
+    /// The API's bearer token, if it needs one (`SHOAL_API_TOKEN`).
+    pub api_token: Option<String>,
 }
 
 /// One member as the host needs it.
@@ -230,6 +236,8 @@ pub async fn start(
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
     let (members_tx, members) = mpsc::channel(4);
     let (persisted_tx, persisted) = mpsc::unbounded_channel();
+    let (checkpoints, local) = Checkpoints::new(CheckpointDir::new(&config.data_dir), config.me);
+    let attempt_env = AttemptEnv::new(&config);
     tokio::spawn(watch_membership(commands, members_tx));
     let host = Host {
         coord,
@@ -248,8 +256,10 @@ pub async fn start(
         next_remote: 1,
         persisted_tx,
         load: load.clone(),
+        checkpoints,
+        attempt_env,
     };
-    tokio::spawn(host.run(requests, inbound, exits, persisted, members));
+    tokio::spawn(host.run(requests, inbound, exits, persisted, members, local));
     Ok((TasksHandle::new(requests_tx), load))
 }
 
@@ -345,6 +355,68 @@ struct Host {
     next_remote: u64,
     persisted_tx: mpsc::UnboundedSender<(u64, bool)>,
     load: Arc<TaskLoad>,
+    checkpoints: Checkpoints,
+    attempt_env: AttemptEnv,
+}
+
+/// How the checkpoint flow reaches the live members.
+fn mesh_net<'a>(transport: &'a Transport, peers: &'a HashMap<NodeId, Peer>) -> Net<'a> {
+    Net {
+        transport,
+        addr_of: Box::new(move |id| peers.get(&id).map(|p| p.addr)),
+    }
+}
+
+/// What every attempt's environment gets from its agent, so that
+/// `shoal checkpoint save` inside it finds the agent and its binary.
+#[derive(Debug, Clone)]
+struct AttemptEnv {
+    /// `DATA/bin`, holding a link to this binary; `None` if it could not
+    /// be made.
+    bin_dir: Option<PathBuf>,
+    api_url: String,
+    api_token: Option<String>,
+}
+
+impl AttemptEnv {
+    fn new(config: &HostConfig) -> Self {
+        let bin_dir = config.data_dir.join("bin");
+        let linked = std::env::current_exe().and_then(|exe| {
+            std::fs::create_dir_all(&bin_dir)?;
+            let link = bin_dir.join("shoal");
+            match std::fs::read_link(&link) {
+                Ok(old) if old == exe => return Ok(()),
+                Ok(_) => std::fs::remove_file(&link)?,
+                Err(_) => {}
+            }
+            std::os::unix::fs::symlink(&exe, &link)
+        });
+        if let Err(e) = &linked {
+            tracing::warn!(error = %e, dir = %bin_dir.display(),
+                "cannot link this binary into the attempts' PATH: `shoal checkpoint` inside attempts needs it on PATH");
+        }
+        AttemptEnv {
+            bin_dir: linked.is_ok().then_some(bin_dir),
+            api_url: config.api_url.clone(),
+            api_token: config.api_token.clone(),
+        }
+    }
+
+    /// Adds the agent's variables to an attempt's environment.
+    fn apply(&self, env: &mut BTreeMap<String, String>) {
+        if let Some(bin) = &self.bin_dir {
+            let rest = env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok())
+                .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            env.insert("PATH".into(), format!("{}:{rest}", bin.display()));
+        }
+        env.insert("SHOAL_API_URL".into(), self.api_url.clone());
+        if let Some(token) = &self.api_token {
+            env.insert("SHOAL_API_TOKEN".into(), token.clone());
+        }
+    }
 }
 
 impl Host {
@@ -355,6 +427,7 @@ impl Host {
         mut exits: mpsc::UnboundedReceiver<AttemptExit>,
         mut persisted: mpsc::UnboundedReceiver<(u64, bool)>,
         mut members: mpsc::Receiver<Vec<Peer>>,
+        mut local: mpsc::UnboundedReceiver<LocalDone>,
     ) {
         let mut gauges = tokio::time::interval(GAUGE_REFRESH);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -386,6 +459,7 @@ impl Host {
                     }
                 }
                 Some(exit) = exits.recv() => self.on_exit(exit),
+                Some(done) = local.recv() => self.on_local(done),
                 request = requests.recv() => match request {
                     Some(request) => self.on_request(request),
                     None => break,
@@ -432,7 +506,7 @@ impl Host {
             Channel::Task => {
                 match wire::decode::<TaskMessage>(&inbound.payload, wire::MAX_STREAM_MESSAGE_BYTES)
                 {
-                    Ok(m) => self.on_task_message(inbound.src, m),
+                    Ok(m) => self.on_task_message(inbound.src, inbound.src_id, m),
                     Err(e) => {
                         self.metrics.transport.decode_errors.inc();
                         tracing::debug!(peer = %inbound.src, error = %e, "task payload refused");
@@ -443,7 +517,28 @@ impl Host {
         }
     }
 
-    fn on_task_message(&mut self, src: SocketAddr, m: TaskMessage) {
+    fn on_task_message(&mut self, src: SocketAddr, src_id: NodeId, m: TaskMessage) {
+        let now = self.clock.now();
+        let net = mesh_net(&self.transport, &self.peers);
+        let m = match m {
+            TaskMessage::CheckpointStored { req, index, result } => {
+                let answer = ChunkAnswer { req, index, result };
+                self.checkpoints
+                    .on_stored(now, &mut self.coord, &net, src_id, answer);
+                return;
+            }
+            TaskMessage::CheckpointChunk { req, index, result } => {
+                let answer = ChunkAnswer { req, index, result };
+                let step = self.checkpoints.on_chunk(&net, answer);
+                drop(net);
+                self.restore_step(step);
+                return;
+            }
+            m => match self.checkpoints.serve(&net, src_id, m) {
+                Some(m) => m,
+                None => return,
+            },
+        };
         match m {
             TaskMessage::LogRequest {
                 req,
@@ -466,6 +561,65 @@ impl Host {
                     let _ = r.reply.send(log_piece(r.attempt, r.task_final, result));
                 }
             }
+            TaskMessage::CheckpointPut { .. }
+            | TaskMessage::CheckpointStored { .. }
+            | TaskMessage::CheckpointGet { .. }
+            | TaskMessage::CheckpointChunk { .. }
+            | TaskMessage::CheckpointDiscard { .. } => {}
+        }
+    }
+
+    fn on_local(&mut self, done: LocalDone) {
+        let now = self.clock.now();
+        let net = mesh_net(&self.transport, &self.peers);
+        let step = match done {
+            LocalDone::Stored { req, index, result } => {
+                let (me, answer) = (self.me, ChunkAnswer { req, index, result });
+                self.checkpoints
+                    .on_stored(now, &mut self.coord, &net, me, answer);
+                None
+            }
+            LocalDone::Read { req, index, result } => {
+                let answer = ChunkAnswer { req, index, result };
+                self.checkpoints.on_chunk(&net, answer)
+            }
+            LocalDone::Assembled { req, result } => self.checkpoints.on_assembled(req, result),
+        };
+        drop(net);
+        self.restore_step(step);
+    }
+
+    /// Starts an attempt whose checkpoint is in place, or reports that it
+    /// could not get it.
+    fn restore_step(&mut self, step: Option<RestoreStep>) {
+        let now = self.clock.now();
+        match step {
+            None => {}
+            Some(RestoreStep::Start(resume)) => {
+                let Resume {
+                    task,
+                    attempt,
+                    spec,
+                    lease_valid_until,
+                    path,
+                } = *resume;
+                self.start_attempt(now, task, attempt, spec, lease_valid_until, Some(path));
+            }
+            Some(RestoreStep::Fail {
+                task,
+                attempt,
+                reason,
+            }) => {
+                tracing::error!(%task, attempt, %reason, "cannot resume the attempt");
+                self.checkpoints.attempt_ended(task, attempt);
+                self.coord.handle_attempt_exited(
+                    now,
+                    task,
+                    attempt,
+                    SPAWN_FAILED_CODE,
+                    Some(format!("cannot start on {}: {reason}", self.name)),
+                );
+            }
         }
     }
 
@@ -484,6 +638,7 @@ impl Host {
         };
         let code = exit_code(&exit.outcome);
         tracing::debug!(%task, attempt = exit.attempt, outcome = ?exit.outcome, "attempt ended");
+        self.checkpoints.attempt_ended(task, exit.attempt);
         self.coord.handle_attempt_exited(
             self.clock.now(),
             task,
@@ -560,6 +715,27 @@ impl Host {
                 reply,
             } => {
                 let _ = reply.send(self.list(state.as_deref(), limit));
+            }
+            Request::SaveCheckpoint {
+                task,
+                attempt,
+                bytes,
+                reply,
+            } => {
+                let wall_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let net = mesh_net(&self.transport, &self.peers);
+                self.checkpoints.save(
+                    now,
+                    wall_ms,
+                    &mut self.coord,
+                    &net,
+                    task,
+                    attempt,
+                    bytes,
+                    reply,
+                );
             }
             Request::Drain(draining, reply) => {
                 self.coord.set_draining(draining);
@@ -661,6 +837,12 @@ impl Host {
             .shard_groups_degraded
             .set(self.coord.degraded_groups() as i64);
         self.sweep_remote_reads();
+        let net = mesh_net(&self.transport, &self.peers);
+        let failed = self.checkpoints.sweep(&net);
+        drop(net);
+        for step in failed {
+            self.restore_step(Some(step));
+        }
     }
 
     fn sweep_remote_reads(&mut self) {
@@ -738,7 +920,54 @@ impl Host {
                 attempt,
                 spec,
                 lease_valid_until,
-            } => self.start_attempt(now, task, attempt, *spec, lease_valid_until),
+                checkpoint,
+            } => {
+                let net = mesh_net(&self.transport, &self.peers);
+                let ready = self.checkpoints.attempt_won(
+                    &net,
+                    task,
+                    attempt,
+                    *spec,
+                    lease_valid_until,
+                    checkpoint,
+                );
+                drop(net);
+                if let Some((spec, lease_valid_until)) = ready {
+                    self.start_attempt(now, task, attempt, spec, lease_valid_until, None);
+                }
+            }
+            Effect::LeaseExtended {
+                task,
+                attempt,
+                valid_until,
+            } if self.checkpoints.lease_extended(task, attempt, valid_until) => {
+                self.metrics.tasks.lease_renewals.inc();
+            }
+            Effect::KillAttempt {
+                task,
+                attempt,
+                reason,
+            } if self.checkpoints.abandon(task, attempt) => {
+                // It never started: nothing to kill, but its end is owed.
+                let code = match reason {
+                    KillReason::Fenced => -1,
+                    KillReason::Timeout => 124,
+                    KillReason::Cancelled => 130,
+                };
+                self.checkpoints.attempt_ended(task, attempt);
+                self.coord
+                    .handle_attempt_exited(now, task, attempt, code, None);
+            }
+            Effect::CheckpointSaved {
+                request,
+                task,
+                result,
+            } => {
+                let net = mesh_net(&self.transport, &self.peers);
+                if !self.checkpoints.on_saved(&net, request, result) {
+                    tracing::debug!(%task, "answer of an unknown checkpoint save");
+                }
+            }
             Effect::LeaseExtended {
                 task,
                 attempt,
@@ -830,6 +1059,9 @@ impl Host {
                 if state == TaskState::Succeeded && record_attempt == attempt {
                     self.metrics.tasks.attempts_succeeded.inc();
                 }
+                let net = mesh_net(&self.transport, &self.peers);
+                self.checkpoints
+                    .committed(&net, task, attempt, state.is_final());
                 tracing::debug!(%task, attempt, state = super::view::state_name(&state), "attempt committed");
             }
             Effect::AttemptRefused {
@@ -838,6 +1070,8 @@ impl Host {
                 error,
             } => {
                 self.metrics.tasks.results_refused.inc();
+                let net = mesh_net(&self.transport, &self.peers);
+                self.checkpoints.committed(&net, task, attempt, false);
                 tracing::info!(%task, attempt, %error, "a stale attempt's result was refused");
             }
             Effect::Reconfigured { config } => {
@@ -859,8 +1093,14 @@ impl Host {
         attempt: u64,
         spec: shoal_protocol::tasks::TaskSpec,
         lease_valid_until: Instant,
+        checkpoint: Option<PathBuf>,
     ) {
         let remaining = lease_valid_until.saturating_duration_since(now);
+        let mut env = spec.env;
+        self.attempt_env.apply(&mut env);
+        if let Some(path) = checkpoint {
+            env.insert("SHOAL_CHECKPOINT".into(), path.display().to_string());
+        }
         let memory_limit_mib = match spec.memory_limit_mib {
             0 => spec.resources.memory_mib,
             limit => limit,
@@ -887,7 +1127,7 @@ impl Host {
             task_id: task.to_string(),
             attempt,
             driver,
-            env: spec.env,
+            env,
             cwd: spec.cwd.map(PathBuf::from),
             slots: spec.slots,
             // The coordinator owns the task's timeout (it kills with
@@ -1087,7 +1327,7 @@ fn request_error(e: shoal_protocol::coordinator::RequestError) -> TaskError {
     use shoal_protocol::coordinator::RequestError as E;
     match e {
         E::Spec(s) => TaskError::Invalid(s.to_string()),
-        E::Members => TaskError::Invalid(e.to_string()),
+        E::Members | E::Checkpoint(_) => TaskError::Invalid(e.to_string()),
         E::Overloaded | E::UnknownShard(_) => TaskError::Unavailable(format!(
             "{e} (the node may still be joining the mesh; retry)"
         )),

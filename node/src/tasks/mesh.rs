@@ -1,8 +1,10 @@
 //! Task-channel messages between agents: a log read served by the node
-//! that ran an attempt. Request and answer are matched by `req`.
+//! that ran an attempt, and checkpoint chunks stored on and read from the
+//! members of a task's shard group. Request and answer are matched by `req`.
 
 use crate::exec::LogStream;
 use serde::{Deserialize, Serialize};
+use shoal_protocol::tasks::TaskId;
 
 /// Largest log chunk one answer carries (well under a stream frame).
 pub const REMOTE_LOG_CHUNK_BYTES: usize = 256 * 1024;
@@ -29,6 +31,56 @@ pub enum TaskMessage {
         req: u64,
         /// The chunk, or why not.
         result: Result<RemoteChunk, String>,
+    },
+    /// Store one chunk of a checkpoint durably.
+    CheckpointPut {
+        /// Echoed in the answer.
+        req: u64,
+        /// The task.
+        task: TaskId,
+        /// The save's generation.
+        generation: u64,
+        /// The chunk's index.
+        index: u32,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// The answer to a [`TaskMessage::CheckpointPut`].
+    CheckpointStored {
+        /// The request's `req`.
+        req: u64,
+        /// The chunk's index.
+        index: u32,
+        /// Durable, or why not.
+        result: Result<(), String>,
+    },
+    /// Read one chunk of a checkpoint.
+    CheckpointGet {
+        /// Echoed in the answer.
+        req: u64,
+        /// The task.
+        task: TaskId,
+        /// The checkpoint's generation.
+        generation: u64,
+        /// The chunk's index.
+        index: u32,
+    },
+    /// The answer to a [`TaskMessage::CheckpointGet`].
+    CheckpointChunk {
+        /// The request's `req`.
+        req: u64,
+        /// The chunk's index.
+        index: u32,
+        /// Its bytes, or why not.
+        result: Result<Vec<u8>, String>,
+    },
+    /// Remove a generation nobody will read: superseded by a newer save, or
+    /// a save the record refused.
+    CheckpointDiscard {
+        /// The task.
+        task: TaskId,
+        /// The generation.
+        generation: u64,
     },
 }
 

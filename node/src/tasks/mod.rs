@@ -8,6 +8,8 @@
 //!
 //! [`Coordinator`]: shoal_protocol::coordinator::Coordinator
 
+pub mod checkpoint;
+pub mod checkpoint_flow;
 pub mod host;
 pub mod mesh;
 pub mod metrics;
@@ -16,6 +18,7 @@ pub mod view;
 
 use crate::exec::LogStream;
 use shoal_protocol::federation::records::{RecordEdit, RecordSet};
+use shoal_protocol::tasks::checkpoint::CheckpointMeta;
 use shoal_protocol::tasks::fit::Unfit;
 use shoal_protocol::tasks::{TaskId, TaskRecord, TaskSpec};
 use std::time::Duration;
@@ -104,6 +107,17 @@ pub enum Request {
     },
     /// Start (`true`) or cancel (`false`) draining: no new attempts here.
     Drain(bool, oneshot::Sender<Result<(), TaskError>>),
+    /// Save a checkpoint of an attempt running here.
+    SaveCheckpoint {
+        /// The task.
+        task: TaskId,
+        /// The saving attempt.
+        attempt: u64,
+        /// What it saves.
+        bytes: Vec<u8>,
+        /// The checkpoint the record names now.
+        reply: checkpoint_flow::SaveReply,
+    },
     /// Cancel a non-final task.
     Cancel(TaskId, oneshot::Sender<Result<(), TaskError>>),
     /// Read a record set (`register` one of
@@ -163,6 +177,23 @@ impl TasksHandle {
     /// Starts or cancels draining this node.
     pub async fn drain(&self, draining: bool) -> Result<(), TaskError> {
         self.ask(|tx| Request::Drain(draining, tx)).await
+    }
+
+    /// Saves a checkpoint for attempt `attempt` of `task`, which must run
+    /// on this node; answered once the record names it.
+    pub async fn save_checkpoint(
+        &self,
+        task: TaskId,
+        attempt: u64,
+        bytes: Vec<u8>,
+    ) -> Result<CheckpointMeta, TaskError> {
+        self.ask(|reply| Request::SaveCheckpoint {
+            task,
+            attempt,
+            bytes,
+            reply,
+        })
+        .await
     }
 
     /// Submits a task; its id once a majority persisted it.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_protocol::resources::{self, ResourceError, Resources};
+use shoal_protocol::tasks::checkpoint::CheckpointMeta;
 use shoal_protocol::tasks::{AttemptInfo, Driver, Outcome, TaskRecord, TaskSpec, TaskState};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -75,6 +76,37 @@ pub struct TaskView {
     /// Its newest attempts, oldest first.
     #[serde(default)]
     pub attempts: Vec<AttemptView>,
+    /// The latest checkpoint an attempt saved; absent when none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointView>,
+}
+
+/// A task's latest checkpoint (`shoal checkpoint show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointView {
+    /// The attempt that saved it.
+    pub attempt: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was saved (RFC 3339, the saving node's clock).
+    pub saved_at: String,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+    /// The nodes that store it (ids, hex).
+    pub holders: Vec<String>,
+}
+
+impl CheckpointView {
+    /// The view of a record's checkpoint.
+    pub fn of(m: &CheckpointMeta) -> CheckpointView {
+        CheckpointView {
+            attempt: m.attempt,
+            size: m.size,
+            saved_at: rfc3339_ms(m.saved_at_ms),
+            sha256: m.digest.iter().map(|b| format!("{b:02x}")).collect(),
+            holders: m.holders.iter().map(|h| h.to_hex()).collect(),
+        }
+    }
 }
 
 /// One attempt of a task.
@@ -160,6 +192,7 @@ impl TaskView {
             reason: r.reason.clone(),
             waiting: None,
             attempts: r.attempts.iter().map(AttemptView::of).collect(),
+            checkpoint: r.checkpoint.as_ref().map(CheckpointView::of),
         }
     }
 

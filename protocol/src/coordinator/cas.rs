@@ -112,6 +112,10 @@ pub(super) enum Purpose {
         request: RequestId,
         task: TaskId,
     },
+    Checkpoint {
+        request: RequestId,
+        task: TaskId,
+    },
     Successor,
 }
 
@@ -568,6 +572,13 @@ impl Coordinator {
                     request,
                     task,
                     result,
+                });
+            }
+            Purpose::Checkpoint { request, task } => {
+                self.effects.push_back(Effect::CheckpointSaved {
+                    request,
+                    task,
+                    result: res.map(|_| ()),
                 });
             }
             Purpose::Job { request } => {

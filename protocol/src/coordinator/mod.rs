@@ -41,6 +41,7 @@ use crate::paxos::lease::{acceptor_lease_ms, lease_timing_error};
 use crate::paxos::{Ballot, RegisterKey, StoreKey, StoreValue, StoreWrite, Value};
 use crate::resources::Resources;
 use crate::shard::{self, ShardConfig, ShardId};
+use crate::tasks::checkpoint::{CheckpointError, CheckpointMeta};
 use crate::tasks::{Mutation, SpecError, TaskId, TaskRecord, TaskSpec, TaskState};
 use crate::time::Instant;
 use crate::wire::paxos::{GroupRefusal, PaxosMessage};
@@ -269,6 +270,8 @@ pub enum Effect {
         spec: Box<TaskSpec>,
         /// The lease's end if never renewed.
         lease_valid_until: Instant,
+        /// The latest checkpoint of an earlier attempt, to hand to this one.
+        checkpoint: Option<CheckpointMeta>,
     },
     /// A renewal moved the lease of a running attempt to `valid_until`. A
     /// host whose machine may stall (GC, SIGSTOP, overload) should arm an
@@ -346,6 +349,16 @@ pub enum Effect {
         /// The register's value after the operation.
         result: Result<Option<Vec<u8>>, OpError>,
     },
+    /// The outcome of [`Coordinator::save_checkpoint`]: the record names the
+    /// checkpoint, or why not (a refusal means the attempt was fenced).
+    CheckpointSaved {
+        /// The request.
+        request: RequestId,
+        /// The task.
+        task: TaskId,
+        /// Done, or why not.
+        result: Result<(), OpError>,
+    },
     /// The outcome of a task read: the record as a majority of its shard
     /// group holds it (`None` when no such task exists).
     TaskRead {
@@ -383,6 +396,9 @@ pub enum RequestError {
     /// A forced reconfiguration named no member or too many.
     #[error("invalid member list")]
     Members,
+    /// A checkpoint breaks a limit.
+    #[error("invalid checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// A lease this node believes it holds.
@@ -736,6 +752,40 @@ impl Coordinator {
         );
         self.deliver_local(now);
         Ok(request)
+    }
+
+    /// Names `meta` as the task's latest checkpoint, if `meta.attempt` is
+    /// the current attempt and runs here; [`Effect::CheckpointSaved`]
+    /// follows. Its chunks must already be durable on a majority of
+    /// `meta.holders` (see [`crate::tasks::checkpoint::SaveTally`]).
+    pub fn save_checkpoint(
+        &mut self,
+        now: Instant,
+        task: TaskId,
+        meta: CheckpointMeta,
+    ) -> Result<RequestId, RequestError> {
+        meta.validate()?;
+        let config = self.config_for(task.0)?;
+        let request = self.request_id();
+        self.start_cas(
+            now,
+            config,
+            RegisterKey::Task(task),
+            Change::Task(Mutation::Checkpoint {
+                holder: self.me,
+                meta,
+            }),
+            Purpose::Checkpoint { request, task },
+        );
+        self.deliver_local(now);
+        Ok(request)
+    }
+
+    /// The members of the shard group of `task`, which store its
+    /// checkpoints; `None` before the shard's configuration is known.
+    pub fn checkpoint_holders(&self, task: TaskId) -> Option<Vec<NodeId>> {
+        let shard = shard::shard_of(task.0, self.cfg.shards);
+        self.directory.get(&shard).map(|c| c.members.clone())
     }
 
     /// Writes (or with `None` deletes) job register `job`; [`Effect::JobDone`] follows.

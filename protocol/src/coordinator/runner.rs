@@ -621,6 +621,10 @@ impl Coordinator {
             return;
         }
         let won = matches!(&res, Ok(Some(r)) if r.state.holder() == Some((attempt, self.me)));
+        let checkpoint = match &res {
+            Ok(Some(r)) => r.checkpoint.clone(),
+            _ => None,
+        };
         let in_time = a.fence_at(margin).is_some_and(|f| now < f);
         let shard = a.shard;
         if won && in_time && !critical {
@@ -638,6 +642,7 @@ impl Coordinator {
                 attempt,
                 spec: Box::new(spec),
                 lease_valid_until: until,
+                checkpoint,
             });
         } else if won {
             // Won the record but the lease lapsed meanwhile, or this node

@@ -6,11 +6,13 @@
 //! fencing rule (a result counts only from the current attempt) is
 //! [`apply`]'s check of the attempt number.
 
+pub mod checkpoint;
 pub mod fit;
 
 use crate::resources::{ResourceError, Resources};
 use crate::Bugs;
 use crate::NodeId;
+use checkpoint::CheckpointMeta;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -383,6 +385,9 @@ pub struct TaskRecord {
     /// Why the last ended attempt failed, while the task waits for a retry
     /// or after it failed for good.
     pub reason: Option<String>,
+    /// The latest checkpoint an attempt saved, for the next attempt.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointMeta>,
 }
 
 impl TaskRecord {
@@ -401,6 +406,7 @@ impl TaskRecord {
             submitted_at_ms,
             attempts: Vec::new(),
             reason: None,
+            checkpoint: None,
         }
     }
 
@@ -474,6 +480,14 @@ pub enum Mutation {
     Cancel {
         /// When (Unix ms, the cancelling node's clock).
         at_ms: u64,
+    },
+    /// Name the checkpoint that attempt `meta.attempt` saved, if that
+    /// attempt is current and runs on `holder` (the fencing rule for saves).
+    Checkpoint {
+        /// The node that saved it.
+        holder: NodeId,
+        /// What it saved.
+        meta: CheckpointMeta,
     },
     /// Remove a final record (garbage collection).
     Delete,
@@ -549,6 +563,19 @@ pub fn apply(
                 .is_some_and(|a| a.started_at_ms == *at_ms) => {}
         Mutation::Finish { attempt, .. }
             if rec.state.is_final() && rec.final_attempt == Some(*attempt) => {}
+        Mutation::Checkpoint { meta, .. } if rec.checkpoint.as_ref() == Some(meta) => {}
+        Mutation::Checkpoint { holder, meta } => {
+            if rec.state.is_final() {
+                return Err(Refusal::Final);
+            }
+            if rec.state.holder() != Some((meta.attempt, *holder)) {
+                return Err(Refusal::StaleAttempt {
+                    asked: meta.attempt,
+                    have: rec.attempt,
+                });
+            }
+            next.checkpoint = Some(meta.clone());
+        }
         Mutation::Cancel { at_ms } => {
             if rec.state.is_final() {
                 return Err(Refusal::Final);
@@ -728,6 +755,67 @@ mod tests {
         .unwrap();
         assert_eq!(ok.state, TaskState::Succeeded);
         assert_eq!(ok.final_attempt, Some(3));
+    }
+
+    #[test]
+    fn only_the_current_attempt_on_its_holder_names_a_checkpoint() {
+        let none = Bugs::none();
+        let meta = |attempt, generation| CheckpointMeta {
+            attempt,
+            generation,
+            size: 3,
+            digest: checkpoint::digest(b"abc"),
+            saved_at_ms: 5,
+            holders: vec![NodeId::from_u64(1)],
+        };
+        let save = |holder, meta| Mutation::Checkpoint {
+            holder: NodeId::from_u64(holder),
+            meta,
+        };
+        let rec = running(3);
+        let saved = apply(Some(&rec), &save(1, meta(3, 10)), &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.checkpoint, Some(meta(3, 10)));
+        assert_eq!(saved.state, rec.state, "a save changes nothing else");
+        assert_eq!(
+            apply(Some(&saved), &save(1, meta(3, 10)), &none),
+            Ok(Some(saved.clone())),
+            "the same save retried reports success"
+        );
+        assert_eq!(
+            apply(Some(&saved), &save(1, meta(2, 11)), &none),
+            Err(Refusal::StaleAttempt { asked: 2, have: 3 }),
+            "a fenced attempt's late save is refused"
+        );
+        assert_eq!(
+            apply(Some(&saved), &save(2, meta(3, 12)), &none),
+            Err(Refusal::StaleAttempt { asked: 3, have: 3 }),
+            "another node cannot save for the holder's attempt"
+        );
+        let next = apply(
+            Some(&saved),
+            &Mutation::Claim {
+                from: 3,
+                holder: NodeId::from_u64(2),
+                holder_name: "b".into(),
+                at_ms: 9,
+            },
+            &none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            next.checkpoint,
+            Some(meta(3, 10)),
+            "the next attempt finds the checkpoint"
+        );
+        let mut done = saved.clone();
+        done.state = TaskState::Succeeded;
+        assert_eq!(
+            apply(Some(&done), &save(1, meta(3, 13)), &none),
+            Err(Refusal::Final)
+        );
     }
 
     #[test]

@@ -349,6 +349,7 @@ impl Sim {
                 attempt,
                 spec,
                 lease_valid_until,
+                ..
             } => {
                 for (j, n) in self.nodes.iter().enumerate() {
                     if let Some(other) = n.running.get(&task) {

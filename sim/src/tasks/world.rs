@@ -446,6 +446,7 @@ impl World {
                 attempt,
                 spec,
                 lease_valid_until,
+                ..
             } => {
                 let others: Vec<(usize, u64)> = self
                     .nodes
