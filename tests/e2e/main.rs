@@ -4,6 +4,7 @@
 
 mod api;
 mod chaos;
+mod checkpoints;
 mod cli_input;
 mod containers;
 mod docs;
