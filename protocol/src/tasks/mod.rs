@@ -36,6 +36,13 @@ pub const MAX_TAIL_BYTES: usize = 2_048;
 pub const MAX_ATTEMPT_HISTORY: usize = 8;
 /// Longest failure reason kept in a record.
 pub const MAX_REASON_BYTES: usize = 512;
+/// The reason of an attempt that exited non-zero with no other explanation.
+pub const EXIT_REASON: &str = "exit";
+/// The reason of an attempt its per-task time limit ended.
+pub const TIMEOUT_REASON: &str = "timeout";
+/// The reason of an attempt killed because its lease was lost (the task
+/// waits for its next attempt; no retry is spent).
+pub const FENCED_REASON: &str = "fenced";
 
 /// A task's identity: random 64 bits drawn by the submitting node from its
 /// seeded generator.
@@ -653,16 +660,29 @@ pub fn apply(
                 });
             }
             next.output_tail = truncate_tail(tail);
-            let reason = reason.as_deref().map(truncate_reason);
+            // Scripts match these words (`status --json`'s reason): a
+            // failure the host did not explain is "exit" or "timeout", a
+            // fenced attempt "fenced", a success none.
+            let reason = match outcome {
+                Outcome::Exited(0) => None,
+                Outcome::Fenced => Some(FENCED_REASON.to_string()),
+                Outcome::Exited(_) => Some(
+                    reason
+                        .as_deref()
+                        .map_or(EXIT_REASON.into(), truncate_reason),
+                ),
+                Outcome::TimedOut => Some(
+                    reason
+                        .as_deref()
+                        .map_or(TIMEOUT_REASON.into(), truncate_reason),
+                ),
+            };
             if let Some(info) = next.attempts.iter_mut().find(|a| a.attempt == *attempt) {
                 info.ended_at_ms = Some(*at_ms);
                 info.outcome = Some(*outcome);
                 info.reason.clone_from(&reason);
             }
-            next.reason = match outcome {
-                Outcome::Exited(0) | Outcome::Fenced => None,
-                Outcome::Exited(_) | Outcome::TimedOut => reason,
-            };
+            next.reason = reason;
             match outcome {
                 Outcome::Exited(0) => finish(&mut next, TaskState::Succeeded, Some(0), *attempt),
                 Outcome::Fenced => next.state = TaskState::Pending,
@@ -816,6 +836,37 @@ mod tests {
             apply(Some(&done), &save(1, meta(3, 13)), &none),
             Err(Refusal::Final)
         );
+    }
+
+    #[test]
+    fn an_unexplained_end_has_the_reason_scripts_match() {
+        let none = Bugs::none();
+        let end = |outcome| Mutation::Finish {
+            attempt: 3,
+            outcome,
+            tail: String::new(),
+            at_ms: 0,
+            reason: None,
+        };
+        let reason_after = |outcome| {
+            apply(Some(&running(3)), &end(outcome), &none)
+                .unwrap()
+                .unwrap()
+                .reason
+        };
+        assert_eq!(reason_after(Outcome::Exited(2)).as_deref(), Some("exit"));
+        assert_eq!(reason_after(Outcome::TimedOut).as_deref(), Some("timeout"));
+        assert_eq!(reason_after(Outcome::Fenced).as_deref(), Some("fenced"));
+        assert_eq!(reason_after(Outcome::Exited(0)), None);
+        let fenced = apply(Some(&running(3)), &end(Outcome::Fenced), &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fenced.state,
+            TaskState::Pending,
+            "a fenced attempt spends no retry"
+        );
+        assert_eq!(fenced.retries_used, 0);
     }
 
     #[test]
