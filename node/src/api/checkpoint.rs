@@ -5,7 +5,7 @@ use super::{ApiError, ApiState};
 use crate::tasks::parse_task_id;
 use crate::tasks::view::CheckpointView;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use shoal_protocol::tasks::checkpoint::MAX_CHECKPOINT_BYTES;
@@ -16,14 +16,6 @@ use shoal_protocol::tasks::checkpoint::MAX_CHECKPOINT_BYTES;
 pub(super) struct SaveQuery {
     /// The saving attempt (`$SHOAL_ATTEMPT`).
     attempt: u64,
-}
-
-fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("body: a checkpoint is at most {MAX_CHECKPOINT_BYTES} bytes"),
-    )
-    .with_limit(MAX_CHECKPOINT_BYTES)
 }
 
 pub(super) async fn save(
@@ -37,26 +29,7 @@ pub(super) async fn save(
             .with_field("attempt")
     })?;
     let task = parse_task_id(&id)?;
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_CHECKPOINT_BYTES) {
-        return Err(too_large());
-    }
-    let limit = usize::try_from(MAX_CHECKPOINT_BYTES).unwrap_or(usize::MAX);
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over {
-                too_large()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}"))
-            }
-        })?;
+    let bytes = super::body::read_limited(req, "a checkpoint", MAX_CHECKPOINT_BYTES).await?;
     let meta = state
         .tasks
         .save_checkpoint(task, q.attempt, bytes.to_vec())

@@ -4,6 +4,7 @@
 //! but `/healthz`, `/readyz` and the web view's files needs
 //! `Authorization: Bearer TOKEN`.
 
+mod body;
 pub mod checkpoint;
 pub mod fed;
 pub mod tasks;

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 
 /// Longest submit body accepted.
-const MAX_SUBMIT_BYTES: usize = 1024 * 1024;
+const MAX_SUBMIT_BYTES: u64 = 1024 * 1024;
 /// Default and largest page of `GET /v1/tasks`.
 const LIST_LIMIT_DEFAULT: usize = 100;
 const LIST_LIMIT_MAX: usize = 10_000;
@@ -61,34 +61,7 @@ impl<S: Send + Sync> FromRequest<S> for SubmitJson {
                 "body: send JSON with Content-Type: application/json".into(),
             ));
         }
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body: larger than the limit of {MAX_SUBMIT_BYTES} bytes"),
-            )
-            .with_limit(MAX_SUBMIT_BYTES as u64)
-        };
-        // An announced length over the limit is answered before the body is
-        // read; a body that lies or is chunked is cut off by to_bytes below.
-        let announced = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > MAX_SUBMIT_BYTES as u64) {
-            return Err(too_large());
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_SUBMIT_BYTES)
-            .await
-            .map_err(|e| {
-                let over_limit = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if over_limit {
-                    too_large()
-                } else {
-                    bad_request(format!("body: {e}"))
-                }
-            })?;
+        let bytes = super::body::read_limited(req, "the submission", MAX_SUBMIT_BYTES).await?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let body: SubmitBody = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();

@@ -1,7 +1,7 @@
 //! `shoal checkpoint save FILE` (inside an attempt) and
 //! `shoal checkpoint show ID`: clients of `/v1/tasks/{id}/checkpoint`.
 
-use super::tasks::{check_id, ApiArgs, Client, TaskCliError};
+use super::tasks::{check_id, ApiArgs, Body, Client, TaskCliError};
 use crate::cli::terminal::terminal_safe;
 use crate::tasks::view::CheckpointView;
 use clap::{Args, Subcommand};
@@ -72,7 +72,9 @@ async fn save(args: SaveArgs) -> Result<i32, TaskCliError> {
         "/v1/tasks/{}/checkpoint?attempt={}",
         args.task, args.attempt
     );
-    let saved: CheckpointView = client.upload(&path, bytes).await?;
+    let saved: CheckpointView = client
+        .json(reqwest::Method::POST, &path, Body::Bytes(bytes))
+        .await?;
     eprintln!(
         "checkpoint of task {} saved: {} bytes from attempt {}, on {} holders",
         terminal_safe(&args.task),
@@ -90,7 +92,7 @@ async fn show(args: ShowArgs) -> Result<i32, TaskCliError> {
         .json(
             reqwest::Method::GET,
             &format!("/v1/tasks/{}/checkpoint", args.id),
-            None,
+            Body::Empty,
         )
         .await?;
     if args.json {
@@ -106,43 +108,4 @@ async fn show(args: ShowArgs) -> Result<i32, TaskCliError> {
         println!("HOLDERS    {}", view.holders.len());
     }
     Ok(0)
-}
-
-impl Client {
-    /// POSTs raw bytes and reads a JSON answer.
-    async fn upload<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        bytes: Vec<u8>,
-    ) -> Result<T, TaskCliError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self
-            .http
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.map_err(|e| TaskCliError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| TaskCliError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-        if !(200..300).contains(&status) {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-            return Err(TaskCliError::Status { status, message });
-        }
-        serde_json::from_slice(&body).map_err(|e| TaskCliError::BadBody {
-            url,
-            reason: format!("HTTP {status}: {e}"),
-        })
-    }
 }

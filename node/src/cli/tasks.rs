@@ -205,6 +205,16 @@ pub(super) struct Client {
     pub(super) http: reqwest::Client,
 }
 
+/// What a request sends.
+pub(super) enum Body<'a> {
+    /// Nothing.
+    Empty,
+    /// A task submission as JSON.
+    Json(&'a SubmitBody),
+    /// Raw bytes (a checkpoint).
+    Bytes(Vec<u8>),
+}
+
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) headers: reqwest::header::HeaderMap,
@@ -231,16 +241,20 @@ impl Client {
         &self,
         method: reqwest::Method,
         path: &str,
-        json: Option<&SubmitBody>,
+        body: Body<'_>,
     ) -> Result<Answer, TaskCliError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(body) = json {
-            req = req.json(body);
-        }
+        req = match body {
+            Body::Empty => req,
+            Body::Json(body) => req.json(body),
+            Body::Bytes(bytes) => req
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes),
+        };
         let resp = req.send().await.map_err(|e| TaskCliError::Unreachable {
             url: url.clone(),
             reason: e.to_string(),
@@ -273,7 +287,7 @@ impl Client {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&SubmitBody>,
+        body: Body<'_>,
     ) -> Result<T, TaskCliError> {
         let answer = self.call(method, path, body).await?;
         serde_json::from_slice(&answer.body).map_err(|e| TaskCliError::BadBody {
@@ -283,8 +297,12 @@ impl Client {
     }
 
     async fn task(&self, id: &str) -> Result<TaskView, TaskCliError> {
-        self.json(reqwest::Method::GET, &format!("/v1/tasks/{id}"), None)
-            .await
+        self.json(
+            reqwest::Method::GET,
+            &format!("/v1/tasks/{id}"),
+            Body::Empty,
+        )
+        .await
     }
 }
 
@@ -357,7 +375,7 @@ pub async fn submit(args: SubmitArgs) -> Result<i32, TaskCliError> {
     }
     let client = Client::new(&args.api)?;
     let answer: serde_json::Value = client
-        .json(reqwest::Method::POST, "/v1/tasks", Some(&body))
+        .json(reqwest::Method::POST, "/v1/tasks", Body::Json(&body))
         .await?;
     let id = answer["id"].as_str().ok_or_else(|| TaskCliError::BadBody {
         url: format!("{}/v1/tasks", client.base),
@@ -474,7 +492,9 @@ pub async fn status(args: StatusArgs) -> Result<i32, TaskCliError> {
             if let Some(s) = &args.state {
                 path.push_str(&format!("&state={s}"));
             }
-            let list: Vec<TaskView> = client.json(reqwest::Method::GET, &path, None).await?;
+            let list: Vec<TaskView> = client
+                .json(reqwest::Method::GET, &path, Body::Empty)
+                .await?;
             if args.json {
                 println!(
                     "{}",
@@ -496,7 +516,7 @@ pub async fn cancel(args: CancelArgs) -> Result<i32, TaskCliError> {
         .json(
             reqwest::Method::POST,
             &format!("/v1/tasks/{}/cancel", args.id),
-            None,
+            Body::Empty,
         )
         .await?;
     eprintln!(
@@ -522,7 +542,7 @@ pub async fn logs(args: LogsArgs) -> Result<i32, TaskCliError> {
             "/v1/tasks/{}/logs?stream={stream}&offset={offset}{attempt}",
             args.id
         );
-        let answer = match client.call(reqwest::Method::GET, &path, None).await {
+        let answer = match client.call(reqwest::Method::GET, &path, Body::Empty).await {
             Ok(a) => a,
             // A holder that is briefly unreachable while following.
             Err(TaskCliError::Status { status: 503, .. }) if args.follow => {

@@ -513,9 +513,10 @@ impl Checkpoints {
 
     /// Asks the current source of chunk `index`; moves on past sources that
     /// cannot be reached.
-    fn ask(&mut self, net: &Net<'_>, req: u64, index: u32) {
+    /// Asks the next source for chunk `index`; `false` when none is left.
+    fn ask(&mut self, net: &Net<'_>, req: u64, index: u32) -> bool {
         let Some(op) = self.restores.get_mut(&req) else {
-            return;
+            return false;
         };
         while let Some(&source) = op.sources.get(op.asking[index as usize]) {
             let (task, generation) = (op.task, op.meta.generation);
@@ -525,7 +526,7 @@ impl Checkpoints {
                     let result = dir.get(task, generation, index).map_err(|e| e.to_string());
                     let _ = tx.send(LocalDone::Read { req, index, result });
                 });
-                return;
+                return true;
             }
             let m = TaskMessage::CheckpointGet {
                 req,
@@ -534,12 +535,13 @@ impl Checkpoints {
                 index,
             };
             if net.send(source, &m) {
-                return;
+                return true;
             }
             op.errors
                 .push(format!("holder {} is not a live member", source.to_hex()));
             op.asking[index as usize] += 1;
         }
+        false
     }
 
     /// A source answered chunk `index` of restore `req`.
@@ -558,15 +560,10 @@ impl Checkpoints {
                 };
                 op.errors.push(why);
                 op.asking[index as usize] += 1;
-                if op.asking[index as usize] >= op.sources.len() {
-                    return self.fail(req);
+                if self.ask(net, req, index) {
+                    return None;
                 }
-                self.ask(net, req, index);
-                let op = self.restores.get(&req)?;
-                if op.asking[index as usize] >= op.sources.len() {
-                    return self.fail(req);
-                }
-                return None;
+                return self.fail(req);
             }
         }
         if op.chunks.iter().all(Option::is_some) {
