@@ -313,8 +313,12 @@ async fn stale_clean_up_removes_only_its_own_stores_unowned_containers() {
     let owned = vec![("t-owned".to_string(), 2)];
     let removed = docker::remove_stale(Path::new("docker"), &mine, &owned).unwrap();
     assert_eq!(removed, 1);
-    assert_eq!(containers_of(&mine), [kept.clone()]);
-    assert_eq!(containers_of(&theirs), [other.clone()], "another store's");
+    assert_eq!(containers_of(&mine), std::slice::from_ref(&kept));
+    assert_eq!(
+        containers_of(&theirs),
+        std::slice::from_ref(&other),
+        "another store's"
+    );
     let _ = Command::new("docker")
         .args(["rm", "-f", &kept, &other])
         .output();

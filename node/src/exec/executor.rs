@@ -529,9 +529,8 @@ async fn drive_supervisor(
             let outcome = settle_lost_supervisor(&dir).await;
             if let Some(run) = spec.docker {
                 // The supervisor cannot remove its container any more.
-                match tokio::task::spawn_blocking(move || run.remove()).await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "container of a lost supervisor"),
-                    Ok(Ok(())) | Err(_) => {}
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || run.remove()).await {
+                    tracing::error!(error = %e, "container of a lost supervisor");
                 }
             }
             outcome

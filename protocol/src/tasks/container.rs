@@ -254,7 +254,8 @@ mod tests {
     #[test]
     fn bad_mounts_are_refused_with_the_reason() {
         use ContainerError::*;
-        let cases: [(&str, fn(&ContainerError) -> bool); 10] = [
+        type Want = fn(&ContainerError) -> bool;
+        let cases: [(&str, Want); 10] = [
             ("/a", |e| matches!(e, MountSyntax(_))),
             ("/a:/b:rx", |e| matches!(e, MountSyntax(_))),
             ("/a:/b:ro:x", |e| matches!(e, MountSyntax(_))),
