@@ -12,6 +12,7 @@ if [ "$(id -u)" = 0 ]; then
   need_pkg chromium chromium      # the web view's browser test (tests/e2e/ui_browser.rs)
   need_pkg chromedriver chromium-driver
   need_pkg systemd-analyze systemd  # checks deploy/systemd/shoal.service
+  need_pkg busybox busybox-static  # the FROM-scratch image of the docker driver's tests
 fi
 # Schema check of deploy/k8s (Kubernetes schemas bundled, no cluster needed).
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate

@@ -108,6 +108,7 @@ fn closing_the_agent_pipe_kills_at_once() {
         lease_deadline_boot_ms: clock::boot_deadline_ms(Duration::from_secs(100)),
         timeout_ms: None,
         cgroup: None,
+        docker: None,
     };
     let mut sup = Command::new(SHOAL_BIN)
         .arg("__supervise")

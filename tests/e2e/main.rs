@@ -7,6 +7,7 @@ mod chaos;
 mod checkpoints;
 mod cli_input;
 mod containers;
+mod docker_driver;
 mod docs;
 mod drain;
 mod federation;

@@ -39,6 +39,9 @@ pub enum DriverArg {
     Command,
     /// Run nothing: finish after --duration with --exit-code.
     Mock,
+    /// Run CMD ARGS... (or the image's own command) in a container of
+    /// --image, through the node's docker CLI.
+    Docker,
 }
 
 /// `shoal submit`.
@@ -73,7 +76,8 @@ pub struct SubmitArgs {
     /// An environment variable for the command, KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = parse_pair)]
     pub env: Vec<(String, String)>,
-    /// Working directory of the command.
+    /// Working directory of the command (inside the container for
+    /// --driver docker).
     #[arg(long)]
     pub cwd: Option<String>,
     /// Retries after a failed attempt.
@@ -88,6 +92,17 @@ pub struct SubmitArgs {
     /// How the task runs.
     #[arg(long, value_enum, default_value_t = DriverArg::Command)]
     pub driver: DriverArg,
+    /// Docker driver: the image, which must be on the node already (it is
+    /// never pulled).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Docker driver: bind a node path into the container, SRC:DST or
+    /// SRC:DST:ro, both absolute (repeatable).
+    #[arg(long = "mount", value_name = "SRC:DST[:ro]", value_parser = parse_mount_arg)]
+    pub mounts: Vec<String>,
+    /// Docker driver: the container's network.
+    #[arg(long, value_name = "none|bridge", value_parser = parse_network_arg)]
+    pub network: Option<String>,
     /// Mock driver: how long the task pretends to run.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -313,6 +328,18 @@ fn parse_cpu_arg(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_mount_arg(text: &str) -> Result<String, String> {
+    shoal_protocol::tasks::container::Mount::parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_network_arg(text: &str) -> Result<String, String> {
+    shoal_protocol::tasks::container::Network::parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_memory_arg(text: &str) -> Result<String, String> {
     shoal_protocol::resources::parse_memory(text)
         .map(|_| text.to_string())
@@ -344,7 +371,39 @@ pub async fn submit(args: SubmitArgs) -> Result<i32, TaskCliError> {
         force: args.force.then_some(true),
         ..SubmitBody::default()
     };
+    let container_flag = [
+        ("--image", args.image.is_some()),
+        ("--mount", !args.mounts.is_empty()),
+        ("--network", args.network.is_some()),
+    ]
+    .into_iter()
+    .find(|(_, given)| *given);
+    if let (Some((flag, _)), false) = (container_flag, args.driver == DriverArg::Docker) {
+        return Err(TaskCliError::Usage(format!(
+            "{flag} is for --driver docker"
+        )));
+    }
     match args.driver {
+        DriverArg::Docker => {
+            let Some(image) = args.image else {
+                return Err(TaskCliError::Usage(
+                    "--driver docker needs --image IMAGE (an image already on the nodes)".into(),
+                ));
+            };
+            if args.duration.is_some() || args.exit_code.is_some() {
+                return Err(TaskCliError::Usage(
+                    "--duration and --exit-code are for --driver mock".into(),
+                ));
+            }
+            body.driver = Some("docker".into());
+            body.image = Some(image);
+            body.mounts = args.mounts;
+            body.network = args.network;
+            if let Some((program, rest)) = args.command.split_first() {
+                body.command = Some(program.clone());
+                body.args = rest.to_vec();
+            }
+        }
         DriverArg::Command => {
             let Some((program, rest)) = args.command.split_first() else {
                 return Err(TaskCliError::Usage(
@@ -434,6 +493,13 @@ pub fn detail(t: &TaskView) -> String {
         ("SUBMITTED", t.submitted_at.clone()),
         ("RESERVES", reserves_text(t)),
     ];
+    if let Some(image) = &t.image {
+        let network = t.network.as_deref().unwrap_or("none");
+        rows.push(("IMAGE", format!("{image} (network {network})")));
+        for m in &t.mounts {
+            rows.push(("MOUNT", m.clone()));
+        }
+    }
     if let Some(node) = &t.node {
         rows.push(("NODE", node.clone()));
     }
@@ -715,6 +781,9 @@ mod tests {
             slots: 1,
             resources: Default::default(),
             memory_limit_mib: None,
+            image: None,
+            mounts: Vec::new(),
+            network: None,
             command: String::new(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),
@@ -743,6 +812,9 @@ mod tests {
             slots: 1,
             resources: Default::default(),
             memory_limit_mib: None,
+            image: None,
+            mounts: Vec::new(),
+            network: None,
             command: "nope".into(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),
@@ -804,6 +876,9 @@ mod tests {
             slots: 1,
             resources: Default::default(),
             memory_limit_mib: None,
+            image: None,
+            mounts: Vec::new(),
+            network: None,
             command: String::new(),
             args: Vec::new(),
             submitted_at: "2026-12-06T10:00:00.000Z".into(),

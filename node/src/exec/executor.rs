@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::cgroup::Isolation;
 use super::clock::{boot_deadline_ms, boot_now_ms};
+use super::docker::{self, DockerRun};
 use super::recover::{finish_abandoned, recover_dir, RecoveredAttempt};
 use super::status::{attempt_dir, read_status, AttemptState, REPORTED_FILE};
 use super::supervisor::SUPERVISE_ARG;
@@ -39,6 +40,12 @@ pub struct ExecutorConfig {
     pub supervisor_args: Vec<String>,
     /// The cgroups attempts run in (none by default).
     pub isolation: Isolation,
+    /// The agent's store id, which names and labels its containers (read
+    /// from the data directory's `store-id`; containers cannot run
+    /// without it).
+    pub store: Option<String>,
+    /// The docker CLI of the docker driver.
+    pub docker_program: PathBuf,
 }
 
 impl ExecutorConfig {
@@ -50,7 +57,6 @@ impl ExecutorConfig {
         party: impl Into<String>,
     ) -> Result<ExecutorConfig, ExecError> {
         Ok(ExecutorConfig {
-            data_dir,
             slots_total,
             node_name: node_name.into(),
             party: party.into(),
@@ -60,6 +66,9 @@ impl ExecutorConfig {
             isolation: Isolation::None {
                 why: "not configured".into(),
             },
+            store: docker::store_of(&data_dir),
+            docker_program: docker::DOCKER_PROGRAM.into(),
+            data_dir,
         })
     }
 }
@@ -141,6 +150,16 @@ impl Executor {
         self.inner.config.slots_total
     }
 
+    /// The store id that names this node's containers, if known.
+    pub fn store(&self) -> Option<String> {
+        self.inner.config.store.clone()
+    }
+
+    /// The docker CLI of the docker driver.
+    pub fn docker_program(&self) -> PathBuf {
+        self.inner.config.docker_program.clone()
+    }
+
     /// Slots not held by a running attempt.
     pub fn slots_free(&self) -> u32 {
         self.lock().slots_free
@@ -189,37 +208,38 @@ impl Executor {
                 None
             }
             Driver::Command { program, args } => {
-                let dir = attempt_dir(&self.inner.config.data_dir, &spec.task_id, spec.attempt);
-                let sup_spec = SupervisorSpec {
+                let sup_spec = self.supervisor_spec(&spec, program, args, lease_deadline_boot_ms);
+                Some(self.spawn_attempt(weak, key, sup_spec, control_rx)?)
+            }
+            Driver::Docker { container, command } => {
+                let Some(store) = self.inner.config.store.clone() else {
+                    self.release(&key);
+                    return Err(ExecError::NoStore);
+                };
+                let run = DockerRun {
+                    program: self.inner.config.docker_program.clone(),
+                    name: docker::container_name(&store, &spec.task_id, spec.attempt),
+                    store,
                     task_id: spec.task_id.clone(),
                     attempt: spec.attempt,
-                    party: self.inner.config.party.clone(),
-                    node: self.inner.config.node_name.clone(),
-                    program: program.clone(),
-                    args: args.clone(),
-                    env: spec.env.clone(),
-                    cwd: spec.cwd.clone(),
-                    attempt_dir: dir.clone(),
+                    container: container.clone(),
+                    command: command.clone(),
+                    workdir: spec.cwd.clone(),
+                    limits: spec.limits,
+                };
+                let program = run.program.display().to_string();
+                let mut sup_spec = self.supervisor_spec(
+                    &spec,
+                    &program,
+                    &run.start_args(),
                     lease_deadline_boot_ms,
-                    timeout_ms: spec
-                        .timeout
-                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-                    cgroup: self.inner.config.isolation.attempt(
-                        &spec.task_id,
-                        spec.attempt,
-                        spec.limits,
-                    ),
-                };
-                // Spawned outside the lock so that starts do not serialise on fork.
-                let child = match self.spawn_supervisor(&dir) {
-                    Ok(child) => child,
-                    Err(e) => {
-                        self.release(&key);
-                        return Err(e);
-                    }
-                };
-                tokio::spawn(drive_supervisor(weak, key, child, sup_spec, control_rx));
-                Some(dir)
+                );
+                // Docker limits the container; the CLI client runs in no
+                // cgroup of ours and the working directory is the container's.
+                sup_spec.cgroup = None;
+                sup_spec.cwd = None;
+                sup_spec.docker = Some(run);
+                Some(self.spawn_attempt(weak, key, sup_spec, control_rx)?)
             }
         };
         Ok(AttemptHandle {
@@ -227,6 +247,59 @@ impl Executor {
             attempt: spec.attempt,
             dir,
         })
+    }
+
+    /// What the supervisor of a process attempt needs.
+    fn supervisor_spec(
+        &self,
+        spec: &AttemptSpec,
+        program: &str,
+        args: &[String],
+        lease_deadline_boot_ms: u64,
+    ) -> SupervisorSpec {
+        SupervisorSpec {
+            task_id: spec.task_id.clone(),
+            attempt: spec.attempt,
+            party: self.inner.config.party.clone(),
+            node: self.inner.config.node_name.clone(),
+            program: program.to_string(),
+            args: args.to_vec(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            attempt_dir: attempt_dir(&self.inner.config.data_dir, &spec.task_id, spec.attempt),
+            lease_deadline_boot_ms,
+            timeout_ms: spec
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            cgroup: self
+                .inner
+                .config
+                .isolation
+                .attempt(&spec.task_id, spec.attempt, spec.limits),
+            docker: None,
+        }
+    }
+
+    /// Spawns the supervisor (outside the lock, so that starts do not
+    /// serialise on fork) and the task that drives it; returns the
+    /// attempt's directory.
+    fn spawn_attempt(
+        &self,
+        weak: Weak<Inner>,
+        key: Key,
+        sup_spec: SupervisorSpec,
+        control_rx: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<PathBuf, ExecError> {
+        let dir = sup_spec.attempt_dir.clone();
+        let child = match self.spawn_supervisor(&dir) {
+            Ok(child) => child,
+            Err(e) => {
+                self.release(&key);
+                return Err(e);
+            }
+        };
+        tokio::spawn(drive_supervisor(weak, key, child, sup_spec, control_rx));
+        Ok(dir)
     }
 
     /// Takes the slots and registers the attempt, or says why not.
@@ -452,7 +525,16 @@ async fn drive_supervisor(
     let _ = child.wait().await;
     let outcome = match outcome {
         Some(o) => o,
-        None => settle_lost_supervisor(&dir).await,
+        None => {
+            let outcome = settle_lost_supervisor(&dir).await;
+            if let Some(run) = spec.docker {
+                // The supervisor cannot remove its container any more.
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || run.remove()).await {
+                    tracing::error!(error = %e, "container of a lost supervisor");
+                }
+            }
+            outcome
+        }
     };
     finish(&weak, key, outcome);
 }

@@ -26,6 +26,7 @@
 
 pub mod cgroup;
 pub mod clock;
+pub mod docker;
 mod executor;
 pub mod logs;
 mod procs;

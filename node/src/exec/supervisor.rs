@@ -23,6 +23,7 @@ use nix::unistd::{getppid, Pid};
 
 use super::cgroup::{self, AttemptCgroup};
 use super::clock::boot_now_ms;
+use super::docker::{self, DockerRun};
 use super::procs::{children_of, kill_group, kill_pid};
 use super::status::{boot_id, write_status, AttemptState, AttemptStatus};
 use super::types::{AttemptOutcome, KillReason};
@@ -105,7 +106,11 @@ fn run() -> Result<(), String> {
             return Err(format!("cannot set up the attempt's cgroup: {e}"));
         }
     }
-    let outcome = match spawn(&spec) {
+    let created = match &spec.docker {
+        Some(run) => run.create(&spec.attempt_dir, &attempt_env(&spec)),
+        None => Ok(()),
+    };
+    let outcome = match created.and_then(|()| spawn(&spec)) {
         Err(reason) => AttemptOutcome::SpawnFailed { reason },
         Ok(pid) => {
             status.state = AttemptState::Running { pgid: pid };
@@ -121,6 +126,10 @@ fn run() -> Result<(), String> {
     };
     let outcome = match &spec.cgroup {
         Some(cgroup) => settle_cgroup(&spec, cgroup, outcome),
+        None => outcome,
+    };
+    let outcome = match &spec.docker {
+        Some(run) => settle_container(&spec, run, outcome),
         None => outcome,
     };
     status.state = AttemptState::Finished {
@@ -154,11 +163,13 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
     };
     // The trampoline's exec failure would only show as an exit code: find
     // the program here, to report it as a failed start.
-    let path = spec
-        .env
-        .get("PATH")
-        .cloned()
-        .or_else(|| std::env::var("PATH").ok());
+    // The docker CLI is the agent's program; the task's PATH is the
+    // container's.
+    let path = match spec.docker {
+        Some(_) => None,
+        None => spec.env.get("PATH").cloned(),
+    }
+    .or_else(|| std::env::var("PATH").ok());
     find_program(&spec.program, spec.cwd.as_deref(), path.as_deref())?;
     let procs = spec
         .cgroup
@@ -167,13 +178,11 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
         .unwrap_or_default();
     let mut command = Command::new("/proc/self/exe");
     command.args(cgroup::enter_args(&procs, &spec.program, &spec.args));
+    if spec.docker.is_none() {
+        // A container's environment went into its `docker create`.
+        command.envs(attempt_env(spec));
+    }
     command
-        .envs(&spec.env)
-        .env("SHOAL_TASK_ID", &spec.task_id)
-        .env("SHOAL_ATTEMPT", spec.attempt.to_string())
-        .env("SHOAL_PARTY", &spec.party)
-        .env("SHOAL_NODE", &spec.node)
-        .env("SHOAL_ATTEMPT_DIR", &spec.attempt_dir)
         .stdin(Stdio::null())
         .stdout(open("stdout")?)
         .stderr(open("stderr")?)
@@ -191,6 +200,21 @@ fn spawn(spec: &SupervisorSpec) -> Result<i32, String> {
         .map_err(|e| format!("cannot start {:?}: {e}", spec.program))?;
     // Reaped by the waiter thread through waitpid(-1), not through `child`.
     i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())
+}
+
+/// The attempt's environment: the task's, then the `SHOAL_*` variables.
+fn attempt_env(spec: &SupervisorSpec) -> std::collections::BTreeMap<String, String> {
+    let mut env = spec.env.clone();
+    for (k, v) in [
+        ("SHOAL_TASK_ID", spec.task_id.clone()),
+        ("SHOAL_ATTEMPT", spec.attempt.to_string()),
+        ("SHOAL_PARTY", spec.party.clone()),
+        ("SHOAL_NODE", spec.node.clone()),
+        ("SHOAL_ATTEMPT_DIR", spec.attempt_dir.display().to_string()),
+    ] {
+        env.insert(k.to_string(), v);
+    }
+    env
 }
 
 /// Checks that `program` names an executable file, as exec would find it.
@@ -233,7 +257,15 @@ fn supervise(
 
     let started_ms = boot_now_ms();
     let timeout_deadline_ms = spec.timeout_ms.map(|t| started_ms.saturating_add(t));
-    let mut lease_deadline_ms = spec.lease_deadline_boot_ms;
+    // A container dies through the daemon, which takes longer than a signal.
+    let lead_ms = spec.docker.as_ref().map_or(0, |_| docker::KILL_LEAD_MS);
+    let fence_at = |lease_deadline_ms: u64| lease_deadline_ms.saturating_sub(lead_ms);
+    let mut lease_deadline_ms = fence_at(spec.lease_deadline_boot_ms);
+    let mut stopper = Stopper {
+        pid,
+        container: spec.docker.as_ref(),
+        container_killed: false,
+    };
     let mut killed: Option<(AttemptOutcome, Instant)> = None;
     let mut exited: Option<AttemptOutcome> = None;
 
@@ -247,7 +279,7 @@ fn supervise(
                 killed = Some((AttemptOutcome::TimedOut, Instant::now()));
             }
             if killed.is_some() {
-                kill_group(pid);
+                stopper.stop();
             }
         }
         if let Some((reason, at)) = &killed {
@@ -260,11 +292,11 @@ fn supervise(
         match rx.recv_timeout(wait) {
             Ok(Event::Control(ToSupervisor::Extend {
                 lease_deadline_boot_ms,
-            })) => lease_deadline_ms = lease_deadline_boot_ms,
+            })) => lease_deadline_ms = fence_at(lease_deadline_boot_ms),
             Ok(Event::Control(ToSupervisor::Kill { reason })) => {
-                kill_now(&mut killed, pid, AttemptOutcome::from_kill(reason))
+                kill_now(&mut killed, &mut stopper, AttemptOutcome::from_kill(reason))
             }
-            Ok(Event::AgentGone) => kill_now(&mut killed, pid, AttemptOutcome::AgentLost),
+            Ok(Event::AgentGone) => kill_now(&mut killed, &mut stopper, AttemptOutcome::AgentLost),
             Ok(Event::CommandExited(by_itself)) => {
                 exited = Some(by_itself.clone());
                 break killed.map_or(by_itself, |(reason, _)| reason);
@@ -321,14 +353,7 @@ fn settle_cgroup(
     );
     let outcome = match (died_by_itself, cgroup.limits.memory_bytes) {
         (true, Some(limit_bytes)) if cgroup.oom_kills() > 0 => {
-            let note = format!(
-                "\nshoal: the OOM killer killed this attempt at its memory limit of {} MiB\n",
-                limit_bytes >> 20
-            );
-            let _ = std::fs::OpenOptions::new()
-                .append(true)
-                .open(spec.attempt_dir.join("stderr"))
-                .and_then(|mut f| f.write_all(note.as_bytes()));
+            note_oom(spec, limit_bytes);
             AttemptOutcome::OutOfMemory { limit_bytes }
         }
         _ => outcome,
@@ -339,11 +364,72 @@ fn settle_cgroup(
     outcome
 }
 
-fn kill_now(killed: &mut Option<(AttemptOutcome, Instant)>, pid: i32, reason: AttemptOutcome) {
+fn kill_now(
+    killed: &mut Option<(AttemptOutcome, Instant)>,
+    stopper: &mut Stopper<'_>,
+    reason: AttemptOutcome,
+) {
     if killed.is_none() {
         *killed = Some((reason, Instant::now()));
     }
-    kill_group(pid);
+    stopper.stop();
+}
+
+/// Kills the attempt: its container first (once: `docker kill` is a call
+/// to the daemon), then the process group.
+struct Stopper<'a> {
+    pid: i32,
+    container: Option<&'a DockerRun>,
+    container_killed: bool,
+}
+
+impl Stopper<'_> {
+    fn stop(&mut self) {
+        if let Some(run) = self.container {
+            if !self.container_killed {
+                self.container_killed = true;
+                run.kill();
+            }
+        }
+        kill_group(self.pid);
+    }
+}
+
+/// A container the OOM killer ended at its memory limit turns the attempt
+/// into `OutOfMemory`, as in a cgroup; then the container is removed
+/// (killed first if anything is left of it), whatever the outcome.
+fn settle_container(
+    spec: &SupervisorSpec,
+    run: &DockerRun,
+    outcome: AttemptOutcome,
+) -> AttemptOutcome {
+    let died_by_itself = matches!(
+        outcome,
+        AttemptOutcome::Signaled { .. } | AttemptOutcome::Exited { code: 1.. }
+    );
+    let outcome = match (died_by_itself, run.limits.memory_bytes) {
+        (true, Some(limit_bytes)) if run.oom_killed() => {
+            note_oom(spec, limit_bytes);
+            AttemptOutcome::OutOfMemory { limit_bytes }
+        }
+        _ => outcome,
+    };
+    if let Err(e) = run.remove() {
+        eprintln!("shoal supervisor: {e}");
+    }
+    outcome
+}
+
+/// Says at the end of the attempt's stderr that the OOM killer ended it.
+fn note_oom(spec: &SupervisorSpec, limit_bytes: u64) {
+    let note = format!(
+        "\nshoal: the OOM killer killed this attempt at its memory limit of {} MiB\n",
+        limit_bytes >> 20
+    );
+    let _ = std::fs::OpenOptions::new()
+        .append(true)
+        .open(spec.attempt_dir.join("stderr"))
+        .and_then(|mut f| f.write_all(note.as_bytes()));
 }
 
 fn spawn_control_reader(mut stdin: BufReader<std::io::Stdin>, tx: mpsc::Sender<Event>) {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shoal_protocol::tasks::container::ContainerSpec;
 
 pub use super::cgroup::Limits;
 
@@ -20,6 +21,14 @@ pub enum Driver {
         program: String,
         /// Arguments.
         args: Vec<String>,
+    },
+    /// Run `command` (the image's own if empty) in a container of
+    /// `container.image`, through the docker CLI, under a supervisor.
+    Docker {
+        /// Image, mounts, network.
+        container: ContainerSpec,
+        /// Command and arguments inside the container.
+        command: Vec<String>,
     },
     /// Complete inside the agent after `duration` with `exit_code`; no
     /// process. For tests, demos and coordination benchmarks.
@@ -179,6 +188,10 @@ pub enum ExecError {
         /// Attempt number.
         attempt: u64,
     },
+    /// A container attempt on an executor that knows no store id (its
+    /// containers are named and labelled by it).
+    #[error("this node has no store id to name its containers by")]
+    NoStore,
     /// The supervisor process could not be started, or a file of the
     /// attempt directory could not be written.
     #[error("{what}: {source}")]

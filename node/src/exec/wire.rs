@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::AttemptCgroup;
+use super::docker::DockerRun;
 use super::types::{AttemptOutcome, KillReason};
 
 /// Longest line either side accepts.
@@ -43,6 +44,11 @@ pub struct SupervisorSpec {
     /// The attempt's cgroup, where the node isolates attempts.
     #[serde(default)]
     pub cgroup: Option<AttemptCgroup>,
+    /// The attempt's container, for the docker driver: `program` and
+    /// `args` are then the docker CLI's attached start, and `env` goes
+    /// into the container.
+    #[serde(default)]
+    pub docker: Option<DockerRun>,
 }
 
 /// Agent -> supervisor.

@@ -227,6 +227,7 @@ pub async fn start(
     if stale > 0 {
         tracing::info!(stale, "removed attempt cgroups of an earlier run");
     }
+    remove_stale_containers(&executor).await;
     let load = Arc::new(TaskLoad {
         isolation: config.isolation.kind(),
         ..TaskLoad::default()
@@ -261,6 +262,27 @@ pub async fn start(
     };
     tokio::spawn(host.run(requests, inbound, exits, persisted, members, local));
     Ok((TasksHandle::new(requests_tx), load))
+}
+
+/// Removes the containers of this agent's store that no attempt of this
+/// executor owns: a restarted agent owns none yet, and the recovery above
+/// has already let every live supervisor remove its own.
+async fn remove_stale_containers(executor: &Executor) {
+    let Some(store) = executor.store() else {
+        return;
+    };
+    let program = executor.docker_program();
+    let owned = executor.running();
+    let removed =
+        tokio::task::spawn_blocking(move || exec::docker::remove_stale(&program, &store, &owned))
+            .await;
+    match removed {
+        Ok(Ok(0)) => {}
+        Ok(Ok(stale)) => tracing::info!(stale, "removed containers of an earlier run"),
+        // No docker here, or its daemon is down: no container can be left.
+        Ok(Err(e)) => tracing::debug!(error = %e, "no stale containers looked for"),
+        Err(e) => tracing::warn!(error = %e, "stale container clean-up panicked"),
+    }
 }
 
 /// Every acceptor entry the store holds, decoded; undecodable entries are
@@ -1121,6 +1143,13 @@ impl Host {
             } => exec::Driver::Mock {
                 duration: Duration::from_millis(duration_ms),
                 exit_code,
+            },
+            Driver::Docker(container) => exec::Driver::Docker {
+                container,
+                command: match spec.command.is_empty() {
+                    true => Vec::new(),
+                    false => std::iter::once(spec.command).chain(spec.args).collect(),
+                },
             },
         };
         let attempt_spec = AttemptSpec {

@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 
 /// What looks wrong with `spec` on this machine, in words.
 pub fn warnings(spec: &TaskSpec) -> Vec<String> {
+    if let Driver::Docker(_) = spec.driver {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if find_program(crate::exec::docker::DOCKER_PROGRAM, &path).is_none() {
+            return vec![
+                "driver: the docker CLI is not installed on this node (the task may run on another)"
+                    .into(),
+            ];
+        }
+        return Vec::new();
+    }
     if spec.driver != Driver::Command {
         return Vec::new();
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_protocol::resources::{self, ResourceError, Resources};
 use shoal_protocol::tasks::checkpoint::CheckpointMeta;
+use shoal_protocol::tasks::container::{ContainerError, ContainerSpec, Mount, Network};
 use shoal_protocol::tasks::{AttemptInfo, Driver, Outcome, TaskRecord, TaskSpec, TaskState};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,8 +47,17 @@ pub struct TaskView {
     pub exit_code: Option<i32>,
     /// Retries used.
     pub retries_used: u32,
-    /// `command` or `mock`.
+    /// `command`, `mock` or `docker`.
     pub driver: String,
+    /// The container image, for the docker driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The container's bind mounts, `SRC:DST[:ro]`, for the docker driver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
+    /// The container's network (`none` or `bridge`), for the docker driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// Slots it holds while it runs.
     #[serde(default)]
     pub slots: u32,
@@ -171,6 +181,10 @@ impl TaskView {
 
     /// The view of a record.
     pub fn of(r: &TaskRecord) -> TaskView {
+        let container = match &r.spec.driver {
+            Driver::Docker(c) => Some(c),
+            Driver::Command | Driver::Mock { .. } => None,
+        };
         TaskView {
             id: r.id.to_string(),
             name: r.spec.name.clone(),
@@ -179,10 +193,12 @@ impl TaskView {
             node: r.holder_name.clone(),
             exit_code: r.exit_code,
             retries_used: r.retries_used,
-            driver: match r.spec.driver {
-                Driver::Command => "command".into(),
-                Driver::Mock { .. } => "mock".into(),
-            },
+            driver: r.spec.driver.name().into(),
+            image: container.map(|c| c.image.clone()),
+            mounts: container
+                .map(|c| c.mounts.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            network: container.map(|c| c.network.as_str().into()),
             slots: r.spec.slots,
             resources: r.spec.resources.clone(),
             memory_limit_mib: (r.spec.memory_limit_mib > 0).then_some(r.spec.memory_limit_mib),
@@ -354,9 +370,18 @@ pub struct SubmitBody {
     /// A name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `command` (default) or `mock`.
+    /// `command` (default), `mock` or `docker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
+    /// Docker driver: the image (required; it must be on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Docker driver: bind mounts, `"SRC:DST"` or `"SRC:DST:ro"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
+    /// Docker driver: `"none"` (default) or `"bridge"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// Mock driver: how long the pretend attempt runs (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<DurationField>,
@@ -399,11 +424,52 @@ impl SubmitBody {
         Ok(asked)
     }
 
+    /// The container of a docker task, or the field that is wrong and why.
+    fn container(&self) -> Result<ContainerSpec, FieldError> {
+        let err = |e: ContainerError| {
+            let field = e.field();
+            let full = e.to_string();
+            let message = full
+                .strip_prefix(&format!("{field}: "))
+                .or_else(|| full.strip_prefix("mount: "))
+                .map(str::to_string)
+                .unwrap_or(full);
+            FieldError::new(field, message)
+        };
+        let image = match self.image.as_deref() {
+            Some(image) => image,
+            None => return Err(FieldError::new("image", "required for driver \"docker\"")),
+        };
+        let mut spec = ContainerSpec::new(image);
+        spec.mounts = self
+            .mounts
+            .iter()
+            .map(|m| Mount::parse(m))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        if let Some(network) = self.network.as_deref() {
+            spec.network = Network::parse(network).map_err(err)?;
+        }
+        spec.validate().map_err(err)?;
+        Ok(spec)
+    }
+
     /// The spec, or the field that is wrong and why.
     pub fn into_spec(self) -> Result<TaskSpec, FieldError> {
         use shoal_protocol::tasks::{MAX_RETRIES, MAX_SLOTS};
-        let driver = match self.driver.as_deref().unwrap_or("command") {
-            "command" => {
+        let driver_name = self.driver.as_deref().unwrap_or("command");
+        if matches!(driver_name, "command" | "mock") {
+            let stray = [
+                ("image", self.image.is_some()),
+                ("mounts", !self.mounts.is_empty()),
+                ("network", self.network.is_some()),
+            ];
+            if let Some((field, _)) = stray.iter().find(|(_, given)| *given) {
+                return Err(FieldError::new(field, "only for driver \"docker\""));
+            }
+        }
+        let driver = match driver_name {
+            "command" | "docker" => {
                 if self.duration.is_some() || self.exit_code.is_some() {
                     let field = if self.duration.is_some() {
                         "duration"
@@ -412,7 +478,10 @@ impl SubmitBody {
                     };
                     return Err(FieldError::new(field, "only for driver \"mock\""));
                 }
-                Driver::Command
+                match driver_name {
+                    "docker" => Driver::Docker(self.container()?),
+                    _ => Driver::Command,
+                }
             }
             "mock" => Driver::Mock {
                 duration_ms: match &self.duration {
@@ -424,7 +493,7 @@ impl SubmitBody {
             other => {
                 return Err(FieldError::new(
                     "driver",
-                    format!("{other:?} is not one of \"command\", \"mock\""),
+                    format!("{other:?} is not one of \"command\", \"mock\", \"docker\""),
                 ))
             }
         };
@@ -485,6 +554,8 @@ impl SubmitBody {
         let name = self.name.unwrap_or_else(|| match &driver {
             Driver::Mock { .. } => "mock".to_string(),
             Driver::Command => command.clone(),
+            Driver::Docker(c) if command.is_empty() => c.image.clone(),
+            Driver::Docker(_) => command.clone(),
         });
         let spec = TaskSpec {
             name,
@@ -538,6 +609,80 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn docker_bodies_become_container_specs_or_name_the_wrong_field() {
+        use shoal_protocol::tasks::container::{ContainerSpec, Mount, Network};
+        let body = |json: &str| serde_json::from_str::<SubmitBody>(json).unwrap();
+        let spec = body(
+            r#"{"driver":"docker","image":"busybox","command":"sh","args":["-c","echo hi"],
+                "mounts":["/data:/data:ro"],"network":"bridge","cpu":"250m","memory":"64Mi"}"#,
+        )
+        .into_spec()
+        .unwrap();
+        let mut want = ContainerSpec::new("busybox");
+        want.mounts = vec![Mount::parse("/data:/data:ro").unwrap()];
+        want.network = Network::Bridge;
+        assert_eq!(spec.driver, Driver::Docker(want));
+        assert_eq!((spec.command.as_str(), spec.name.as_str()), ("sh", "sh"));
+        let own = body(r#"{"driver":"docker","image":"busybox"}"#)
+            .into_spec()
+            .unwrap();
+        assert_eq!(
+            (own.command.as_str(), own.name.as_str()),
+            ("", "busybox"),
+            "no command: the image's own"
+        );
+        let record = TaskRecord::new(shoal_protocol::tasks::TaskId(1), spec, 0);
+        let json = serde_json::to_value(TaskView::of(&record)).unwrap();
+        assert_eq!(
+            (&json["driver"], &json["image"], &json["network"]),
+            (
+                &serde_json::json!("docker"),
+                &serde_json::json!("busybox"),
+                &serde_json::json!("bridge")
+            ),
+            "{json}"
+        );
+        assert_eq!(json["mounts"], serde_json::json!(["/data:/data:ro"]));
+        for (json, field) in [
+            (r#"{"driver":"docker"}"#, "image"),
+            (r#"{"driver":"docker","image":"-v"}"#, "image"),
+            (
+                r#"{"driver":"docker","image":"b","mounts":["data:/d"]}"#,
+                "mounts",
+            ),
+            (
+                r#"{"driver":"docker","image":"b","network":"host"}"#,
+                "network",
+            ),
+            (
+                r#"{"driver":"docker","image":"b","exit_code":1}"#,
+                "exit_code",
+            ),
+            (
+                r#"{"driver":"docker","image":"b","env":{"A":"x\ny"}}"#,
+                "env",
+            ),
+            (r#"{"command":"x","image":"busybox"}"#, "image"),
+            (r#"{"command":"x","mounts":["/a:/b"]}"#, "mounts"),
+            (r#"{"driver":"mock","network":"none"}"#, "network"),
+        ] {
+            assert_eq!(body(json).into_spec().unwrap_err().field, field, "{json}");
+        }
+        let unknown = serde_json::from_str::<SubmitBody>(r#"{"command":"x","volumes":["/a:/b"]}"#);
+        assert!(unknown.is_err(), "unknown fields stay refused");
+        let command = TaskRecord::new(
+            shoal_protocol::tasks::TaskId(2),
+            body(r#"{"command":"x"}"#).into_spec().unwrap(),
+            0,
+        );
+        let json = serde_json::to_value(TaskView::of(&command)).unwrap();
+        assert!(
+            json.get("image").is_none() && json.get("mounts").is_none(),
+            "{json}"
+        );
     }
 
     #[test]
@@ -607,7 +752,7 @@ mod tests {
         };
         assert_eq!(bad_timeout.into_spec().unwrap_err().field, "timeout");
         let driver = SubmitBody {
-            driver: Some("docker".into()),
+            driver: Some("podman".into()),
             ..SubmitBody::default()
         };
         assert_eq!(driver.into_spec().unwrap_err().field, "driver");

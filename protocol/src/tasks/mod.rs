@@ -7,12 +7,14 @@
 //! [`apply`]'s check of the attempt number.
 
 pub mod checkpoint;
+pub mod container;
 pub mod fit;
 
 use crate::resources::{ResourceError, Resources};
 use crate::Bugs;
 use crate::NodeId;
 use checkpoint::CheckpointMeta;
+use container::{ContainerError, ContainerSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -69,6 +71,22 @@ pub enum Driver {
         /// Its exit code.
         exit_code: i32,
     },
+    /// `command` and `args` (the image's own command when `command` is
+    /// empty) in a container of the given image, with the task's `env`;
+    /// `cwd` is a directory inside the container. Last, so that records
+    /// stored before it decode unchanged.
+    Docker(ContainerSpec),
+}
+
+impl Driver {
+    /// The driver's name in the API: `command`, `mock` or `docker`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Command => "command",
+            Driver::Mock { .. } => "mock",
+            Driver::Docker(_) => "docker",
+        }
+    }
 }
 
 /// What a user submits.
@@ -151,6 +169,10 @@ pub enum SpecError {
     /// A bad resource request.
     #[error("{0}")]
     Resources(ResourceError),
+    /// A bad container spec (image, mounts, network, or an environment
+    /// entry a container cannot receive).
+    #[error("{0}")]
+    Container(ContainerError),
 }
 
 impl SpecError {
@@ -162,6 +184,7 @@ impl SpecError {
             SpecError::Retries(_) => "retries",
             SpecError::EnvKey(_) => "env",
             SpecError::Resources(e) => resource_field(e),
+            SpecError::Container(e) => e.field(),
             SpecError::TooLong { field }
             | SpecError::TooMany { field }
             | SpecError::Nul { field }
@@ -180,7 +203,8 @@ impl SpecError {
             SpecError::EmptyCommand
             | SpecError::Nul { .. }
             | SpecError::EnvKey(_)
-            | SpecError::Resources(_) => None,
+            | SpecError::Resources(_)
+            | SpecError::Container(_) => None,
         }
     }
 }
@@ -273,6 +297,13 @@ impl TaskSpec {
         }
         if let Driver::Mock { duration_ms, .. } = self.driver {
             bounded("duration", duration_ms, MAX_MOCK_DURATION_MS)?;
+        }
+        if let Driver::Docker(container) = &self.driver {
+            container.validate().map_err(SpecError::Container)?;
+            self.env
+                .iter()
+                .try_for_each(|(k, v)| container::validate_env(k, v))
+                .map_err(SpecError::Container)?;
         }
         Ok(())
     }
@@ -1068,5 +1099,47 @@ mod tests {
             exit_code: 0,
         };
         assert_eq!(s.validate().unwrap_err().field(), "duration");
+    }
+
+    #[test]
+    fn a_docker_spec_needs_a_valid_image_but_no_command() {
+        use container::{ContainerSpec, Mount};
+        let mut s = TaskSpec {
+            slots: 1,
+            driver: Driver::Docker(ContainerSpec::new("busybox")),
+            ..TaskSpec::default()
+        };
+        assert_eq!(s.validate(), Ok(()), "the image's own command");
+        s.driver = Driver::Docker(ContainerSpec::new("-v"));
+        assert_eq!(s.validate().unwrap_err().field(), "image");
+        let mut c = ContainerSpec::new("busybox");
+        c.mounts.push(Mount {
+            source: "relative".into(),
+            target: "/in".into(),
+            read_only: true,
+        });
+        s.driver = Driver::Docker(c);
+        assert_eq!(s.validate().unwrap_err().field(), "mounts");
+        s.driver = Driver::Docker(ContainerSpec::new("busybox"));
+        s.env.insert("A".into(), "two\nlines".into());
+        assert_eq!(s.validate().unwrap_err().field(), "env");
+        s.driver = Driver::Command;
+        s.command = "sh".into();
+        assert_eq!(s.validate(), Ok(()), "a command's env may hold newlines");
+    }
+
+    #[test]
+    fn records_stored_before_the_docker_driver_decode_unchanged() {
+        // The variant index is the stored form: Docker must stay last.
+        let mock = Driver::Mock {
+            duration_ms: 5,
+            exit_code: 3,
+        };
+        assert_eq!(crate::wire::encode(&Driver::Command), vec![0]);
+        assert_eq!(crate::wire::encode(&mock)[0], 1);
+        let docker = Driver::Docker(container::ContainerSpec::new("busybox"));
+        assert_eq!(crate::wire::encode(&docker)[0], 2);
+        let back: Driver = crate::wire::decode(&crate::wire::encode(&docker), 1 << 16).unwrap();
+        assert_eq!((back.name(), mock.name()), ("docker", "mock"));
     }
 }

@@ -365,7 +365,8 @@ impl Sim {
                         duration_ms,
                         exit_code,
                     } => (duration_ms, exit_code),
-                    shoal_protocol::tasks::Driver::Command => (100, 0),
+                    shoal_protocol::tasks::Driver::Command
+                    | shoal_protocol::tasks::Driver::Docker(_) => (100, 0),
                 };
                 if let Some(crash) = self.orphaned_at.remove(&task) {
                     self.failovers_ms.push(self.now - crash);

@@ -498,7 +498,8 @@ impl World {
                         duration_ms,
                         exit_code,
                     } => (duration_ms, exit_code),
-                    Driver::Command => (100, 0),
+                    // A container runs like a command: the simulator has neither.
+                    Driver::Command | Driver::Docker(_) => (100, 0),
                 };
                 if let Some(orphan) = self.orphans.remove(&task) {
                     let ms = (self.now - orphan.crashed_at) as f64;
