@@ -41,6 +41,68 @@ struct Mark {
     at_ns: u128,
 }
 
+/// One attempt's run as the run log tells it.
+#[derive(Debug)]
+struct Run<'a> {
+    start_ns: u128,
+    /// `None`: it never wrote its end (killed, or still running).
+    end_ns: Option<u128>,
+    node: &'a str,
+}
+
+/// Runs per task, per attempt; a second start or end of one attempt fails.
+fn runs_by_task(marks: &[Mark]) -> BTreeMap<&str, BTreeMap<u64, Run<'_>>> {
+    let mut by_task: BTreeMap<&str, BTreeMap<u64, Run<'_>>> = BTreeMap::new();
+    for m in marks {
+        let attempts = by_task.entry(&m.task).or_default();
+        if m.end {
+            let run = attempts
+                .get_mut(&m.attempt)
+                .unwrap_or_else(|| panic!("end without start: {m:?}"));
+            assert!(run.end_ns.is_none(), "attempt ended twice: {m:?}");
+            run.end_ns = Some(m.at_ns);
+        } else {
+            let run = Run {
+                start_ns: m.at_ns,
+                end_ns: None,
+                node: &m.node,
+            };
+            let old = attempts.insert(m.attempt, run);
+            assert!(old.is_none(), "attempt started twice: {m:?}");
+        }
+    }
+    by_task
+}
+
+/// No two attempts of a task overlap, no task completed twice, every
+/// acknowledged task completed once.
+fn assert_no_double_runs(by_task: &BTreeMap<&str, BTreeMap<u64, Run<'_>>>, acked: &[String]) {
+    for (task, attempts) in by_task {
+        let runs: Vec<&Run<'_>> = attempts.values().collect();
+        for (k, a) in runs.iter().enumerate() {
+            for b in &runs[k + 1..] {
+                let a_end = a.end_ns.unwrap_or(u128::MAX);
+                let b_end = b.end_ns.unwrap_or(u128::MAX);
+                assert!(
+                    a_end <= b.start_ns || b_end <= a.start_ns,
+                    "task {task}: attempts overlap: {attempts:?}"
+                );
+            }
+        }
+        let completed = runs.iter().filter(|r| r.end_ns.is_some()).count();
+        assert!(
+            completed <= 1,
+            "task {task} ran {completed} times: {attempts:?}"
+        );
+    }
+    for id in acked {
+        let completed = by_task
+            .get(id.as_str())
+            .map_or(0, |a| a.values().filter(|r| r.end_ns.is_some()).count());
+        assert_eq!(completed, 1, "task {id} completed {completed} times");
+    }
+}
+
 fn parse_marks(text: &str) -> Vec<Mark> {
     text.lines()
         .map(|line| {
@@ -199,47 +261,16 @@ fn a_rolling_upgrade_of_every_agent_loses_no_task_and_runs_none_twice() {
     // submission was not acknowledged): no overlapping attempts, at most
     // one completed run, exactly one for every acknowledged task.
     let marks = parse_marks(&std::fs::read_to_string(&runs).expect("the run log"));
-    let mut by_task: BTreeMap<&str, BTreeMap<u64, (u128, Option<u128>, &str)>> = BTreeMap::new();
-    for m in &marks {
-        let attempts = by_task.entry(&m.task).or_default();
-        if m.end {
-            let run = attempts
-                .get_mut(&m.attempt)
-                .unwrap_or_else(|| panic!("end without start: {m:?}"));
-            assert!(run.1.is_none(), "attempt ended twice: {m:?}");
-            run.1 = Some(m.at_ns);
-        } else {
-            let old = attempts.insert(m.attempt, (m.at_ns, None, &m.node));
-            assert!(old.is_none(), "attempt started twice: {m:?}");
-        }
-    }
-    for (task, attempts) in &by_task {
-        let runs: Vec<_> = attempts.values().collect();
-        for (k, a) in runs.iter().enumerate() {
-            for b in &runs[k + 1..] {
-                let a_end = a.1.unwrap_or(u128::MAX);
-                let b_end = b.1.unwrap_or(u128::MAX);
-                assert!(
-                    a_end <= b.0 || b_end <= a.0,
-                    "task {task}: attempts overlap: {attempts:?}"
-                );
-            }
-        }
-        let completed = runs.iter().filter(|r| r.1.is_some()).count();
-        assert!(
-            completed <= 1,
-            "task {task} ran {completed} times: {attempts:?}"
-        );
-    }
-    for id in &acked {
-        let completed = by_task
-            .get(id.as_str())
-            .map_or(0, |a| a.values().filter(|r| r.1.is_some()).count());
-        assert_eq!(completed, 1, "task {id} completed {completed} times");
-    }
+    let by_task = runs_by_task(&marks);
+    assert_no_double_runs(&by_task, &acked);
     let retried = by_task.values().filter(|a| a.len() > 1).count();
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for run in by_task.values().flat_map(BTreeMap::values) {
+        *per_node.entry(run.node).or_default() += 1;
+    }
     println!(
-        "rolling upgrade: {} tasks acknowledged, {} run, {retried} needed a second attempt",
+        "rolling upgrade: {} tasks acknowledged, {} run, {retried} needed a second attempt; \
+         attempts per node {per_node:?}",
         acked.len(),
         by_task.len()
     );
