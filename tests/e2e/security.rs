@@ -5,6 +5,7 @@
 use prometheus_client::metrics::counter::Counter;
 use shoal_node::tls::{self, SERVER_NAME};
 use shoal_node::transport::quinn_configs;
+use shoal_protocol::wire::WireVersions;
 use shoal_tests::agents;
 use shoal_tests::agents::{all_agree_alive, logs, wait_for, Agent, Party};
 use std::net::UdpSocket;
@@ -126,7 +127,8 @@ fn agents_from_another_ca_or_another_party_never_become_members() {
 /// Dials `target` with `material` and reports whether the connection was
 /// still open a second after the handshake.
 async fn dial_and_hold(material: &tls::TlsMaterial, target: std::net::SocketAddr) -> bool {
-    let (_, client) = quinn_configs(material, Counter::default()).unwrap();
+    let (_, client) =
+        quinn_configs(material, Counter::default(), &WireVersions::current()).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(client);
     let Ok(connecting) = endpoint.connect(target, SERVER_NAME) else {
@@ -142,7 +144,8 @@ async fn dial_and_hold(material: &tls::TlsMaterial, target: std::net::SocketAddr
 /// Sends junk to `target` over QUIC with a valid party certificate.
 async fn junk_client(party: &Party, target: std::net::SocketAddr) -> usize {
     let material = tls::load_tls_material(&party.issue("junk")).unwrap();
-    let (_, client) = quinn_configs(&material, Counter::default()).unwrap();
+    let (_, client) =
+        quinn_configs(&material, Counter::default(), &WireVersions::current()).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(client);
     let conn = endpoint

@@ -123,6 +123,7 @@ impl Party {
             api_token: None,
             config: None,
             extra_args: Vec::new(),
+            bin: None,
         }
     }
 
@@ -150,6 +151,9 @@ pub struct AgentSpec {
     pub config: Option<PathBuf>,
     /// More `shoal agent` flags, passed as they are.
     pub extra_args: Vec<String>,
+    /// The `shoal` binary to run instead of [`shoal()`] (an upgrade test's
+    /// "new" build).
+    pub bin: Option<PathBuf>,
 }
 
 impl AgentSpec {
@@ -180,13 +184,14 @@ impl AgentSpec {
     /// no `--name`, so the certificate's name is used), joining `join`.
     /// Output and logging are the caller's.
     pub fn command(&self, name: Option<&str>, join: &[SocketAddr]) -> Command {
+        let bin = self.bin.as_deref().unwrap_or(shoal());
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(shoal());
+                c.args(["netns", "exec", ns]).arg(bin);
                 c
             }
-            None => Command::new(shoal()),
+            None => Command::new(bin),
         };
         cmd.arg("agent");
         if let Some(name) = name {

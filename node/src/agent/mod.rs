@@ -170,6 +170,9 @@ fn prepare_identity(
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    // Before anything in the directory is read or written: a store laid out
+    // by a build that this one cannot read is refused untouched.
+    crate::store::format::check_or_stamp(&config.data_dir)?;
     let material = tls_material(&config)?;
     let binding = match &config.tls_dir {
         Some(dir) => identity_binding::check(dir, &config.data_dir)?,

@@ -219,6 +219,11 @@ impl Metrics {
             t.handshake_refusals.clone(),
         );
         registry.register(
+            "wire_version_refused",
+            "Connections refused because one side cannot read the other's wire version, counted where they are seen",
+            t.wire_version_refused.clone(),
+        );
+        registry.register(
             "dial_failures",
             "Outgoing QUIC dials that failed or timed out",
             t.dial_failures.clone(),

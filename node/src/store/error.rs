@@ -67,6 +67,35 @@ pub enum StoreError {
     /// The store is shutting down and accepts no more writes.
     #[error("store is closed")]
     Closed,
+    /// The data directory's format marker names a format this build does
+    /// not read (written by a newer build). Nothing was opened or written.
+    #[error(
+        "data directory {data_dir} holds store format {found}, but this shoal binary reads format {}: \
+         run a shoal build that reads format {found}, or start this one on another data directory",
+        versions(reads)
+    )]
+    UnsupportedFormat {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The format its marker names.
+        found: u32,
+        /// The formats this build reads, newest first.
+        reads: Vec<u32>,
+    },
+    /// The format marker file holds something other than a format line.
+    /// Nothing was opened or written.
+    #[error("store format marker {path} is unreadable (found {content:?}): it must read `shoal-store-format <version>`")]
+    BadFormatMarker {
+        /// The marker file.
+        path: PathBuf,
+        /// The start of what it holds.
+        content: String,
+    },
+}
+
+fn versions(reads: &[u32]) -> String {
+    let names: Vec<String> = reads.iter().map(u32::to_string).collect();
+    names.join(", ")
 }
 
 fn is_disk_full(e: &std::io::Error) -> bool {

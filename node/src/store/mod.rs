@@ -1,5 +1,7 @@
 //! The agent's durable store: one redb file in the data directory holding
-//! acceptor state, node metadata and the local attempt log.
+//! acceptor state, node metadata and the local attempt log. The directory's
+//! format version is checked (and a new directory stamped) before anything
+//! in it is opened ([`format`]).
 //!
 //! Writes go through [`Store::commit`] (async) or [`Store::commit_blocking`]:
 //! every batch is atomic, and a batch is acknowledged only after the write
@@ -8,6 +10,7 @@
 //! thread against the last committed state.
 
 mod error;
+pub mod format;
 mod stats;
 mod tables;
 mod writer;
@@ -74,6 +77,7 @@ impl Store {
     /// After an unclean shutdown redb repairs the file here.
     pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         probe_data_dir(data_dir)?;
+        format::check_or_stamp(data_dir)?;
         let path = data_dir.join(STORE_FILE_NAME);
         let db = redb::Database::create(&path).map_err(|e| from_redb(&path, e))?;
         create_tables(&db).map_err(|e| from_redb(&path, e))?;

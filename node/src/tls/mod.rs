@@ -9,5 +9,5 @@ pub mod verify;
 pub use ca::{bootstrap_party, init_ca, issue_node_cert, CaError, Issued, NodeCertFiles};
 pub use identity::{node_id_from_cert, party_and_node_from_cert, IdentityError};
 pub use verify::{
-    load_tls_material, rustls_configs, PartyVerifier, TlsError, TlsMaterial, ALPN, SERVER_NAME,
+    load_tls_material, rustls_configs, PartyVerifier, TlsError, TlsMaterial, SERVER_NAME,
 };

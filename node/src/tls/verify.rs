@@ -13,6 +13,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use shoal_protocol::wire::WireVersions;
 use shoal_protocol::NodeId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,9 +23,6 @@ use thiserror::Error;
 /// every node certificate carries as a DNS name. The party check, not the
 /// host name, is what authorises a peer.
 pub const SERVER_NAME: &str = "shoal-node";
-
-/// The ALPN protocol of node-to-node QUIC.
-pub const ALPN: &[u8] = b"shoal/1";
 
 /// Why TLS material could not be loaded or used.
 #[derive(Debug, Error)]
@@ -239,22 +237,27 @@ impl ClientCertVerifier for PartyVerifier {
     }
 }
 
-/// rustls server and client configurations for QUIC, TLS 1.3 only.
+/// rustls server and client configurations for QUIC, TLS 1.3 only. The
+/// ALPN protocols carry the wire version (`shoal/<version>`, see
+/// [`shoal_protocol::wire::version`]): the client offers the versions in
+/// `wire`, the server accepts those first and every other known version
+/// after them, so the transport can refuse a foreign version with a reason.
 pub fn rustls_configs(
     material: &TlsMaterial,
     refusals: Counter,
+    wire: &WireVersions,
 ) -> Result<(rustls::ServerConfig, rustls::ClientConfig), TlsError> {
     let verifier = PartyVerifier::new(&material.ca, &material.party, refusals)?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(material.chain.clone(), material.key.clone_key())?;
-    server.alpn_protocols = vec![ALPN.to_vec()];
+    server.alpn_protocols = wire.alpn_accept();
     let mut client = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(material.chain.clone(), material.key.clone_key())?;
-    client.alpn_protocols = vec![ALPN.to_vec()];
+    client.alpn_protocols = wire.alpn_offer();
     Ok((server, client))
 }

@@ -9,6 +9,12 @@
 //!
 //! The transport makes no membership decision: it hands every authenticated
 //! frame to the agent and sends whatever the agent asks.
+//!
+//! The wire version is the connection's ALPN protocol (`shoal/<version>`,
+//! decided by [`shoal_protocol::wire::version`]): a connection whose
+//! version this agent cannot read is closed right after the handshake with
+//! a reason naming both versions, logged once per peer and counted, before
+//! any frame of it is read.
 
 pub mod frame;
 pub mod udp;
@@ -19,9 +25,10 @@ use prometheus_client::metrics::counter::Counter;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, IdleTimeout, TransportConfig, VarInt};
 use rustls_pki_types::CertificateDer;
+use shoal_protocol::wire::version::{self, VersionError, WireVersions};
 use shoal_protocol::wire::Channel;
 use shoal_protocol::NodeId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,6 +59,15 @@ const MAX_INBOUND_STREAMS: u32 = 32;
 /// Loopback and Ethernet both carry 1452-byte QUIC packets; starting there
 /// lets a full membership datagram (1200 bytes) fit from the first packet.
 const INITIAL_MTU: u16 = 1452;
+/// The application close code of a connection refused for its wire
+/// version; the close reason says which versions.
+pub const CLOSE_WIRE_VERSION: u32 = 4;
+/// The TLS alert `no_application_protocol` (120) as a QUIC CRYPTO_ERROR:
+/// the peer offered no `shoal/<version>` the listener knows.
+const CRYPTO_NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
+/// Peers remembered as already logged for a wire-version refusal; past it
+/// the memory is cleared (the next refusals are logged again).
+const VERSION_LOGGED_MAX: usize = 1024;
 
 /// Counters the transport keeps (registered by [`crate::metrics`]).
 #[derive(Debug, Clone, Default)]
@@ -73,6 +89,9 @@ pub struct TransportCounters {
     pub decode_errors: Counter,
     /// Peers refused during the TLS handshake (other CA or other party).
     pub handshake_refusals: Counter,
+    /// Connections refused because one side cannot read the other's wire
+    /// version (`shoal_wire_version_refused_total`).
+    pub wire_version_refused: Counter,
     /// Dials that failed or timed out.
     pub dial_failures: Counter,
     /// Outbound payloads dropped (queue full, no connection, send error).
@@ -131,6 +150,10 @@ struct Shared {
     /// Where bidirectional streams opened by peers go (tunnels), once a
     /// server asked for them.
     streams: Mutex<Option<mpsc::Sender<MeshStream>>>,
+    /// The wire versions this endpoint reads.
+    wire: WireVersions,
+    /// Peers whose wire-version refusal was logged (once per peer).
+    version_logged: Mutex<HashSet<SocketAddr>>,
 }
 
 /// A bidirectional stream a party member opened to this node.
@@ -172,8 +195,9 @@ fn transport_config() -> Arc<TransportConfig> {
 pub fn quinn_configs(
     material: &TlsMaterial,
     refusals: Counter,
+    wire: &WireVersions,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TransportError> {
-    let (server_tls, client_tls) = rustls_configs(material, refusals)?;
+    let (server_tls, client_tls) = rustls_configs(material, refusals, wire)?;
     let server_crypto = QuicServerConfig::try_from(server_tls)
         .map_err(|e| TransportError::QuicTls(e.to_string()))?;
     let client_crypto = QuicClientConfig::try_from(client_tls)
@@ -201,7 +225,20 @@ impl Transport {
         counters: TransportCounters,
         inbound: mpsc::Sender<Inbound>,
     ) -> Result<Transport, TransportError> {
-        let (server, client) = quinn_configs(material, counters.handshake_refusals.clone())?;
+        Transport::bind_speaking(listen, material, counters, inbound, WireVersions::current())
+    }
+
+    /// [`Transport::bind`] for an endpoint reading the wire versions
+    /// `wire` instead of this build's (tests play a peer of another build
+    /// with it).
+    pub fn bind_speaking(
+        listen: SocketAddr,
+        material: &TlsMaterial,
+        counters: TransportCounters,
+        inbound: mpsc::Sender<Inbound>,
+        wire: WireVersions,
+    ) -> Result<Transport, TransportError> {
+        let (server, client) = quinn_configs(material, counters.handshake_refusals.clone(), &wire)?;
         let bind_err = |source| TransportError::Bind {
             addr: listen,
             source,
@@ -227,6 +264,8 @@ impl Transport {
                 peers: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
                 streams: Mutex::new(None),
+                wire,
+                version_logged: Mutex::new(HashSet::new()),
             }),
         };
         tokio::spawn(accept_loop(transport.shared.clone()));
@@ -435,7 +474,9 @@ async fn connection_to(shared: &Arc<Shared>, dst: SocketAddr) -> Option<Connecti
             Some(conn)
         }
         Ok(Err(e)) => {
-            tracing::debug!(peer = %dst, error = %e, "dial failed");
+            if !note_version_close(shared, dst, None, &e) {
+                tracing::debug!(peer = %dst, error = %e, "dial failed");
+            }
             shared.counters.dial_failures.inc();
             None
         }
@@ -457,9 +498,87 @@ fn register(shared: &Arc<Shared>, conn: Connection) -> Option<NodeId> {
         shared.counters.handshake_refusals.inc();
         return None;
     };
-    lock(&shared.conns).insert(conn.remote_address(), conn.clone());
+    let addr = conn.remote_address();
+    if let Err(e) = shared.wire.readable_alpn(negotiated_alpn(&conn).as_deref()) {
+        refuse_version(shared, &conn, peer_id, &e);
+        return None;
+    }
+    lock(&shared.version_logged).remove(&addr);
+    lock(&shared.conns).insert(addr, conn.clone());
     tokio::spawn(read_connection(shared.clone(), conn, peer_id));
     Some(peer_id)
+}
+
+/// The ALPN protocol the handshake settled on.
+fn negotiated_alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// Whether this is the first wire-version refusal involving `peer` since
+/// it was last connected (the log says it once per peer, the counter
+/// every time).
+fn first_version_refusal(shared: &Shared, peer: SocketAddr) -> bool {
+    let mut logged = lock(&shared.version_logged);
+    if logged.len() >= VERSION_LOGGED_MAX {
+        logged.clear();
+    }
+    logged.insert(peer)
+}
+
+/// Closes a connection whose wire version this endpoint cannot read, with
+/// a reason the peer logs.
+fn refuse_version(shared: &Shared, conn: &Connection, peer_id: NodeId, error: &VersionError) {
+    let peer = conn.remote_address();
+    let reads = version::list(shared.wire.reads());
+    let speaks = match error {
+        VersionError::Unreadable { found, .. } => version::alpn_name(*found),
+        other => other.to_string(),
+    };
+    shared.counters.wire_version_refused.inc();
+    if first_version_refusal(shared, peer) {
+        tracing::warn!(%peer, node = %peer_id, peer_speaks = %speaks, reads = %reads,
+            "refused a peer whose wire version this agent cannot read: {peer} (node {peer_id}) \
+             speaks {speaks}, this agent reads {reads}; it runs another shoal build, \
+             run builds that read a common version");
+    }
+    let reason = format!("reads {reads}, cannot read {speaks}");
+    conn.close(VarInt::from_u32(CLOSE_WIRE_VERSION), reason.as_bytes());
+}
+
+/// Logs (once per peer) and counts a connection the peer closed or
+/// refused for its wire version; whether `error` was one.
+fn note_version_close(
+    shared: &Shared,
+    peer: SocketAddr,
+    peer_id: Option<NodeId>,
+    error: &quinn::ConnectionError,
+) -> bool {
+    let speaks = version::list(shared.wire.reads());
+    let why = match error {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == VarInt::from_u32(CLOSE_WIRE_VERSION) =>
+        {
+            String::from_utf8_lossy(&c.reason).into_owned()
+        }
+        quinn::ConnectionError::ConnectionClosed(c)
+            if u64::from(c.error_code) == CRYPTO_NO_APPLICATION_PROTOCOL =>
+        {
+            "knows none of the versions offered (TLS no_application_protocol)".to_string()
+        }
+        _ => return false,
+    };
+    shared.counters.wire_version_refused.inc();
+    if first_version_refusal(shared, peer) {
+        let node = peer_id.map(|id| id.to_string()).unwrap_or_default();
+        tracing::warn!(%peer, node = %node, reads = %speaks,
+            "a peer refused this agent's wire version: {peer} {why} \
+             (this agent speaks {speaks}); it runs another shoal build, \
+             run builds that read a common version");
+    }
+    true
 }
 
 /// A failed incoming handshake that is a TLS refusal, and by which side.
@@ -476,6 +595,12 @@ enum Refusal {
 /// TLS alerts travel as QUIC CRYPTO_ERROR codes 0x100..=0x1ff.
 fn is_crypto_code(code: quinn::TransportErrorCode) -> bool {
     (0x100..=0x1ff).contains(&u64::from(code))
+}
+
+/// A handshake this endpoint failed with `no_application_protocol`.
+fn is_no_common_version(error: &quinn::ConnectionError) -> bool {
+    matches!(error, quinn::ConnectionError::TransportError(e)
+        if u64::from(e.code) == CRYPTO_NO_APPLICATION_PROTOCOL)
 }
 
 fn refusal(error: &quinn::ConnectionError) -> Option<Refusal> {
@@ -499,6 +624,15 @@ async fn accept_loop(shared: Arc<Shared>) {
                 Ok(Ok(conn)) => {
                     register(&shared, conn);
                 }
+                Ok(Err(e)) if is_no_common_version(&e) => {
+                    shared.counters.wire_version_refused.inc();
+                    if first_version_refusal(&shared, peer) {
+                        let reads = version::list(shared.wire.reads());
+                        tracing::warn!(%peer, reads = %reads,
+                            "refused a peer that offers no wire version this agent knows (it reads {reads}); \
+                             it runs another shoal build");
+                    }
+                }
                 Ok(Err(e)) => match refusal(&e) {
                     Some(Refusal::OursOfTheirs) => {
                         tracing::warn!(%peer, reason = %e, "refused a joining peer's certificate");
@@ -518,7 +652,7 @@ async fn accept_loop(shared: Arc<Shared>) {
 
 async fn read_connection(shared: Arc<Shared>, conn: Connection, peer_id: NodeId) {
     let src = conn.remote_address();
-    loop {
+    let closed = loop {
         tokio::select! {
             datagram = conn.read_datagram() => match datagram {
                 Ok(bytes) => {
@@ -526,13 +660,13 @@ async fn read_connection(shared: Arc<Shared>, conn: Connection, peer_id: NodeId)
                     shared.counters.bytes_in.inc_by(bytes.len() as u64);
                     deliver(&shared, src, peer_id, bytes, frame::MAX_DATAGRAM_FRAME_BYTES);
                 }
-                Err(_) => break,
+                Err(e) => break e,
             },
             stream = conn.accept_uni() => match stream {
                 Ok(recv) => {
                     tokio::spawn(read_stream(shared.clone(), src, peer_id, recv));
                 }
-                Err(_) => break,
+                Err(e) => break e,
             },
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
@@ -553,10 +687,11 @@ async fn read_connection(shared: Arc<Shared>, conn: Connection, peer_id: NodeId)
                         }
                     }
                 }
-                Err(_) => break,
+                Err(e) => break e,
             },
         }
-    }
+    };
+    note_version_close(&shared, src, Some(peer_id), &closed);
     let mut conns = lock(&shared.conns);
     if conns
         .get(&src)

@@ -9,11 +9,13 @@ pub mod codec;
 pub mod fed;
 pub mod paxos;
 pub mod swim;
+pub mod version;
 
 pub use codec::{
     decode, decode_borrowed, encode, encode_into, DecodeError, MAX_DATAGRAM_BYTES,
     MAX_STREAM_MESSAGE_BYTES,
 };
+pub use version::{readable, VersionError, WireVersion, WireVersions, WIRE_VERSION};
 
 use serde::{Deserialize, Serialize};
 
