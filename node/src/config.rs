@@ -53,6 +53,28 @@ pub enum IsolationMode {
     None,
 }
 
+/// How this node's offers pick among the candidates with room for a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementMode {
+    /// The candidate left with the least headroom: small tasks fill busy
+    /// nodes and room stays whole for large ones.
+    #[default]
+    Pack,
+    /// The candidate left with the most headroom: load spreads evenly.
+    Spread,
+}
+
+impl PlacementMode {
+    /// The protocol's placement rule.
+    pub fn rule(self) -> shoal_protocol::sched::Placement {
+        match self {
+            PlacementMode::Pack => shoal_protocol::sched::Placement::Pack,
+            PlacementMode::Spread => shoal_protocol::sched::Placement::Spread,
+        }
+    }
+}
+
 /// What the machine has: every CPU this process may use (std reads the
 /// cgroup CPU quota), and its memory, or the cgroup's limit if lower.
 pub fn machine_resources() -> Resources {
@@ -154,6 +176,8 @@ pub struct FileConfig {
     pub membership_preset: Option<Preset>,
     /// Attempts in cgroups (`auto`) or not (`none`).
     pub isolation: Option<IsolationMode>,
+    /// How offers pick among nodes with room (`pack`, `spread`).
+    pub placement: Option<PlacementMode>,
     /// Task slots offered.
     pub slots: Option<u32>,
     /// CPU offered to tasks (`4`, `3500m`); default: every CPU.
@@ -247,6 +271,8 @@ pub struct AgentConfig {
     pub preset: Preset,
     /// Whether attempts run in cgroups.
     pub isolation: IsolationMode,
+    /// How this node's offers pick among nodes with room.
+    pub placement: PlacementMode,
     /// Task slots offered.
     pub slots: u32,
     /// CPU, memory and custom amounts offered to tasks.

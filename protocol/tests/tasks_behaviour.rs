@@ -938,3 +938,37 @@ fn a_checkpoint_reaches_the_next_attempt_and_a_fenced_attempts_late_save_is_refu
     );
     assert_eq!(sim.record(task).unwrap().checkpoint, Some(meta(attempt, 1)));
 }
+
+#[test]
+fn a_task_that_fits_nowhere_is_parked_where_room_frees_first() {
+    // Late binding's timers are off: only the parked offer's hint can
+    // bring the wide task to the node whose room frees.
+    let mut sim = Sim::new_custom(3, test_config(), 11, 0.0, |_, c| {
+        c.capacity = shoal_protocol::resources::Resources::new(4000, 8192);
+        c.pull_interval_ms = 60_000;
+        c.sweep_interval_ms = 60_000;
+    });
+    sim.run_for(50);
+    let blocker = |ms: u64| {
+        let mut spec = TaskSpec::mock(ms, 0);
+        spec.resources = shoal_protocol::resources::Resources::new(3000, 512);
+        spec
+    };
+    // Every node holds 3 of its 4 CPUs; one node's blocker ends first.
+    let short = acked_one(&mut sim, 0, blocker(2_500));
+    let long: Vec<TaskId> = (0..2)
+        .map(|_| acked_one(&mut sim, 0, blocker(30_000)))
+        .collect();
+    let (short_node, _) = wait_running(&mut sim, short, 1_000);
+    for t in &long {
+        let (node, _) = wait_running(&mut sim, *t, 1_000);
+        assert_ne!(node, short_node, "blockers spread over the nodes");
+    }
+    let mut wide = TaskSpec::mock(1_000, 0);
+    wide.resources = shoal_protocol::resources::Resources::new(2000, 512);
+    let wide = acked_one(&mut sim, 0, wide);
+    let parked: u64 = (0..3).map(|i| sim.coord(i).stats().parked_offers).sum();
+    assert!(parked >= 1, "no node fits the wide task, so it is parked");
+    let (node, _) = wait_running(&mut sim, wide, 3_000);
+    assert_eq!(node, short_node, "it runs where room freed first");
+}

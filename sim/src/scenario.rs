@@ -587,6 +587,10 @@ pub struct TasksModel {
     /// dissemination p50 to p99 (116 and 1207 ms).
     #[serde(default = "default_join_ms")]
     pub join_ms: [u64; 2],
+    /// How offers pick among candidates with room: `"pack"` (the agents'
+    /// default) or `"spread"`.
+    #[serde(default)]
+    pub placement: shoal_protocol::sched::Placement,
 }
 
 impl TasksModel {
@@ -611,6 +615,7 @@ impl TasksModel {
             linearizability_ops: 0,
             detect_ms: default_detect_ms(),
             join_ms: default_join_ms(),
+            placement: Default::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use shoal_sim::{tasks, Scenario};
 use std::path::Path;
 
 /// Seeds tried per bug before the test gives up.
-const MAX_SEEDS: u64 = 150;
+const MAX_SEEDS: u64 = 300;
 
 /// Invariants that show a broken safety guarantee (a lost task alone does
 /// not count: a bug must be caught by what it breaks).

@@ -341,6 +341,7 @@ async fn start_tasks(
             data_dir: config.data_dir.clone(),
             slots: config.slots,
             capacity: config.capacity.clone(),
+            placement: config.placement.rule(),
             labels: config.labels.clone(),
             founder: mesh.seeds.is_empty(),
             isolation: isolation(config, store),

@@ -290,6 +290,11 @@ pub struct AgentArgs {
     /// [default: auto].
     #[arg(long, env = "SHOAL_ISOLATION", value_enum)]
     pub isolation: Option<crate::config::IsolationMode>,
+    /// How this node's offers pick among the nodes with room for a task:
+    /// the one left with the least headroom (pack: room stays whole for
+    /// large tasks) or the most (spread) [default: pack].
+    #[arg(long, env = "SHOAL_PLACEMENT", value_enum)]
+    pub placement: Option<crate::config::PlacementMode>,
     /// Task slots this node offers [default: number of CPUs].
     #[arg(long, env = "SHOAL_SLOTS")]
     pub slots: Option<u32>,
@@ -451,6 +456,7 @@ impl AgentArgs {
                 .or(file.membership_preset)
                 .unwrap_or_default(),
             isolation: self.isolation.or(file.isolation).unwrap_or_default(),
+            placement: self.placement.or(file.placement).unwrap_or_default(),
             slots: self.slots.or(file.slots).unwrap_or(slots_default),
             capacity: crate::config::offered_resources(
                 &crate::config::machine_resources(),

@@ -101,6 +101,8 @@ pub struct HostConfig {
     pub slots: u32,
     /// CPU, memory and custom amounts offered.
     pub capacity: Resources,
+    /// How offers pick among nodes with room.
+    pub placement: shoal_protocol::sched::Placement,
     /// Placement labels.
     pub labels: BTreeMap<String, String>,
     /// No seeds were given: with an empty store this node founds the party.
@@ -166,6 +168,7 @@ pub async fn start(
         name: config.name.clone(),
         slots_total: config.slots,
         capacity: config.capacity.clone(),
+        placement: config.placement,
         labels: config.labels.clone(),
         wall_origin_ms: clock.wall_origin_ms(),
         ..Config::default()

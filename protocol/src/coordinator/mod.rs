@@ -104,6 +104,8 @@ pub struct Config {
     pub sweep_stagger_ms: u64,
     /// `d` of the power-of-d-choices offer.
     pub offer_choices: usize,
+    /// How an offer picks among the candidates with room.
+    pub placement: crate::sched::Placement,
     /// Interval of the shard placement check.
     pub reconfig_check_ms: u64,
     /// Interval of shard directory anti-entropy.
@@ -148,6 +150,7 @@ impl Default for Config {
             sweep_interval_ms: 100,
             sweep_stagger_ms: 200,
             offer_choices: 2,
+            placement: crate::sched::Placement::default(),
             reconfig_check_ms: 1_000,
             directory_sync_ms: 1_000,
             retention_ms: 10 * 60 * 1_000,
@@ -421,6 +424,9 @@ pub struct Stats {
     pub claims_started: u64,
     /// Claims won.
     pub claims_won: u64,
+    /// Offers of a task that fit no node, sent to the node that lacked
+    /// least of it so that it pulls the task once room frees.
+    pub parked_offers: u64,
     /// Attempts killed by self-fencing.
     pub fenced: u64,
     /// Register operations that completed.
@@ -691,40 +697,49 @@ impl Coordinator {
     pub fn submit(&mut self, now: Instant, spec: TaskSpec) -> Result<RequestId, RequestError> {
         spec.validate()?;
         let task = TaskId(self.rng.gen::<u64>() | 1);
-        let config = self.config_for(task.0)?;
-        let request = self.request_id();
         let record = TaskRecord::new(task, spec, self.wall_ms(now));
-        self.start_cas(
+        self.start_request(
             now,
-            config,
+            task.0,
             RegisterKey::Task(task),
             Change::Task(Mutation::Create(Box::new(record))),
-            Purpose::Submit { request, task },
-        );
-        self.deliver_local(now);
-        Ok(request)
+            |request| Purpose::Submit { request, task },
+        )
     }
 
     /// Cancels a task from any non-final state; [`Effect::CancelDone`] follows.
     pub fn cancel(&mut self, now: Instant, task: TaskId) -> Result<RequestId, RequestError> {
-        let config = self.config_for(task.0)?;
-        let request = self.request_id();
-        self.start_cas(
+        self.start_request(
             now,
-            config,
+            task.0,
             RegisterKey::Task(task),
             Change::Task(Mutation::Cancel {
                 at_ms: self.wall_ms(now),
             }),
-            Purpose::Cancel { request, task },
-        );
-        self.deliver_local(now);
-        Ok(request)
+            |request| Purpose::Cancel { request, task },
+        )
     }
 
     /// Unix milliseconds at `now`, for the records' timestamps.
     fn wall_ms(&self, now: Instant) -> u64 {
         self.cfg.wall_origin_ms.saturating_add(now.as_millis())
+    }
+
+    /// Starts a client's operation on register `key` of the shard that
+    /// `shard_key` maps to; `purpose` names the effect that answers it.
+    fn start_request(
+        &mut self,
+        now: Instant,
+        shard_key: u64,
+        key: RegisterKey,
+        change: Change,
+        purpose: impl FnOnce(RequestId) -> Purpose,
+    ) -> Result<RequestId, RequestError> {
+        let config = self.config_for(shard_key)?;
+        let request = self.request_id();
+        self.start_cas(now, config, key, change, purpose(request));
+        self.deliver_local(now);
+        Ok(request)
     }
 
     /// The configuration of the shard of `key`, if an operation may start.
@@ -741,17 +756,13 @@ impl Coordinator {
 
     /// Reads a task record linearizably; [`Effect::TaskRead`] follows.
     pub fn read_task(&mut self, now: Instant, task: TaskId) -> Result<RequestId, RequestError> {
-        let config = self.config_for(task.0)?;
-        let request = self.request_id();
-        self.start_cas(
+        self.start_request(
             now,
-            config,
+            task.0,
             RegisterKey::Task(task),
             Change::Task(Mutation::Read),
-            Purpose::ReadTask { request, task },
-        );
-        self.deliver_local(now);
-        Ok(request)
+            |request| Purpose::ReadTask { request, task },
+        )
     }
 
     /// Names `meta` as the task's latest checkpoint, if `meta.attempt` is
@@ -765,20 +776,16 @@ impl Coordinator {
         meta: CheckpointMeta,
     ) -> Result<RequestId, RequestError> {
         meta.validate()?;
-        let config = self.config_for(task.0)?;
-        let request = self.request_id();
-        self.start_cas(
+        self.start_request(
             now,
-            config,
+            task.0,
             RegisterKey::Task(task),
             Change::Task(Mutation::Checkpoint {
                 holder: self.me,
                 meta,
             }),
-            Purpose::Checkpoint { request, task },
-        );
-        self.deliver_local(now);
-        Ok(request)
+            |request| Purpose::Checkpoint { request, task },
+        )
     }
 
     /// The members of the shard group of `task`, which store its
@@ -795,20 +802,16 @@ impl Coordinator {
         job: u64,
         value: Option<Vec<u8>>,
     ) -> Result<RequestId, RequestError> {
-        let config = self.config_for(job)?;
-        let request = self.request_id();
-        self.start_cas(
+        self.start_request(
             now,
-            config,
+            job,
             RegisterKey::Job(job),
             Change::JobWrite {
                 bytes: value,
                 over: None,
             },
-            Purpose::Job { request },
-        );
-        self.deliver_local(now);
-        Ok(request)
+            |request| Purpose::Job { request },
+        )
     }
 
     /// Edits the record set held in job register `register` (see
@@ -820,33 +823,25 @@ impl Coordinator {
         register: u64,
         edit: crate::federation::records::RecordEdit,
     ) -> Result<RequestId, RequestError> {
-        let config = self.config_for(register)?;
-        let request = self.request_id();
         let id = self.rng.gen();
-        self.start_cas(
+        self.start_request(
             now,
-            config,
+            register,
             RegisterKey::Job(register),
             Change::RecordEdit { edit, id },
-            Purpose::Job { request },
-        );
-        self.deliver_local(now);
-        Ok(request)
+            |request| Purpose::Job { request },
+        )
     }
 
     /// Reads job register `job` linearizably; [`Effect::JobDone`] follows.
     pub fn read_job(&mut self, now: Instant, job: u64) -> Result<RequestId, RequestError> {
-        let config = self.config_for(job)?;
-        let request = self.request_id();
-        self.start_cas(
+        self.start_request(
             now,
-            config,
+            job,
             RegisterKey::Job(job),
             Change::JobRead,
-            Purpose::Job { request },
-        );
-        self.deliver_local(now);
-        Ok(request)
+            |request| Purpose::Job { request },
+        )
     }
 
     /// The process of `attempt` of `task` ended (exited, or was killed);

@@ -25,10 +25,15 @@ use std::time::Duration;
 
 /// How long an offered task is not offered again by the same node.
 const REOFFER_MS: u64 = 250;
-/// How long a pull hint from a declined offer is worth following.
-const PULL_HINT_MS: u64 = 1_000;
+/// How long a pull hint from a declined or parked offer is followed: long
+/// enough for one of the node's running attempts to end. A stale hint
+/// costs one pull that finds nothing.
+const PULL_HINT_MS: u64 = 3_000;
 /// Pull hints kept at most.
 const MAX_PULL_HINTS: usize = 8;
+/// How many nodes a task that fits nowhere is parked at: whichever frees
+/// room first pulls it.
+const PARK_FANOUT: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -900,7 +905,16 @@ impl Coordinator {
             mine.labels = self.cfg.labels.clone();
             view.insert(self.me, mine);
         }
-        let Some(to) = sched::choose(&spec, &view, self.cfg.offer_choices, &mut self.rng) else {
+        let Some(to) = sched::choose(
+            &spec,
+            &view,
+            self.cfg.offer_choices,
+            self.cfg.placement,
+            &mut self.rng,
+        ) else {
+            if !exclude_me {
+                self.park(now, shard, task, from, spec, &view);
+            }
             return;
         };
         self.offered.insert(task, now);
@@ -949,23 +963,66 @@ impl Coordinator {
         // offer lands: slots are refilled by pulls the moment they free. So
         // this node remembers the shard, and its next pull with room goes
         // there, where orphans are handed out first.
-        if !self.pull_hints.iter().any(|h| h.shard == shard) {
-            if self.pull_hints.len() >= MAX_PULL_HINTS {
-                self.pull_hints.pop_front();
-            }
-            self.pull_hints.push_back(super::PullHint {
-                shard,
-                slots: spec.slots,
-                ask: spec.resources.clone(),
-                until: now + Duration::from_millis(PULL_HINT_MS),
-            });
-        }
+        self.remember_shard(now, shard, &spec);
         let recently = self.offered.get(&task).is_some_and(|at| {
             now.saturating_duration_since(*at).as_millis() < u128::from(REOFFER_MS)
         });
         if !recently {
             self.offer_to_best(now, shard, task, from, spec, true);
         }
+    }
+
+    /// No node fits `task` now: offer it anyway to the few that lack least
+    /// of it ([`sched::nearest`]). They decline, but the next pull with
+    /// room of each goes to this shard (when one of them is this node, the
+    /// hint is kept here).
+    fn park(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        task: TaskId,
+        from: u64,
+        spec: TaskSpec,
+        view: &BTreeMap<NodeId, crate::gossip::NodeState>,
+    ) {
+        let to = sched::nearest(&spec, view, sched::MAX_CHOICES, PARK_FANOUT, &mut self.rng);
+        if to.is_empty() {
+            return;
+        }
+        self.stats.parked_offers += 1;
+        for node in to {
+            if node == self.me {
+                self.remember_shard(now, shard, &spec);
+                continue;
+            }
+            self.send(
+                node,
+                PaxosMessage::Offer {
+                    shard,
+                    task,
+                    attempt: from,
+                    spec: Box::new(spec.clone()),
+                },
+            );
+        }
+    }
+
+    /// The next pull with room for `spec` goes to `shard` first.
+    fn remember_shard(&mut self, now: Instant, shard: ShardId, spec: &TaskSpec) {
+        let until = now + Duration::from_millis(PULL_HINT_MS);
+        if let Some(h) = self.pull_hints.iter_mut().find(|h| h.shard == shard) {
+            h.until = h.until.max(until);
+            return;
+        }
+        if self.pull_hints.len() >= MAX_PULL_HINTS {
+            self.pull_hints.pop_front();
+        }
+        self.pull_hints.push_back(super::PullHint {
+            shard,
+            slots: spec.slots,
+            ask: spec.resources.clone(),
+            until,
+        });
     }
 
     /// Late binding: ask one group what can be claimed.

@@ -276,6 +276,8 @@ impl Sim {
                     version: self.now,
                     slots_total: c.config().slots_total,
                     slots_free: c.slots_free(),
+                    capacity: c.config().capacity.clone(),
+                    free: c.resources_free(),
                     running_attempts: n.running.len() as u32,
                     ..NodeState::default()
                 };

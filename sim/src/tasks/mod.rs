@@ -147,6 +147,7 @@ pub fn run(scenario: &Scenario, seed: u64, bugs: Bugs) -> Outcome {
         rho,
         slots_total: model.slots_per_node,
         capacity: Resources::new(model.cpu_per_node_milli, model.memory_per_node_mib),
+        placement: model.placement,
         retention_ms: 3_600_000,
         bugs,
         // Every node offers the workload's label, so labelled tasks are
