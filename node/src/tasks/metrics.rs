@@ -59,6 +59,9 @@ pub struct TaskMetrics {
     pub ops_failed: Counter,
     /// Answers passed on between two other members (a one-way cut).
     pub answers_relayed: Counter,
+    /// Tasks this node offered that fit no node, parked at the nodes that
+    /// lacked least of them: a rising rate means work waits for room.
+    pub offers_parked: Counter,
     /// Smallest shard group in this node's directory (0 until every shard
     /// is known): equals the group size once the party is fully replicated.
     pub shard_group_min_size: Gauge,
@@ -84,6 +87,7 @@ impl Default for TaskMetrics {
             store_commit_seconds: Histogram::new(COMMIT_BUCKETS_S),
             ops_failed: Counter::default(),
             answers_relayed: Counter::default(),
+            offers_parked: Counter::default(),
             shard_group_min_size: Gauge::default(),
             shard_groups_degraded: Gauge::default(),
             last: Mutex::new(Stats::default()),
@@ -103,6 +107,11 @@ impl TaskMetrics {
             "claims_won",
             "Claims this node won",
             self.claims_won.clone(),
+        );
+        registry.register(
+            "offers_parked",
+            "Tasks offered while no node had room for them, parked where room frees first",
+            self.offers_parked.clone(),
         );
         registry.register(
             "claims_lost",
@@ -188,6 +197,8 @@ impl TaskMetrics {
         self.ops_failed.inc_by(d(stats.ops_failed, last.ops_failed));
         self.answers_relayed
             .inc_by(d(stats.answers_relayed, last.answers_relayed));
+        self.offers_parked
+            .inc_by(d(stats.parked_offers, last.parked_offers));
         *last = *stats;
     }
 }
