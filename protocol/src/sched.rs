@@ -17,9 +17,13 @@ pub const MAX_CHOICES: usize = 8;
 
 /// Whether `state` can take `spec` now.
 pub fn fits(spec: &TaskSpec, state: &NodeState) -> bool {
-    state.slots_free >= spec.slots
-        && state.free.covers(&spec.resources)
-        && spec.fits_labels(&state.labels)
+    state.slots_free >= spec.slots && state.free.covers(&spec.resources) && admits(spec, state)
+}
+
+/// Whether `state` takes work like `spec` at all, room aside: its labels,
+/// its health, not draining.
+fn admits(spec: &TaskSpec, state: &NodeState) -> bool {
+    spec.fits_labels(&state.labels)
         && !matches!(state.health, Health::Critical { .. })
         && !state.draining
 }
@@ -84,11 +88,7 @@ pub fn nearest<R: Rng>(
     let eligible: Vec<(&NodeId, &NodeState)> = view
         .iter()
         .filter(|(_, s)| {
-            s.slots_total >= spec.slots
-                && s.capacity.covers(&spec.resources)
-                && spec.fits_labels(&s.labels)
-                && !matches!(s.health, Health::Critical { .. })
-                && !s.draining
+            s.slots_total >= spec.slots && s.capacity.covers(&spec.resources) && admits(spec, s)
         })
         .collect();
     let d = d.clamp(1, MAX_CHOICES);
@@ -109,18 +109,10 @@ pub fn nearest<R: Rng>(
 /// How much `state` lacks of `spec` in its scarcest kind, per mille of
 /// that kind's total: 0 when it fits now.
 pub fn shortfall_permille(spec: &TaskSpec, state: &NodeState) -> u64 {
-    let short = |free: u32, ask: u32, total: u32| -> u64 {
-        if total == 0 {
-            return 0;
-        }
-        u64::from(ask.saturating_sub(free)) * 1000 / u64::from(total)
-    };
-    let slots = short(state.slots_free, spec.slots, state.slots_total);
-    spec.resources
-        .asked()
-        .into_iter()
-        .map(|(kind, ask)| short(state.free.amount(&kind), ask, state.capacity.amount(&kind)))
-        .fold(slots, u64::max)
+    kinds(spec, state)
+        .map(|(free, ask, total)| per_mille(ask.saturating_sub(free), total))
+        .max()
+        .unwrap_or(0)
 }
 
 /// What `state` would have left of its tightest kind after taking `spec`,
@@ -128,18 +120,32 @@ pub fn shortfall_permille(spec: &TaskSpec, state: &NodeState) -> u64 {
 /// asks for. Only what the task needs counts, so a memory-hungry task is
 /// placed by memory even where CPU is scarce.
 pub fn headroom_permille(spec: &TaskSpec, state: &NodeState) -> u64 {
-    let left = |free: u32, ask: u32, total: u32| -> u64 {
-        if total == 0 {
-            return 0;
-        }
-        u64::from(free.saturating_sub(ask)) * 1000 / u64::from(total)
-    };
-    let slots = left(state.slots_free, spec.slots, state.slots_total);
-    spec.resources
-        .asked()
-        .into_iter()
-        .map(|(kind, ask)| left(state.free.amount(&kind), ask, state.capacity.amount(&kind)))
-        .fold(slots, u64::min)
+    kinds(spec, state)
+        .map(|(free, ask, total)| per_mille(free.saturating_sub(ask), total))
+        .min()
+        .unwrap_or(0)
+}
+
+/// `(free, ask, total)` on `state` of slots and of each kind `spec` asks for.
+fn kinds<'a>(
+    spec: &'a TaskSpec,
+    state: &'a NodeState,
+) -> impl Iterator<Item = (u32, u32, u32)> + 'a {
+    let slots = (state.slots_free, spec.slots, state.slots_total);
+    std::iter::once(slots).chain(
+        spec.resources
+            .asked()
+            .into_iter()
+            .map(|(kind, ask)| (state.free.amount(&kind), ask, state.capacity.amount(&kind))),
+    )
+}
+
+/// `amount` per mille of `total` (0 of nothing).
+fn per_mille(amount: u32, total: u32) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    u64::from(amount) * 1000 / u64::from(total)
 }
 
 #[cfg(test)]
