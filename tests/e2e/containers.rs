@@ -7,24 +7,17 @@
 
 use serde_json::Value;
 use shoal_tests::agents::{http_get, wait_for};
+use shoal_tests::docker::docker;
 use shoal_tests::repo_root;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const NODES: [&str; 3] = ["c1", "c2", "c3"];
 const POLL: Duration = Duration::from_millis(250);
 /// Tries at picking a private subnet no other network on this host uses.
 const SUBNET_TRIES: u32 = 8;
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker")
-}
 
 fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);

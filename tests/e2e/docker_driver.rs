@@ -8,23 +8,16 @@
 //! where `docker info` fails or busybox-static is missing.
 
 use shoal_tests::agents::{self, wait_for, Agent, Party};
+use shoal_tests::docker::docker;
 use shoal_tests::shoal;
 use shoal_tests::task_helpers::{cli, status, submit, wait_replicated};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const IMAGE: &str = "shoal-test-busybox:latest";
 const BUSYBOX: &str = "/bin/busybox";
 const POLL: Duration = Duration::from_millis(100);
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker")
-}
 
 /// Builds the test image; `None` (with the reason printed) where this
 /// machine cannot.

@@ -4,6 +4,7 @@
 //! (`task_helpers`). Every wait here is bounded.
 
 pub mod agents;
+pub mod docker;
 pub mod task_helpers;
 
 use std::path::{Path, PathBuf};
